@@ -1,0 +1,17 @@
+"""transferlab: reuse all or part of a source model, frozen or tuned, and measure whether transfer helped."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from transferlab.errors import UserError  # noqa: E402
+
+__all__ = ["UserError", "__version__", "fit", "predict", "demo", "list_sources", "source_blocks"]
+
+
+def __getattr__(name: str):  # lazy: importing transferlab does not import torch
+    if name in {"fit", "predict", "demo", "list_sources", "source_blocks"}:
+        from transferlab import api
+
+        return getattr(api, name)
+    raise AttributeError(name)

@@ -1,0 +1,69 @@
+"""The target model: a source's ordered blocks, global pooling and a new head, with a frozen prefix."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from transferlab.sources.base import Source
+
+
+class TransferModel(nn.Module):
+    """``head(pool(blocks(x)))``. The first ``frozen`` blocks take no gradient and stay in eval mode.
+
+    Keeping frozen blocks in eval mode matters for BatchNorm: in train mode it would keep updating its running
+    statistics even with ``requires_grad=False`` (pytorch/pytorch#86590).
+    """
+
+    def __init__(self, blocks: OrderedDict[str, nn.Module], pool: nn.Module, num_features: int, num_classes: int):
+        super().__init__()
+        self.blocks = nn.Sequential(blocks)
+        self.pool = pool
+        self.head = nn.Linear(num_features, num_classes)
+        self.frozen = 0
+
+    def freeze(self, n: int) -> None:
+        """Freeze the first ``n`` blocks (and unfreeze the rest)."""
+        self.frozen = n
+        for i, block in enumerate(self.blocks):
+            block.requires_grad_(i >= n)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> TransferModel:
+        super().train(mode)
+        for block in list(self.blocks)[: self.frozen]:
+            block.eval()
+        return self
+
+    def prefix(self, n: int) -> nn.Sequential:
+        """The first ``n`` blocks (shared modules, not copies)."""
+        return self.blocks[:n]
+
+    def tail(self, n: int) -> nn.Sequential:
+        """Everything after block ``n``: the rest of the blocks, the pool and the head (shared modules)."""
+        return nn.Sequential(*list(self.blocks)[n:], self.pool, self.head)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.blocks(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def build_model(source: Source, num_classes: int, reuse: int | None, pretrained: bool) -> TransferModel:
+    """Reuse the first ``reuse`` blocks of ``source`` (all when None) and re-initialise the rest.
+
+    With ``pretrained=False`` every block comes from a fresh random copy of the same architecture. Reused blocks
+    are deep copies, so one loaded source can seed many independent models.
+    """
+    n = len(source.blocks) if reuse is None else reuse
+    fresh = source.fresh() if (not pretrained or n < len(source.blocks)) else None
+    names = list(source.blocks)
+    blocks = OrderedDict(
+        (name, copy.deepcopy(source.blocks[name]) if pretrained and i < n else fresh.blocks[name]) for i, name in enumerate(names)
+    )
+    pool = copy.deepcopy(source.pool) if pretrained else fresh.pool
+    return TransferModel(blocks, pool, source.num_features, num_classes)

