@@ -1,0 +1,46 @@
+"""Tiny synthetic fixtures. Tests run on the CPU, offline, with their own feature cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ["TRANSFERLAB_ALLOCATOR"] = "system"  # never re-exec the test process
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRANSFERLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def make_folder(root: Path, n_per_class: int = 16, size: int = 24, seed: int = 0) -> Path:
+    """Three easily separable classes: mostly-red, mostly-green and mostly-blue noisy squares."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(["red", "green", "blue"]):
+        (root / name).mkdir(parents=True)
+        for i in range(n_per_class):
+            arr = rng.integers(0, 90, size=(size, size, 3), dtype=np.uint8)
+            arr[..., c] = rng.integers(160, 256, size=(size, size), dtype=np.uint8)
+            Image.fromarray(arr).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("colors") / "data")
+
+
+@pytest.fixture(scope="session")
+def base_run(image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cnn_tiny trained from scratch on the colour task: a develop-model-approach source."""
+    from transferlab.api import fit
+
+    out = tmp_path_factory.mktemp("runs") / "base"
+    fit(str(image_folder), out=out, source="cnn_tiny", strategy="scratch", epochs=2, lr=3e-3, progress=False)
+    return out

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import transferlab.train.engine as engine
+from transferlab.api import fit, predict
+from transferlab.errors import UserError
+from transferlab.model import build_model
+from transferlab.sources import load_run, load_source
+from transferlab.strategies import make_strategy
+
+
+def test_run_directory_is_complete(base_run: Path) -> None:
+    for name in ("config.json", "metrics.csv", "model.safetensors", "model.json", "confusion_matrix.png"):
+        assert (base_run / name).is_file(), name
+    assert (base_run / "checkpoints" / "last.ckpt").is_file()
+    assert not (base_run / "INCOMPLETE").exists()
+    rows = list(csv.DictReader(open(base_run / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert set(rows[0]) >= {"epoch", "train_loss", "val_loss", "val_accuracy", "wall_seconds"}
+    card = json.loads((base_run / "model.json").read_text())
+    assert card["complete"] and card["classes"] == ["blue", "green", "red"]
+    assert card["metrics"]["test_accuracy"] > 0.6  # the colour task is easy: the scratch source learned it
+    config = json.loads((base_run / "config.json").read_text())
+    assert config["config"]["strategy"] == "scratch" and "torch" in config["versions"]
+
+
+def test_run_directory_is_a_source(base_run: Path) -> None:
+    source = load_source(str(base_run))
+    assert list(source.blocks) == ["conv1", "conv2", "conv3"]
+    assert source.source_classes == ["blue", "green", "red"]
+    trained = load_file(str(base_run / "model.safetensors"))
+    assert torch.equal(source.blocks["conv1"][0].weight, trained["blocks.conv1.0.weight"])
+
+
+def test_reuse_n_keeps_first_blocks_bit_for_bit_and_reinitialises_the_rest(base_run: Path) -> None:
+    source = load_source(str(base_run))
+    torch.manual_seed(1)
+    model = build_model(source, 3, reuse=2, pretrained=True)
+    for name in ("conv1", "conv2"):
+        for a, b in zip(model.blocks[list(source.blocks).index(name)].state_dict().values(),
+                        source.blocks[name].state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+    assert not torch.equal(model.blocks[2][0].weight, source.blocks["conv3"][0].weight)
+    model.blocks[0][0].weight.data += 1  # reused blocks are copies: the source is untouched
+    assert not torch.equal(model.blocks[0][0].weight, source.blocks["conv1"][0].weight)
+
+
+def test_finetune_param_groups_use_backbone_lr_mult(base_run: Path) -> None:
+    model = build_model(load_source(str(base_run)), 3, reuse=2, pretrained=True)
+    groups = make_strategy("finetune", backbone_lr_mult=0.1).prepare(model, 2, lr=1e-2)
+    assert [g["lr"] for g in groups] == [pytest.approx(1e-3), 1e-2]
+    n_backbone = sum(p.numel() for p in model.blocks[:2].parameters())
+    assert sum(p.numel() for p in groups[0]["params"]) == n_backbone
+
+
+def test_frozen_batchnorm_running_stats_do_not_move(base_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "frozen-nocache"
+    fit(_data(base_run), out=out,
+        source=str(base_run), strategy="frozen", reuse=2, cache=False, epochs=1, progress=False)
+    before = load_file(str(base_run / "model.safetensors"))
+    after = load_file(str(out / "model.safetensors"))
+    for key in ("blocks.conv1.1.running_mean", "blocks.conv1.1.running_var", "blocks.conv2.1.running_mean"):
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["blocks.conv3.1.running_mean"], after["blocks.conv3.1.running_mean"])
+
+
+def _data(base_run: Path) -> str:
+    return json.loads((base_run / "model.json").read_text())["data"]
+
+
+def test_frozen_features_are_cached_and_backbone_not_rerun(base_run: Path, tmp_path: Path, monkeypatch) -> None:
+    calls = []
+    real = engine.run_inference
+
+    def spy(module, loader, desc="", progress=False):
+        calls.append(desc)
+        return real(module, loader, desc, progress)
+
+    monkeypatch.setattr(engine, "run_inference", spy)
+    first = fit(_data(base_run), out=tmp_path / "a", source=str(base_run), strategy="frozen", epochs=2,
+                seed=3, progress=False)
+    assert first.cache_hit is False and [c for c in calls if c.startswith("features")]
+    calls.clear()
+    second = fit(_data(base_run), out=tmp_path / "b", source=str(base_run), strategy="frozen", epochs=2,
+                 seed=3, progress=False)
+    assert second.cache_hit is True
+    assert not [c for c in calls if c.startswith("features")]
+    assert second.test_accuracy == first.test_accuracy
+
+
+def test_interrupted_run_is_marked_and_resumes_to_the_same_model(base_run: Path, tmp_path: Path, monkeypatch) -> None:
+    opts = dict(source=str(base_run), strategy="frozen", reuse=2, epochs=3, progress=False)
+    full = fit(_data(base_run), out=tmp_path / "full", **opts)
+
+    real_end = engine.MetricsCSV.on_train_epoch_end
+
+    def die_after_epoch_2(self, trainer, module):
+        real_end(self, trainer, module)
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.MetricsCSV, "on_train_epoch_end", die_after_epoch_2)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        fit(_data(base_run), out=out, **opts)
+    assert (out / "INCOMPLETE").exists() and not (out / "model.json").exists()
+    with pytest.raises(UserError, match="incomplete"):
+        load_source(str(out))
+    monkeypatch.setattr(engine.MetricsCSV, "on_train_epoch_end", real_end)
+    with pytest.raises(UserError, match="--resume"):
+        fit(_data(base_run), out=out, **opts)
+    resumed = fit(_data(base_run), out=out, resume=True, **opts)
+    assert not (out / "INCOMPLETE").exists()
+    assert [r["epoch"] for r in resumed.epochs] == [1, 2, 3]
+    a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert resumed.test_accuracy == full.test_accuracy
+
+
+def test_resume_with_other_options_is_refused(base_run: Path, tmp_path: Path) -> None:
+    fit(_data(base_run), out=tmp_path / "r", source=str(base_run), strategy="frozen", epochs=1, progress=False)
+    with pytest.raises(UserError, match="different --epochs"):
+        fit(_data(base_run), out=tmp_path / "r", source=str(base_run), strategy="frozen", epochs=2,
+            resume=True, progress=False)
+
+
+def test_reuse_beyond_blocks_and_unknown_options_are_user_errors(base_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="exceeds the 3 blocks"):
+        fit(_data(base_run), out=tmp_path / "x", source=str(base_run), strategy="frozen", reuse=4)
+    with pytest.raises(UserError, match="did you mean 'epochs'"):
+        fit(_data(base_run), out=tmp_path / "x", source=str(base_run), epoch=3)
+    with pytest.raises(UserError, match="unknown strategy 'frozn'.*did you mean 'frozen'"):
+        fit(_data(base_run), out=tmp_path / "x", source=str(base_run), strategy="frozn")
+    assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def test_predict_classifies_files_and_folders(base_run: Path) -> None:
+    data = Path(_data(base_run))
+    rows = predict(base_run, [data / "red", data / "green" / "0.png"])
+    assert len(rows) == 17
+    assert {label for _, label, _ in rows} <= {"red", "green", "blue"}
+    assert all(0 < p <= 1 for _, _, p in rows)
+    correct = sum(label == Path(path).parent.name for path, label, _ in rows)
+    assert correct >= 12
+    _, model_card = load_run(base_run)
+    assert model_card["strategy"] == "scratch"
