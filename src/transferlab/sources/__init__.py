@@ -6,7 +6,10 @@ from pathlib import Path
 
 from transferlab.errors import UserError, did_you_mean
 from transferlab.registry import Registry
+import functools
+
 from transferlab.sources.base import Preprocessing, Source
+from transferlab.sources.cnn import WIDTHS, simple_cnn
 from transferlab.sources.rundir import load_run, run_source
 from transferlab.sources.zoo import efficientnet_lite0, packaged_lite0_file, timm_source, torchvision_source
 
@@ -14,6 +17,8 @@ __all__ = ["Preprocessing", "Source", "load_run", "load_source", "known_sources"
 
 BUILTIN: Registry = Registry("source")
 BUILTIN.register("efficientnet_lite0")(efficientnet_lite0)
+for _name in WIDTHS:
+    BUILTIN.register(_name)(functools.partial(simple_cnn, _name))
 
 # Classic ImageNet models users ask for by name; listed by `transferlab sources`.
 KNOWN = ["torchvision:vgg16", "torchvision:inception_v3", "torchvision:resnet50", "timm:resnet50", "timm:resnet18"]
@@ -71,4 +76,5 @@ def known_sources() -> list[dict[str, str]]:
             cfg = timm.models.get_pretrained_cfg(arch)
             have = cfg is not None and _hf_cached_file(cfg.hf_hub_id) is not None
             rows.append({"source": spec, "weights": cfg.hf_hub_id if cfg else "?", "offline": "yes" if have else "no"})
+    rows += [{"source": n, "weights": "none (train your own)", "offline": "yes (no weights)"} for n in WIDTHS]
     return rows

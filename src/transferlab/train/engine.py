@@ -59,6 +59,25 @@ class LitClassifier(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Shuffles with ``seed + epoch``: the order of every epoch is fixed, so a resumed run sees the same batches.
+
+    Lightning calls ``set_epoch`` before each epoch.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class MetricsCSV(L.Callback):
     """One row per epoch in ``metrics.csv``; its rows live in the checkpoint, so a resumed run keeps them."""
 
@@ -114,6 +133,7 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*module\(s\) in eval mode.*")  # frozen blocks, on purpose
 
 
 @torch.inference_mode()

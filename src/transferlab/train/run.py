@@ -28,6 +28,7 @@ from transferlab.sources.base import state_fingerprint
 from transferlab.sources.rundir import write_model
 from transferlab.strategies import make_strategy
 from transferlab.train.engine import (
+    EpochSampler,
     LitClassifier,
     MetricsCSV,
     cache_key,
@@ -166,10 +167,13 @@ def fit(
     splits = {"train": data.train, "val": data.val, "test": data.test}
     loader_args = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
 
+    def batches(ds: torch.utils.data.Dataset, shuffle: bool) -> DataLoader:
+        sampler = EpochSampler(len(ds), cfg.seed) if shuffle else None
+        return DataLoader(ds, sampler=sampler, **loader_args)
+
     def image_loader(split: str, shuffle: bool, augment: bool) -> DataLoader:
         tf = make_transform(pre, augment=True) if augment else eval_tf
-        gen = torch.Generator().manual_seed(cfg.seed)
-        return DataLoader(ImageDataset(splits[split], tf), shuffle=shuffle, generator=gen, **loader_args)
+        return batches(ImageDataset(splits[split], tf), shuffle)
 
     cache_hit = None
     if strategy.frozen_prefix and cfg.cache:
@@ -186,8 +190,7 @@ def fit(
         net = model.tail(reuse)
 
         def loader(split: str, shuffle: bool) -> DataLoader:
-            ds = TensorDataset(feats[split], torch.as_tensor(splits[split].labels, dtype=torch.long))
-            return DataLoader(ds, shuffle=shuffle, generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
+            return batches(TensorDataset(feats[split], torch.as_tensor(splits[split].labels)), shuffle)
 
     else:
         net = model
@@ -200,7 +203,12 @@ def fit(
     trainer = make_trainer(out, cfg.epochs, progress, metrics)
     last = out / "checkpoints" / "last.ckpt"
     ckpt = str(last) if resume and last.is_file() else None
-    trainer.fit(lit, loader("train", True), loader("val", False), ckpt_path=ckpt, weights_only=True)
+    try:
+        trainer.fit(lit, loader("train", True), loader("val", False), ckpt_path=ckpt, weights_only=True)
+    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1): the directory stays marked INCOMPLETE
+        raise KeyboardInterrupt from None
+    if trainer.interrupted:
+        raise KeyboardInterrupt
 
     logits = run_inference(net, loader("test", False), "test", progress)
     y = np.asarray(data.test.labels)
