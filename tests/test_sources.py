@@ -42,7 +42,8 @@ def test_scratch_is_same_architecture_with_other_weights() -> None:
     pre = load_source("efficientnet_lite0")
     scratch = load_source("scratch:efficientnet_lite0")
     assert list(pre.blocks) == list(scratch.blocks)
-    for (k1, a), (k2, b) in zip(pre.blocks["stem"].state_dict().items(), scratch.blocks["stem"].state_dict().items()):
+    pairs = zip(pre.blocks["stem"].state_dict().items(), scratch.blocks["stem"].state_dict().items(), strict=True)
+    for (k1, a), (k2, b) in pairs:
         assert k1 == k2 and a.shape == b.shape
     assert not torch.equal(pre.blocks["stem"][0].weight, scratch.blocks["stem"][0].weight)
 

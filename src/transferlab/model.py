@@ -61,9 +61,9 @@ def build_model(source: Source, num_classes: int, reuse: int | None, pretrained:
     """
     n = len(source.blocks) if reuse is None else reuse
     fresh = source.fresh() if (not pretrained or n < len(source.blocks)) else None
-    names = list(source.blocks)
     blocks = OrderedDict(
-        (name, copy.deepcopy(source.blocks[name]) if pretrained and i < n else fresh.blocks[name]) for i, name in enumerate(names)
+        (name, copy.deepcopy(block) if pretrained and i < n else fresh.blocks[name])
+        for i, (name, block) in enumerate(source.blocks.items())
     )
     pool = copy.deepcopy(source.pool) if pretrained else fresh.pool
     return TransferModel(blocks, pool, source.num_features, num_classes)

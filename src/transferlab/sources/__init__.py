@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from transferlab.errors import UserError, did_you_mean
 from transferlab.registry import Registry
-import functools
-
 from transferlab.sources.base import Preprocessing, Source
 from transferlab.sources.cnn import WIDTHS, simple_cnn
 from transferlab.sources.rundir import load_run, run_source

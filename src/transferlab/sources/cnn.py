@@ -29,9 +29,8 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 def simple_cnn(name: str, pretrained: bool = True, weights: Path | None = None) -> Source:
     """``cnn_tiny`` / ``cnn_small``: conv-BN-ReLU-maxpool blocks, global average pooling."""
     widths = WIDTHS[name]
-    blocks = OrderedDict(
-        (f"conv{i + 1}", _block(c_in, c_out)) for i, (c_in, c_out) in enumerate(zip((3, *widths), widths))
-    )
+    pairs = zip((3, *widths[:-1]), widths, strict=True)
+    blocks = OrderedDict((f"conv{i + 1}", _block(c_in, c_out)) for i, (c_in, c_out) in enumerate(pairs))
     origin = "random init"
     if weights is not None:
         holder = nn.Sequential(blocks)

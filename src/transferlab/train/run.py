@@ -6,7 +6,6 @@ import json
 import logging
 import platform
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
