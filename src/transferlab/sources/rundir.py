@@ -28,6 +28,8 @@ def write_model(run_dir: Path, model: Any, card: dict[str, Any]) -> None:
 
 def read_card(run_dir: Path) -> dict[str, Any]:
     card_path = run_dir / "model.json"
+    if not (run_dir / "config.json").is_file() and not card_path.is_file():
+        raise UserError(f"{run_dir} is not a transferlab run directory (no model.json)")
     if (run_dir / "INCOMPLETE").exists() or not card_path.is_file():
         raise UserError(f"run directory {run_dir} is incomplete (interrupted?): resume it with --resume first")
     try:

@@ -1,0 +1,128 @@
+"""The command line: end to end in a subprocess, and bad input as one sentence with exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import make_folder
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "transferlab", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error:") or "Usage" in proc.stderr, proc.stderr
+    for fragment in fragments:
+        assert fragment in " ".join(proc.stderr.split()), proc.stderr
+
+
+def test_fit_then_predict_end_to_end_on_bundled_data(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run("fit", "fashion-mnist:classes=5-9,per_class=8", "--source", "efficientnet_lite0", "--strategy",
+               "frozen", "--epochs", "2", "--image-size", "32", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stdout
+    assert (out / "model.json").is_file() and not (out / "INCOMPLETE").exists()
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.new("L", (28, 28), 200).save(images / "a.png")
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(images / "b.jpg")
+    pred = run("predict", str(out), str(images))
+    assert pred.returncode == 0, pred.stderr
+    rows = list(csv.DictReader(io.StringIO(pred.stdout)))
+    assert [Path(r["path"]).name for r in rows] == ["a.png", "b.jpg"]
+    assert all(r["label"] in {"Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"} for r in rows)
+    target = tmp_path / "pred.csv"
+    assert run("predict", str(out), str(images / "a.png"), "--output", str(target)).returncode == 0
+    assert target.read_text().startswith("path,label,probability\n")
+
+
+def test_sources_lists_offline_availability_and_blocks() -> None:
+    proc = run("sources")
+    assert proc.returncode == 0, proc.stderr
+    assert "efficientnet_lite0" in proc.stdout and "torchvision:vgg16" in proc.stdout
+    assert "allocator" in proc.stdout
+    blocks = run("sources", "--blocks", "efficientnet_lite0")
+    assert blocks.returncode == 0
+    for name in ("stem", "blocks_6", "head_conv", "classifier"):
+        assert name in blocks.stdout
+
+
+@pytest.fixture(scope="module")
+def bad_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_folder(tmp_path_factory.mktemp("bad") / "data", n_per_class=8)
+    (root / "red" / "empty.png").write_bytes(b"")
+    (root / "green" / "notes.png").write_text("not an image")
+    return root
+
+
+def test_bad_files_are_skipped_and_listed(bad_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run("fit", str(bad_folder), "--source", "scratch:cnn_tiny", "--strategy", "scratch", "--epochs", "1",
+               "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    listed = (out / "skipped_files.csv").read_text()
+    assert "empty.png" in listed and "notes.png" in listed
+
+
+def test_strict_fails_before_training_with_the_list(bad_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run("fit", str(bad_folder), "--source", "scratch:cnn_tiny", "--strict", "--out", str(out))
+    assert_user_error(proc, "empty.png", "notes.png")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["fit", "/nonexistent/data", "--out", "{tmp}/o"], ["/nonexistent/data", "does not exist"]),
+        (["fit", "fashion-mnist:classes=5-9", "--source", "efficientnet_lit0", "--out", "{tmp}/o"],
+         ["did you mean 'efficientnet_lite0'"]),
+        (["fit", "fashion-mnist:classes=5-9", "--strategy", "frozn", "--out", "{tmp}/o"], ["did you mean 'frozen'"]),
+        (["fit", "fashion-mnist:classes=5-9", "--reuse", "some", "--out", "{tmp}/o"], ["--reuse"]),
+        (["fit", "fashion-mnist:classes=5-9", "--reuse", "99", "--out", "{tmp}/o"], ["exceeds the 9 blocks"]),
+        (["fit", "fashion-mnist:classes=5-9,per_class=9999", "--out", "{tmp}/o"], ["9999"]),
+        (["fit", "fashion-mnist:classes=5-9", "--source", "timm:resnet18", "--out", "{tmp}/o"], ["--weights FILE"]),
+        (["fit", "fashion-mnist:classes=5-9", "--epochs", "0", "--out", "{tmp}/o"], ["--epochs"]),
+        (["predict", "{tmp}", "{tmp}"], ["not a transferlab run directory"]),
+        (["predict", "/nonexistent/run", "x.png"], ["/nonexistent/run"]),
+    ],
+)
+def test_bad_input_is_one_sentence_and_exit_2(args: list[str], fragments: list[str], tmp_path: Path) -> None:
+    proc = run(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert_user_error(proc, *[f.replace("{tmp}", str(tmp_path)) for f in fragments])
+    assert not (tmp_path / "o").exists()
+
+
+def test_occupied_output_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "other.txt").write_text("someone else's experiment")
+    proc = run("fit", "fashion-mnist:classes=5-9,per_class=5", "--out", str(tmp_path / "o"))
+    assert_user_error(proc, "already holds files")
+    assert run("fit", "fashion-mnist:classes=5-9,per_class=5", "--out", str(tmp_path / "o"),
+               "--overwrite").returncode == 2
+    assert (tmp_path / "o" / "other.txt").exists()
+
+
+def test_mismatched_weights_file_names_the_key(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"conv_stem.weight": torch.zeros(8, 3, 3, 3)}, str(path))
+    proc = run("fit", "fashion-mnist:classes=5-9", "--weights", str(path), "--out", str(tmp_path / "o"))
+    assert_user_error(proc, "conv_stem.weight", "(8, 3, 3, 3)")
