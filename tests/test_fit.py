@@ -19,7 +19,7 @@ from transferlab.strategies import make_strategy
 def test_run_directory_is_complete(base_run: Path) -> None:
     for name in ("config.json", "metrics.csv", "model.safetensors", "model.json", "confusion_matrix.png"):
         assert (base_run / name).is_file(), name
-    assert (base_run / "checkpoints" / "last.ckpt").is_file()
+    assert not (base_run / "checkpoints").exists()  # kept only while a run is unfinished
     assert not (base_run / "INCOMPLETE").exists()
     rows = list(csv.DictReader(open(base_run / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -111,6 +111,7 @@ def test_interrupted_run_is_marked_and_resumes_to_the_same_model(base_run: Path,
     with pytest.raises(KeyboardInterrupt):
         fit(_data(base_run), out=out, **opts)
     assert (out / "INCOMPLETE").exists() and not (out / "model.json").exists()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
     with pytest.raises(UserError, match="incomplete"):
         load_source(str(out))
     monkeypatch.setattr(engine.MetricsCSV, "on_train_epoch_end", real_end)

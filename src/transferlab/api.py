@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import fields
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 from transferlab.config import FitConfig
 from transferlab.errors import UserError, did_you_mean
-from transferlab.train.run import RunResult
+from transferlab.train.run import RunResult  # noqa: F401  (re-exported for type hints)
 
 log = logging.getLogger(__name__)
 
@@ -95,34 +94,28 @@ def source_blocks(spec: str, weights: str | None = None) -> list[tuple[str, int]
     return source.block_table()
 
 
-def demo(out: str | Path = "transferlab-demo", quick: bool = False, progress: bool = True) -> list[RunResult]:
-    """The main job on the built-in default: scratch, frozen and finetune from ImageNet EfficientNet-Lite0 on
-    the bundled Fashion-MNIST classes 5-9, each written as a run directory under ``out``."""
-    out = Path(out)
-    marker = out / "demo.json"
-    if out.exists() and any(out.iterdir()) and not marker.is_file():
-        raise UserError(f"--out {out} already holds files that are not a transferlab demo; choose another --out")
-    base = FitConfig(
-        data=DEMO_DATA + (",per_class=100" if quick else ""),
-        source=DEMO_SOURCE,
-        image_size=64,
-        epochs=3 if quick else 6,
-    )
-    results = []
-    for arm in DEMO_ARMS:
-        log.info("demo arm %s", arm)
-        results.append(fit(base.data, out=out / arm, overwrite=True, progress=progress, **_options(base, arm)))
-    summary = {
-        "config": base.to_dict(),
-        "arms": {arm: {"test_accuracy": r.test_accuracy, "wall_seconds": r.wall_seconds, "run_dir": str(r.out)}
-                 for arm, r in zip(DEMO_ARMS, results, strict=True)},
-    }
-    marker.write_text(json.dumps(summary, indent=2))
-    return results
+def compare(data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
+    """Every arm x seed x labelled size through :func:`fit`, then the benefits of transfer over scratch.
+
+    Writes ``results.json``, ``curves.csv`` and ``report.html`` to ``out`` and returns the results.
+
+    >>> compare("fashion-mnist:classes=5-9", source="efficientnet_lite0", arms="scratch,frozen,finetune",
+    ...         seeds=3, epochs=4, per_class="10,100", image_size=64, out="runs/cmp")  # doctest: +SKIP
+    """
+    from transferlab.compare import compare as run_compare
+
+    return run_compare(data, out=out, **options)
 
 
-def _options(base: FitConfig, strategy: str) -> dict[str, Any]:
-    d = base.to_dict()
-    d.pop("data")
-    d["strategy"] = strategy
-    return d
+def demo(out: str | Path = "transferlab-demo", quick: bool = False, progress: bool = True) -> dict[str, Any]:
+    """The main job on the built-in default: does ImageNet EfficientNet-Lite0 help on the bundled Fashion-MNIST
+    classes 5-9? A small :func:`compare` of scratch, frozen and finetune; rerunning it reuses finished cells."""
+    out = Path(out) / ("quick" if quick else "full")
+    settings = DEMO_QUICK if quick else DEMO_FULL
+    resume = (out / "compare.json").is_file()
+    return compare(DEMO_DATA, out=out, source=DEMO_SOURCE, arms=",".join(DEMO_ARMS), image_size=64,
+                   progress=progress, resume=resume, **settings)
+
+
+DEMO_QUICK = {"per_class": "30", "seeds": 2, "epochs": 3}
+DEMO_FULL = {"per_class": "10,100", "seeds": 3, "epochs": 4}

@@ -173,11 +173,64 @@ def sources(
 
 
 @app.command()
-def demo(
-    quick: Annotated[bool, typer.Option(help="Smaller and shorter (about a minute on 2 cores).")] = False,
-    out: Annotated[Path, typer.Option(help="Where the demo's run directories go.")] = Path("transferlab-demo"),
+def compare(
+    data: Annotated[str, typer.Argument(help="Target data, as for fit.")],
+    out: Annotated[Path, typer.Option(help="Directory for cells, results.json, curves.csv and report.html.")],
+    source: Annotated[str, typer.Option(help="Source model for the transfer arms.")] = "efficientnet_lite0",
+    arms: Annotated[str, typer.Option(help="Comma-separated arms: strategy[:reuse=N,lr=X,...].")] = (
+        "scratch,frozen,finetune"
+    ),
+    seeds: Annotated[int, typer.Option(help="Seeds per arm and size (>= 2 for intervals).")] = 3,
+    epochs: Annotated[int, typer.Option()] = 5,
+    per_class: Annotated[str | None, typer.Option(help="Labelled sizes, e.g. 10,30,100,all.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the source's).")] = None,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    backbone_lr_mult: Annotated[float, typer.Option()] = 0.1,
+    threshold: Annotated[float, typer.Option(help="Time to threshold: this fraction of scratch's asymptote.")] = 0.9,
+    seed: Annotated[int, typer.Option(help="First seed; also fixes the split.")] = 0,
+    weights: Annotated[str | None, typer.Option(help="Weights file for the source.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue a killed comparison, reusing finished cells.")] = False,
 ) -> None:
-    """Scratch vs frozen vs finetune from ImageNet EfficientNet-Lite0 on bundled Fashion-MNIST classes 5-9."""
+    """Did transfer help? Learning curves and the three benefits against scratch, with intervals."""
+    from transferlab import api
+
+    results = api.compare(
+        data, out=out, source=source, arms=arms, seeds=seeds, epochs=epochs, per_class=per_class,
+        image_size=image_size, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult,
+        threshold=threshold, seed=seed, weights=weights, resume=resume,
+    )
+    _print_benefits(results, out)
+
+
+def _print_benefits(results: dict, out: Path) -> None:
+    from transferlab.report.html import MEASURE_LABELS, fmt_interval
+
+    colours = {"yes": "green", "no": "red", "inconclusive": "yellow"}
+    for size in results["config"]["per_class"]:
+        table = Table(title=f"did transfer help? {size} labelled images per class, vs {results['baseline']} "
+                      "(mean [95% CI] over seeds)")
+        table.add_column("arm")
+        for m in MEASURE_LABELS.values():
+            table.add_column(m)
+        for arm, measures in results["benefits_by_size"][size].items():
+            table.add_row(arm, *[
+                Text(f"{fmt_interval(measures[m])} {measures[m]['verdict']}", style=colours[measures[m]["verdict"]])
+                for m in MEASURE_LABELS
+            ])
+        console.print(table)
+    for item in results["negative_transfer"]:
+        console.print(f"negative transfer: {item['arm']} on {item['measure']} at {item['per_class']} per class",
+                      style="red", markup=False)
+    console.print(f"report: {out / 'report.html'}", markup=False)
+
+
+@app.command()
+def demo(
+    quick: Annotated[bool, typer.Option(help="Smaller and shorter (a couple of minutes on 2 cores).")] = False,
+    out: Annotated[Path, typer.Option(help="Where the demo writes.")] = Path("transferlab-demo"),
+) -> None:
+    """Does ImageNet EfficientNet-Lite0 help on bundled Fashion-MNIST classes 5-9? scratch vs frozen vs finetune."""
     from transferlab import api
 
     console.print(
@@ -186,12 +239,17 @@ def demo(
         markup=False,
     )
     results = api.demo(out=out, quick=quick)
-    table = Table(title="test accuracy per arm")
-    for col in ("arm", "test accuracy", "training wall s", "run directory"):
+    table = Table(title="final test accuracy per arm (mean over seeds, largest size)")
+    for col in ("arm", "test accuracy", "training wall s (mean)"):
         table.add_column(col)
-    for arm, r in zip(api.DEMO_ARMS, results, strict=True):
-        table.add_row(arm, f"{r.test_accuracy:.3f}", f"{r.wall_seconds:.1f}", str(r.out))
+    largest = results["largest_size"]
+    for arm in api.DEMO_ARMS:
+        cells = [c for c in results["cells"] if c["arm"] == arm and c["per_class"] == largest]
+        acc = sum(c["test_accuracy"] for c in cells) / len(cells)
+        wall = sum(c["train_wall_seconds"] for c in cells) / len(cells)
+        table.add_row(arm, f"{acc:.3f}", f"{wall:.1f}")
     console.print(table)
+    _print_benefits(results, out / ("quick" if quick else "full"))
 
 
 def main() -> None:

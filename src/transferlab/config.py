@@ -24,6 +24,7 @@ class FitConfig:
     weight_decay: float = 1e-4
     image_size: int | None = None  # None = the source's own input size
     seed: int = 0
+    split_seed: int | None = None  # seed of the train/val/test split; None = seed
     per_class: int | None = None
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -31,6 +32,7 @@ class FitConfig:
     strict: bool = False
     cache: bool = True  # frozen: train the head on cached features
     num_workers: int = 0
+    curve: bool = False  # evaluate on the test split within the first epoch and after every epoch (curve.csv)
 
     def __post_init__(self) -> None:
         checks = [

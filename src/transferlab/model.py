@@ -39,12 +39,15 @@ class TransferModel(nn.Module):
         return self
 
     def prefix(self, n: int) -> nn.Sequential:
-        """The first ``n`` blocks (shared modules, not copies)."""
-        return self.blocks[:n]
+        """The first ``n`` blocks (shared modules, not copies); with every block, the pooling too, so that what a
+        frozen prefix hands on (and the feature cache stores) is the feature vector rather than a feature map."""
+        blocks = list(self.blocks)[:n]
+        return nn.Sequential(*blocks, self.pool) if n == len(self.blocks) else nn.Sequential(*blocks)
 
     def tail(self, n: int) -> nn.Sequential:
-        """Everything after block ``n``: the rest of the blocks, the pool and the head (shared modules)."""
-        return nn.Sequential(*list(self.blocks)[n:], self.pool, self.head)
+        """Everything after ``prefix(n)``: the remaining blocks, the pool and the head (shared modules)."""
+        rest = list(self.blocks)[n:]
+        return nn.Sequential(*rest, self.pool, self.head) if rest else nn.Sequential(self.head)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.blocks(x))

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
@@ -110,7 +111,62 @@ class MetricsCSV(L.Callback):
         self._offset = self.rows[-1]["wall_seconds"] if self.rows else 0.0
 
 
-def make_trainer(out: Path, epochs: int, progress: bool, metrics: MetricsCSV) -> L.Trainer:
+class TestCurve(L.Callback):
+    """Evaluates on the held-out test split at step 0, at a few points within the first epoch, then after every
+    epoch, and writes ``curve.csv``. ``wall_seconds`` counts training time only (evaluation pauses the clock) plus
+    ``offset`` (for example the one-off feature extraction of a frozen arm). Rows live in the checkpoint."""
+
+    columns = ("step", "epoch", "examples", "wall_seconds", "test_accuracy", "test_loss", "epoch_end")
+    fractions = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
+
+    def __init__(self, path: Path, test_loader: DataLoader, labels: torch.Tensor, offset: float = 0.0) -> None:
+        self.path, self.loader, self.labels = path, test_loader, labels
+        self.rows: list[dict[str, float]] = []
+        self.examples, self.train_seconds, self.offset = 0, 0.0, offset
+        self._tick = time.perf_counter()
+
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch_end: bool) -> None:
+        self.train_seconds += time.perf_counter() - self._tick
+        labels = self.labels
+        logits = run_inference(pl_module.net, self.loader)
+        pl_module.net.train()
+        self.rows.append({
+            "step": trainer.global_step,
+            "epoch": trainer.current_epoch + (1 if epoch_end else 0),
+            "examples": self.examples,
+            "wall_seconds": round(self.offset + self.train_seconds, 4),
+            "test_accuracy": float((logits.argmax(1) == labels).float().mean()),
+            "test_loss": float(F.cross_entropy(logits, labels)),
+            "epoch_end": int(epoch_end),
+        })
+        lines = [",".join(self.columns)] + [",".join(f"{r[c]:.6g}" for c in self.columns) for r in self.rows]
+        self.path.write_text("\n".join(lines) + "\n")
+        self._tick = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.rows:
+            self._evaluate(trainer, pl_module, epoch_end=False)
+        self._tick = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.examples += len(batch[1])
+        n = int(trainer.num_training_batches)
+        points = {max(1, round(f * n)) for f in self.fractions} - {n}
+        if trainer.current_epoch == 0 and batch_idx + 1 in points:
+            self._evaluate(trainer, pl_module, epoch_end=False)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._evaluate(trainer, pl_module, epoch_end=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "examples": self.examples, "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+        self.examples, self.train_seconds = int(state_dict["examples"]), float(state_dict["train_seconds"])
+
+
+def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback]) -> L.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0, enable_version_counter=False)
@@ -119,7 +175,7 @@ def make_trainer(out: Path, epochs: int, progress: bool, metrics: MetricsCSV) ->
         accelerator="auto",
         devices=1,
         logger=False,
-        callbacks=[metrics, ckpt],
+        callbacks=[*callbacks, ckpt],
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -160,24 +216,29 @@ def cache_key(**parts: Any) -> str:
 
 def cached_features(
     key: str, prefix: nn.Module, loaders: dict[str, DataLoader], progress: bool
-) -> tuple[dict[str, torch.Tensor], bool]:
+) -> tuple[dict[str, torch.Tensor], bool, float]:
     """Outputs of the frozen ``prefix`` for every split: read from the cache, or computed once and stored.
 
-    Returns the features and whether they came from the cache.
+    Returns the features, whether they came from the cache, and the seconds their extraction took (recorded in
+    the cache, so a cache hit still knows what the features cost).
     """
     path = cache_dir() / "features" / f"{key}.safetensors"
     if path.is_file():
         try:
+            with safe_open(str(path), framework="pt") as f:
+                seconds = float((f.metadata() or {}).get("seconds", "nan"))
             feats = load_file(str(path))
             if set(feats) == set(loaders):
                 log.info("features loaded from cache %s", path)
-                return feats, True
+                return feats, True, seconds
         except Exception as e:  # a damaged cache file is recomputed, never trusted
             log.warning("ignoring unreadable feature cache %s (%s)", path, e)
+    tick = time.perf_counter()
     prefix = prefix.to(memory_format=torch.channels_last)
     feats = {split: run_inference(prefix, dl, f"features ({split})", progress) for split, dl in loaders.items()}
+    seconds = time.perf_counter() - tick
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    save_file(feats, str(tmp))
+    save_file(feats, str(tmp), metadata={"seconds": f"{seconds:.4f}"})
     tmp.replace(path)
-    return feats, False
+    return feats, False, seconds

@@ -30,6 +30,7 @@ from transferlab.train.engine import (
     EpochSampler,
     LitClassifier,
     MetricsCSV,
+    TestCurve,
     cache_key,
     cached_features,
     make_trainer,
@@ -127,7 +128,7 @@ def fit(
     if data is None:
         data = load_images(
             cfg.data,
-            seed=cfg.seed,
+            seed=cfg.seed if cfg.split_seed is None else cfg.split_seed,
             val_fraction=cfg.val_fraction,
             test_fraction=cfg.test_fraction,
             per_class=cfg.per_class,
@@ -174,7 +175,7 @@ def fit(
         tf = make_transform(pre, augment=True) if augment else eval_tf
         return batches(ImageDataset(splits[split], tf), shuffle)
 
-    cache_hit = None
+    cache_hit, feature_seconds = None, 0.0
     if strategy.frozen_prefix and cfg.cache:
         prefix = model.prefix(reuse)
         key = cache_key(
@@ -185,7 +186,7 @@ def fit(
             preprocessing=pre.to_dict(),
         )
         plain = {s: image_loader(s, shuffle=False, augment=False) for s in splits}
-        feats, cache_hit = cached_features(key, prefix, plain, progress)
+        feats, cache_hit, feature_seconds = cached_features(key, prefix, plain, progress)
         net = model.tail(reuse)
 
         def loader(split: str, shuffle: bool) -> DataLoader:
@@ -199,7 +200,11 @@ def fit(
 
     lit = LitClassifier(net, groups, cfg.weight_decay, lambda epoch: strategy.on_epoch_start(model, epoch))
     metrics = MetricsCSV(out / "metrics.csv")
-    trainer = make_trainer(out, cfg.epochs, progress, metrics)
+    callbacks: list[L.Callback] = [metrics]
+    if cfg.curve:
+        test_labels = torch.as_tensor(data.test.labels)
+        callbacks.append(TestCurve(out / "curve.csv", loader("test", False), test_labels, feature_seconds))
+    trainer = make_trainer(out, cfg.epochs, progress, callbacks)
     last = out / "checkpoints" / "last.ckpt"
     ckpt = str(last) if resume and last.is_file() else None
     try:
@@ -229,9 +234,11 @@ def fit(
         "blocks_reused": list(source.blocks)[:reuse] if strategy.pretrained else [],
         "metrics": {"test_accuracy": test_acc, "test_loss": test_loss, "train_wall_seconds": wall},
         "feature_cache_hit": cache_hit,
+        "feature_seconds": feature_seconds,
         "data": cfg.data,
     }
     write_model(out, model, card)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only an unfinished run needs them
     (out / "INCOMPLETE").unlink()
     return RunResult(out, test_acc, test_loss, wall, cache_hit, data.classes, metrics.rows)
 

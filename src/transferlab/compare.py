@@ -1,0 +1,287 @@
+"""``compare``: every arm x seed x labelled size through ``fit``, then the benefits of transfer over scratch.
+
+A cell is one ``fit`` run directory under ``OUT/cells/<size>/<arm>/seed<k>``. All cells share the split (the
+first seed's), the budget and the optimiser; an arm changes only what its spec says. Finished cells are reused by
+``--resume``, so a killed comparison ends with the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferlab.config import FitConfig
+from transferlab.errors import UserError, did_you_mean
+from transferlab.evaluate.curves import Curve, asymptote, benefits, bootstrap
+from transferlab.strategies import STRATEGIES
+
+log = logging.getLogger(__name__)
+SCHEMA = "transferlab.compare/1"
+ARM_OPTIONS = ("reuse", "lr", "backbone_lr_mult", "weight_decay", "cache")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """``strategy[:key=value,...]``, e.g. ``finetune:reuse=2``; the spec is the arm's name."""
+
+    name: str
+    strategy: str
+    options: dict[str, Any]
+
+    @classmethod
+    def parse(cls, spec: str) -> Arm:
+        strategy, _, rest = spec.strip().partition(":")
+        STRATEGIES.get(strategy)  # unknown strategy: a clear error with suggestions
+        options: dict[str, Any] = {}
+        for item in filter(None, rest.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq or key not in ARM_OPTIONS:
+                raise UserError(
+                    f"arm {spec!r}: unknown option {key!r}{did_you_mean(key, ARM_OPTIONS)}; "
+                    f"arm options are {', '.join(ARM_OPTIONS)}"
+                )
+            options[key] = _parse_value(spec, key, value)
+        return cls(spec.strip(), strategy, options)
+
+
+def _parse_value(spec: str, key: str, value: str) -> Any:
+    if key == "reuse":
+        return None if value == "all" else _number(spec, key, value, int)
+    if key == "cache":
+        return value.lower() in ("1", "true", "yes")
+    return _number(spec, key, value, float)
+
+
+def _number(spec: str, key: str, value: str, kind: type) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        raise UserError(f"arm {spec!r}: {key}={value!r} is not a number") from None
+
+
+def parse_sizes(text: str | None) -> list[int | None]:
+    """``10,30,all`` -> [10, 30, None]; None means every training image."""
+    if not text:
+        return [None]
+    sizes: list[int | None] = []
+    for item in text.split(","):
+        item = item.strip()
+        if item == "all":
+            sizes.append(None)
+            continue
+        try:
+            n = int(item)
+        except ValueError:
+            raise UserError(f"--per-class takes numbers or 'all', not {item!r}") from None
+        if n < 1:
+            raise UserError(f"--per-class {n}: need at least 1 image per class")
+        sizes.append(n)
+    return sorted(set(sizes), key=lambda s: math.inf if s is None else s)
+
+
+def size_key(size: int | None) -> str:
+    return "all" if size is None else str(size)
+
+
+def read_curve(run_dir: Path) -> Curve:
+    with open(run_dir / "curve.csv") as f:
+        rows = list(csv.DictReader(f))
+    return Curve.of(
+        [float(r["examples"]) for r in rows],
+        [float(r["test_accuracy"]) for r in rows],
+        wall=[float(r["wall_seconds"]) for r in rows],
+        epoch_end=[r["epoch_end"] == "1" for r in rows],
+    )
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN and infinities become null, numpy scalars plain numbers, tuple keys strings."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def compare(
+    data: str,
+    *,
+    out: str | Path,
+    source: str = "efficientnet_lite0",
+    arms: list[str] | str = ("scratch", "frozen", "finetune"),
+    seeds: int = 3,
+    per_class: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    threshold: float = 0.9,
+    **options: Any,
+) -> dict[str, Any]:
+    """Run the comparison and write ``results.json``, ``curves.csv`` and ``report.html`` to ``out``."""
+    from transferlab.data import load_images
+    from transferlab.report.html import write_compare_report
+    from transferlab.sources import load_source
+    from transferlab.train.run import fit, versions
+
+    arm_specs = arms.split(",") if isinstance(arms, str) else list(arms)
+    parsed = [Arm.parse(a) for a in arm_specs if a.strip()]
+    if len({a.name for a in parsed}) != len(parsed):
+        raise UserError("--arms lists the same arm twice")
+    if not any(a.strategy == "scratch" for a in parsed):
+        parsed.insert(0, Arm("scratch", "scratch", {}))
+        log.info("added the scratch arm: every benefit is measured against it")
+    if len(parsed) < 2:
+        raise UserError("--arms needs at least one transfer arm besides scratch")
+    if seeds < 2:
+        raise UserError(f"--seeds {seeds}: confidence intervals need at least 2 seeds")
+    if not 0 < threshold <= 1:
+        raise UserError("--threshold must lie in (0, 1]")
+    names = {f.name for f in fields(FitConfig)} - {"data", "strategy", "seed", "per_class", "curve", "split_seed"}
+    for key in options:
+        if key not in names:
+            raise UserError(f"unknown option {key!r}{did_you_mean(key, names)}")
+    base = FitConfig(data=data, source=source, curve=True, **options)
+    sizes = parse_sizes(per_class)
+    out = Path(out)
+    config = {
+        "data": data, "source": source, "arms": [a.name for a in parsed], "seeds": seeds,
+        "per_class": [size_key(s) for s in sizes], "threshold": threshold, "base": base.to_dict(),
+    }
+    data_by_size = {}
+    for size in sizes:  # validate every size before training anything
+        data_by_size[size] = load_images(
+            data, seed=base.seed, val_fraction=base.val_fraction, test_fraction=base.test_fraction,
+            per_class=size, strict=base.strict,
+        )
+    pretrained = (
+        load_source(source, weights=base.weights) if any(STRATEGIES.get(a.strategy).pretrained for a in parsed)
+        else None
+    )
+    baseline = pretrained.fresh() if pretrained is not None else load_source(source, pretrained=False)
+    _prepare(out, config, resume)  # only after every input has been checked
+
+    curves: dict[str, dict[str, dict[int, Curve]]] = {}
+    cells = []
+    total = len(sizes) * len(parsed) * seeds
+    done = 0
+    for size in sizes:
+        key = size_key(size)
+        curves[key] = {a.name: {} for a in parsed}
+        for seed in range(base.seed, base.seed + seeds):
+            for arm in parsed:
+                done += 1
+                cell_dir = out / "cells" / key / arm.name.replace(":", "_").replace(",", "_") / f"seed{seed}"
+                cfg = base.replace(
+                    strategy=arm.strategy, seed=seed, split_seed=base.seed, per_class=size, **arm.options
+                )
+                log.info("cell %d/%d: %s, %s per class, seed %d", done, total, arm.name, key, seed)
+                finished = (cell_dir / "model.json").is_file() and not (cell_dir / "INCOMPLETE").exists()
+                src = pretrained if STRATEGIES.get(arm.strategy).pretrained else baseline
+                result = fit(cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size], source=src)
+                curves[key][arm.name][seed] = read_curve(cell_dir)
+                cells.append({
+                    "arm": arm.name, "per_class": key, "seed": seed, "run_dir": str(cell_dir.relative_to(out)),
+                    "test_accuracy": result.test_accuracy, "train_wall_seconds": result.wall_seconds,
+                    "reused": finished,
+                })
+
+    results = summarise(curves, parsed, sizes, threshold)
+    results.update({
+        "schema": SCHEMA, "config": config, "versions": versions(), "cells": cells,
+        "arms": [{"name": a.name, "strategy": a.strategy, "options": a.options} for a in parsed],
+        "curves": {k: {a: {str(s): {"examples": c.examples.tolist(), "wall_seconds": c.wall.tolist(),
+                                     "test_accuracy": c.skill.tolist(), "epoch_end": c.epoch_end.tolist()}
+                           for s, c in per_seed.items()} for a, per_seed in per_arm.items()}
+                   for k, per_arm in curves.items()},
+    })
+    results = _clean(results)
+    _write_curves_csv(out / "curves.csv", curves)
+    write_compare_report(out / "report.html", results)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out / "results.json")
+    (out / "INCOMPLETE").unlink(missing_ok=True)
+    return results
+
+
+def summarise(
+    curves: dict[str, dict[str, dict[int, Curve]]], arms: list[Arm], sizes: list[int | None], threshold: float
+) -> dict[str, Any]:
+    """Benefits per size and arm, data efficiency, where transfer stops paying, and negative transfer."""
+    scratch = next(a.name for a in arms if a.strategy == "scratch")
+    by_size: dict[str, dict[str, Any]] = {}
+    efficiency: dict[str, dict[str, Any]] = {}
+    for size in sizes:
+        key = size_key(size)
+        by_size[key] = {
+            a.name: benefits(curves[key][a.name], curves[key][scratch], threshold_fraction=threshold)
+            for a in arms if a.name != scratch
+        }
+        for a in arms:
+            iv = bootstrap([asymptote(c) for c in curves[key][a.name].values()])
+            efficiency.setdefault(a.name, {})[key] = {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high}
+    largest = size_key(sizes[-1])
+    stops, negative = {}, []
+    for a in arms:
+        if a.name == scratch:
+            continue
+        paying = [size_key(s) for s in sizes if by_size[size_key(s)][a.name]["asymptote"]["verdict"] == "yes"]
+        not_paying = [size_key(s) for s in sizes if size_key(s) not in paying]
+        stops[a.name] = not_paying[0] if not_paying else None
+        for key, per_arm in by_size.items():
+            for measure, b in per_arm[a.name].items():
+                if b["verdict"] == "no":
+                    negative.append({"arm": a.name, "per_class": key, "measure": measure})
+    return {
+        "baseline": scratch,
+        "largest_size": largest,
+        "benefits": by_size[largest],
+        "benefits_by_size": by_size,
+        "data_efficiency": efficiency,
+        "transfer_stops_paying": stops,
+        "negative_transfer": negative,
+    }
+
+
+def _prepare(out: Path, config: dict[str, Any], resume: bool) -> None:
+    path = out / "compare.json"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not path.is_file():
+            raise UserError(f"--out {out} holds files that are not a transferlab comparison; choose another --out")
+        old = json.loads(path.read_text())
+        if old != config:
+            diff = next(k for k in config if old.get(k) != config[k])
+            raise UserError(
+                f"--out {out} holds another experiment (its {diff} is {old.get(diff)!r}, now {config[diff]!r}); "
+                "choose another --out"
+            )
+        if not resume:
+            raise UserError(f"--out {out} already holds this comparison: pass --resume to continue or reuse it")
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "results.json").is_file():
+        (out / "INCOMPLETE").write_text("this comparison has not finished; `--resume` continues it\n")
+    path.write_text(json.dumps(config, indent=1))
+
+
+def _write_curves_csv(path: Path, curves: dict[str, dict[str, dict[int, Curve]]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["per_class", "arm", "seed", "examples", "wall_seconds", "test_accuracy", "epoch_end"])
+        for key, per_arm in curves.items():
+            for arm, per_seed in per_arm.items():
+                for seed, c in sorted(per_seed.items()):
+                    for i in range(len(c.examples)):
+                        w.writerow([key, arm, seed, int(c.examples[i]), f"{c.wall[i]:.4f}", f"{c.skill[i]:.6f}",
+                                    int(c.epoch_end[i])])

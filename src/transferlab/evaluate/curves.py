@@ -1,0 +1,149 @@
+"""Did transfer help? Learning-curve measures of the three benefits, with bootstrap intervals over seeds.
+
+Torrey & Shavlik (2009) name three benefits: a higher start, a higher slope and a higher asymptote. Taylor & Stone
+(2009) make them measurable: jumpstart, time to threshold, asymptotic performance and the transfer ratio (area
+under the learning curve with transfer over the area without). Skill here is test accuracy; areas are taken over
+examples seen with accuracy's own zero, so the transfer ratio compares mean accuracy over the training budget.
+
+Every function is pure. A curve is a pair of arrays: examples seen and skill at each evaluation, the first
+evaluation at step 0 (before any training).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MEASURES = ("jumpstart", "early_slope", "time_to_threshold", "asymptote", "transfer_ratio")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Skill at each evaluation point; ``examples[0] == 0`` is the untrained model."""
+
+    examples: np.ndarray
+    skill: np.ndarray
+    wall: np.ndarray | None = None
+    epoch_end: np.ndarray | None = None  # True where the evaluation closed an epoch
+
+    @classmethod
+    def of(cls, examples: Sequence[float], skill: Sequence[float], wall=None, epoch_end=None) -> Curve:
+        ex, sk = np.asarray(examples, dtype=float), np.asarray(skill, dtype=float)
+        if ex.shape != sk.shape or ex.ndim != 1 or len(ex) < 2:
+            raise ValueError("a curve needs at least two points with matching examples and skill")
+        if np.any(np.diff(ex) < 0):
+            raise ValueError("examples seen must not decrease along a curve")
+        return cls(ex, sk, None if wall is None else np.asarray(wall, float),
+                   None if epoch_end is None else np.asarray(epoch_end, bool))
+
+
+def start(c: Curve) -> float:
+    """Skill at the first evaluation after training begins (the "higher start")."""
+    return float(c.skill[1])
+
+
+def asymptote(c: Curve, last: int = 3) -> float:
+    """Mean skill over the last ``last`` epoch-end evaluations (all points when epochs are not marked)."""
+    pts = c.skill[c.epoch_end] if c.epoch_end is not None and c.epoch_end.any() else c.skill
+    return float(np.mean(pts[-last:]))
+
+
+def area(c: Curve) -> float:
+    """Area under the curve over examples seen, divided by the examples seen: mean skill over the budget."""
+    span = c.examples[-1] - c.examples[0]
+    if span <= 0:
+        return float(np.mean(c.skill))
+    return float(np.sum((c.skill[1:] + c.skill[:-1]) / 2 * np.diff(c.examples)) / span)
+
+
+def early_slope(c: Curve) -> float:
+    """Skill gained per 1,000 examples over the first epoch (or the first half of the curve)."""
+    if c.epoch_end is not None and c.epoch_end.any():
+        end = int(np.argmax(c.epoch_end))
+    else:
+        end = max(1, len(c.skill) // 2)
+    gained_examples = c.examples[end] - c.examples[0]
+    return float((c.skill[end] - c.skill[0]) / gained_examples * 1000) if gained_examples > 0 else 0.0
+
+
+def time_to_threshold(c: Curve, threshold: float, axis: str = "examples") -> float | None:
+    """Examples seen (or wall seconds) until skill first reaches ``threshold``; None when it never does."""
+    hit = np.flatnonzero(c.skill >= threshold)
+    if hit.size == 0:
+        return None
+    values = c.examples if axis == "examples" else c.wall
+    return float(values[hit[0]])
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    ci_low: float
+    ci_high: float
+
+
+def bootstrap(values: Sequence[float], n_resamples: int = 10_000, level: float = 0.95, seed: int = 0) -> Interval:
+    """Mean with a percentile bootstrap interval. Values are sorted first, so their order does not matter."""
+    v = np.sort(np.asarray(values, dtype=float))
+    if v.size == 0:
+        raise ValueError("bootstrap needs at least one value")
+    if np.isnan(v).any():
+        return Interval(float("nan"), float("nan"), float("nan"))
+    if v.size == 1:
+        return Interval(float(v[0]), float(v[0]), float(v[0]))
+    idx = np.random.default_rng(seed).integers(0, v.size, size=(n_resamples, v.size))
+    means = v[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return Interval(float(v.mean()), float(lo), float(hi))
+
+
+def verdict(iv: Interval, null: float = 0.0, higher_is_better: bool = True) -> str:
+    """'yes' when the interval lies on the good side of ``null``, 'no' when it lies on the bad side (negative
+    transfer for a benefit measure), 'inconclusive' when it contains it."""
+    above, below = iv.ci_low > null, iv.ci_high < null
+    if not higher_is_better:
+        above, below = below, above
+    return "yes" if above else "no" if below else "inconclusive"
+
+
+def benefits(
+    arm: Mapping[int, Curve], scratch: Mapping[int, Curve], threshold_fraction: float = 0.9, last: int = 3
+) -> dict[str, dict]:
+    """Each benefit of ``arm`` over ``scratch``, paired by seed: mean, 95% interval and verdict.
+
+    - jumpstart: start(arm) - start(scratch)
+    - early_slope: early_slope(arm) - early_slope(scratch)
+    - asymptote: asymptote(arm) - asymptote(scratch)
+    - transfer_ratio: area(arm) / area(scratch) (1 = no benefit)
+    - time_to_threshold: examples seen to reach ``threshold_fraction`` of scratch's mean asymptote, as the
+      reduction scratch - arm per seed; an arm that never reaches it counts as taking its whole budget, and the
+      number of such seeds is reported in ``never``.
+    """
+    seeds = sorted(set(arm) & set(scratch))
+    if not seeds:
+        raise ValueError("no seed has both an arm curve and a scratch curve")
+    out: dict[str, dict] = {}
+
+    def record(name: str, values: list[float], null: float = 0.0, **extra) -> None:
+        iv = bootstrap(values)
+        out[name] = {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high,
+                     "verdict": verdict(iv, null), "per_seed": dict(zip(seeds, values, strict=True)), **extra}
+
+    record("jumpstart", [start(arm[s]) - start(scratch[s]) for s in seeds])
+    record("early_slope", [early_slope(arm[s]) - early_slope(scratch[s]) for s in seeds])
+    record("asymptote", [asymptote(arm[s], last) - asymptote(scratch[s], last) for s in seeds])
+    record("transfer_ratio", [area(arm[s]) / area(scratch[s]) if area(scratch[s]) > 0 else float("nan")
+                              for s in seeds], null=1.0)
+    threshold = threshold_fraction * float(np.mean([asymptote(scratch[s], last) for s in seeds]))
+    reductions, never = [], 0
+    for s in seeds:
+        a = time_to_threshold(arm[s], threshold)
+        b = time_to_threshold(scratch[s], threshold)
+        never += a is None
+        budget = float(arm[s].examples[-1])
+        reductions.append((budget if b is None else b) - (budget if a is None else a))
+    record("time_to_threshold", reductions, threshold=threshold, never=never, unit="examples")
+    return out

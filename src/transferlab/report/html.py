@@ -1,0 +1,148 @@
+"""Self-contained HTML reports: plots embedded as base64 PNG, no network, no scripts."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from typing import Any
+
+import numpy as np
+
+from transferlab.evaluate.curves import bootstrap
+
+MEASURE_LABELS = {
+    "jumpstart": "higher start: jumpstart (accuracy)",
+    "early_slope": "higher slope: early rate (accuracy per 1k examples)",
+    "time_to_threshold": "higher slope: examples saved to threshold",
+    "asymptote": "higher asymptote (accuracy)",
+    "transfer_ratio": "transfer ratio (area / scratch's)",
+}
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}.yes{background:#d9f2d9}.no{background:#f7d4d4}
+.inconclusive{background:#f3f3f3}img{max-width:100%}pre{background:#f8f8f8;padding:1em;overflow:auto}"""
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return '<img alt="plot" src="data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode() + '">'
+
+
+def _band(runs: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95% bootstrap band per evaluation point over seeds (curves cut to the shortest)."""
+    n = min(len(r) for r in runs)
+    ivs = [bootstrap([r[i] for r in runs]) for i in range(n)]
+    return tuple(np.array([getattr(iv, k) for iv in ivs]) for k in ("mean", "ci_low", "ci_high"))
+
+
+def curves_figure(results: dict[str, Any], size: str) -> Any:
+    """Learning curves per arm at one labelled size, with bands and the start, slope and asymptote marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for i, (arm, per_seed) in enumerate(results["curves"][size].items()):
+        color = f"C{i}"
+        runs = list(per_seed.values())
+        x = np.array(runs[0]["examples"][: min(len(r["examples"]) for r in runs)])
+        mean, lo, hi = _band([r["test_accuracy"] for r in runs])
+        ax.plot(x, mean, color=color, label=arm, marker=".")
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2)
+        ends = np.array(runs[0]["epoch_end"][: len(x)], dtype=bool)
+        ax.scatter([x[1]], [mean[1]], color=color, s=70, marker="^", zorder=3)  # start
+        first_end = int(np.argmax(ends)) if ends.any() else len(x) - 1
+        ax.plot([x[0], x[first_end]], [mean[0], mean[first_end]], color=color, ls=":", lw=1)  # early slope
+        tail = mean[ends][-3:] if ends.any() else mean[-3:]
+        ax.axhline(float(np.mean(tail)), color=color, ls="--", lw=0.8)  # asymptote
+    ax.set_xlabel("training examples seen")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"learning curves, {size} labelled images per class (▲ start, ··· early slope, -- asymptote)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def efficiency_figure(results: dict[str, Any]) -> Any:
+    """Asymptotic test accuracy against labelled images per class, per arm, with 95% intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    sizes = results["config"]["per_class"]
+    for i, (arm, per_size) in enumerate(results["data_efficiency"].items()):
+        m = np.array([per_size[s]["mean"] for s in sizes])
+        lo = np.array([per_size[s]["ci_low"] for s in sizes])
+        hi = np.array([per_size[s]["ci_high"] for s in sizes])
+        ax.errorbar(range(len(sizes)), m, yerr=[m - lo, hi - m], label=arm, marker="o", capsize=4, color=f"C{i}")
+    ax.set_xticks(range(len(sizes)), sizes)
+    ax.set_xlabel("labelled training images per class")
+    ax.set_ylabel("test accuracy (asymptote)")
+    ax.set_title("data efficiency")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def fmt_interval(b: dict[str, Any]) -> str:
+    if b["mean"] is None:
+        return "n/a"
+    digits = 0 if abs(b["mean"]) >= 100 else 3
+    return f"{b['mean']:.{digits}f} [{b['ci_low']:.{digits}f}, {b['ci_high']:.{digits}f}]"
+
+
+def benefit_table(per_arm: dict[str, dict[str, Any]]) -> str:
+    rows = ["<table><tr><th class=l>arm</th>" + "".join(f"<th>{html.escape(MEASURE_LABELS[m])}</th>"
+                                                         for m in MEASURE_LABELS) + "</tr>"]
+    for arm, measures in per_arm.items():
+        cells = "".join(
+            f"<td class={measures[m]['verdict']}>{fmt_interval(measures[m])}<br><b>{measures[m]['verdict']}</b></td>"
+            for m in MEASURE_LABELS
+        )
+        rows.append(f"<tr><td class=l>{html.escape(arm)}</td>{cells}</tr>")
+    return "\n".join(rows) + "</table>"
+
+
+def write_compare_report(path: Any, results: dict[str, Any]) -> None:
+    """One self-contained ``report.html`` for a comparison."""
+    cfg = results["config"]
+    parts = [
+        f"<!doctype html><html><head><meta charset=utf-8><title>transferlab compare</title><style>{_CSS}</style>",
+        "</head><body>",
+        f"<h1>Did transfer help? {html.escape(cfg['source'])} → {html.escape(cfg['data'])}</h1>",
+        f"<p>Arms {', '.join(map(html.escape, cfg['arms']))}; {cfg['seeds']} seeds; benefits against "
+        f"<b>{html.escape(results['baseline'])}</b> with 95% bootstrap intervals over seeds. Skill is test accuracy; "
+        "areas are over examples seen with accuracy's own zero; the threshold is "
+        f"{cfg['threshold']:.0%} of scratch's asymptote.</p>",
+        f"<h2>Benefits at {results['largest_size']} labelled images per class</h2>",
+        benefit_table(results["benefits"]),
+    ]
+    if results["negative_transfer"]:
+        items = "".join(f"<li>{html.escape(n['arm'])}: {n['measure']} at {n['per_class']} per class</li>"
+                        for n in results["negative_transfer"])
+        parts.append(f"<h3>Negative transfer</h3><ul>{items}</ul>")
+    for size in cfg["per_class"]:
+        parts += [f"<h2>Learning curves, {size} per class</h2>", _png(curves_figure(results, size))]
+    if len(cfg["per_class"]) > 1:
+        stops = "".join(
+            f"<li>{html.escape(arm)}: " + (f"the asymptote benefit is no longer clear at {s} per class" if s
+                                           else "pays at every size measured") + "</li>"
+            for arm, s in results["transfer_stops_paying"].items()
+        )
+        parts += ["<h2>Data efficiency</h2>", _png(efficiency_figure(results)), f"<ul>{stops}</ul>"]
+        for size in cfg["per_class"]:
+            parts += [f"<h3>Benefits at {size} per class</h3>", benefit_table(results["benefits_by_size"][size])]
+    parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(cfg, indent=1))}</pre>",
+              f"<pre>{html.escape(json.dumps(results['versions'], indent=1))}</pre>", "</body></html>"]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,88 @@
+"""compare: a loop of fit cells, results with the documented schema, resume and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from transferlab.api import compare
+from transferlab.errors import UserError
+
+MEASURES = ("jumpstart", "asymptote", "transfer_ratio", "time_to_threshold")
+
+
+@pytest.fixture(scope="module")
+def comparison(base_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
+    out = tmp_path_factory.mktemp("cmp") / "out"
+    data = json.loads((base_run / "model.json").read_text())["data"]
+    opts = dict(source=str(base_run), arms="scratch,frozen,finetune:reuse=2", seeds=2, epochs=2,
+                per_class="4,all", lr=3e-3, progress=False)
+    results = compare(data, out=out, **opts)
+    return out, results, {"data": data, **opts}
+
+
+def test_results_schema(comparison) -> None:
+    out, results, _ = comparison
+    assert results["schema"] == "transferlab.compare/1"
+    for arm in ("frozen", "finetune:reuse=2"):
+        for measure in MEASURES:
+            b = results["benefits"][arm][measure]
+            assert {"mean", "ci_low", "ci_high", "verdict"} <= set(b)
+            assert b["verdict"] in ("yes", "no", "inconclusive")
+        for size in ("4", "all"):
+            assert set(MEASURES) <= set(results["benefits_by_size"][size][arm])
+    assert "scratch" not in results["benefits"]
+    assert len(results["cells"]) == 2 * 3 * 2
+    curve = results["curves"]["all"]["frozen"]["0"]
+    assert curve["examples"][0] == 0 and curve["epoch_end"][-1] is True
+    assert len(curve["examples"]) >= 4  # step 0, within the first epoch, every epoch
+    assert set(results["data_efficiency"]["frozen"]) == {"4", "all"}
+    for name in ("results.json", "curves.csv", "report.html"):
+        assert (out / name).is_file()
+    assert not (out / "INCOMPLETE").exists()
+
+
+def test_report_is_self_contained(comparison) -> None:
+    out, _, _ = comparison
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 3  # two curve plots and the data-efficiency plot
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "asymptote" in page and "inconclusive" in page or "yes" in page
+
+
+def test_resume_reuses_finished_cells_and_gives_the_same_numbers(comparison, tmp_path: Path) -> None:
+    out, results, shared = comparison
+    opts = dict(shared)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "results.json").unlink()
+    (copy / "INCOMPLETE").write_text("killed")
+    shutil.rmtree(copy / "cells" / "all" / "frozen" / "seed1")  # a cell that had not started
+    data = opts.pop("data")
+    with pytest.raises(UserError, match="--resume"):
+        compare(data, out=copy, **opts)
+    again = compare(data, out=copy, resume=True, **opts)
+    reused = {(c["arm"], c["per_class"], c["seed"]) for c in again["cells"] if c["reused"]}
+    assert ("frozen", "all", 1) not in reused and len(reused) == len(again["cells"]) - 1
+    assert again["benefits"] == results["benefits"]
+    assert again["data_efficiency"] == results["data_efficiency"]
+
+
+def test_bad_input(comparison, tmp_path: Path) -> None:
+    out, _, opts = comparison
+    data = opts["data"]
+    src = opts["source"]
+    with pytest.raises(UserError, match="did you mean 'frozen'"):
+        compare(data, out=tmp_path / "a", source=src, arms="scratch,frozn")
+    with pytest.raises(UserError, match="at least 2 seeds"):
+        compare(data, out=tmp_path / "a", source=src, seeds=1)
+    with pytest.raises(UserError, match="9999"):
+        compare(data, out=tmp_path / "a", source=src, per_class="10,9999", seeds=2)
+    with pytest.raises(UserError, match="another experiment"):
+        compare(data, out=out, source=src, arms="scratch,frozen", seeds=2, resume=True)
+    with pytest.raises(UserError, match="unknown option 'rouse'"):
+        compare(data, out=tmp_path / "a", source=src, arms="finetune:rouse=2")
+    assert not (tmp_path / "a").exists()

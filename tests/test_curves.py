@@ -1,0 +1,109 @@
+"""The learning-curve measures: hand-made curves with known answers, and properties that must always hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transferlab.evaluate.curves import (
+    Curve,
+    area,
+    asymptote,
+    benefits,
+    bootstrap,
+    early_slope,
+    start,
+    time_to_threshold,
+    verdict,
+)
+
+EX = [0, 100, 200, 400, 800, 1200]
+END = [False, False, False, True, True, True]
+
+
+def curve(skill, examples=EX, epoch_end=END) -> Curve:
+    return Curve.of(examples, skill, wall=[e / 100 for e in examples], epoch_end=epoch_end)
+
+
+def test_hand_made_curves_have_known_measures() -> None:
+    c = curve([0.2, 0.5, 0.6, 0.7, 0.8, 0.9])
+    assert start(c) == 0.5
+    assert asymptote(c, last=2) == pytest.approx(0.85)
+    assert early_slope(c) == pytest.approx((0.7 - 0.2) / 400 * 1000)
+    assert time_to_threshold(c, 0.75) == 800
+    assert time_to_threshold(c, 0.75, axis="wall") == 8
+    assert time_to_threshold(c, 0.95) is None
+    flat = curve([0.5] * 6)
+    assert area(flat) == pytest.approx(0.5)
+
+
+def test_known_benefits_of_a_better_arm() -> None:
+    scratch = {s: curve([0.2, 0.3, 0.4, 0.5, 0.6, 0.6]) for s in range(3)}
+    arm = {s: curve([0.2, 0.7, 0.8, 0.85, 0.9, 0.9]) for s in range(3)}
+    b = benefits(arm, scratch)
+    assert b["jumpstart"]["mean"] == pytest.approx(0.4) and b["jumpstart"]["verdict"] == "yes"
+    assert b["asymptote"]["mean"] == pytest.approx(0.88333 - 0.56667, abs=1e-4)
+    assert b["transfer_ratio"]["mean"] > 1 and b["transfer_ratio"]["verdict"] == "yes"
+    # threshold = 0.9 * 0.5667 = 0.51: the arm reaches it at 100 examples, scratch at 800
+    assert b["time_to_threshold"]["mean"] == pytest.approx(700)
+    assert b["time_to_threshold"]["never"] == 0
+
+
+def test_negative_transfer_is_a_no() -> None:
+    scratch = {s: curve([0.2, 0.6 + s / 100, 0.7, 0.8, 0.9, 0.9]) for s in range(4)}
+    arm = {s: curve([0.2, 0.3 + s / 100, 0.4, 0.5, 0.5, 0.5]) for s in range(4)}
+    b = benefits(arm, scratch)
+    assert b["asymptote"]["verdict"] == "no" and b["jumpstart"]["verdict"] == "no"
+    assert b["time_to_threshold"]["never"] == 4
+
+
+skills = st.lists(st.floats(0, 1, allow_nan=False), min_size=6, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(skills, min_size=2, max_size=5))
+def test_identical_curves_give_zero_benefit_everywhere(runs) -> None:
+    curves = {s: curve(r) for s, r in enumerate(runs)}
+    b = benefits(curves, curves)
+    for name in ("jumpstart", "early_slope", "asymptote", "time_to_threshold"):
+        assert b[name]["mean"] == pytest.approx(0) and b[name]["verdict"] == "inconclusive"
+    if all(area(c) > 0 for c in curves.values()):
+        assert b["transfer_ratio"]["mean"] == pytest.approx(1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(skills, st.lists(st.floats(0, 0.5, allow_nan=False), min_size=6, max_size=6))
+def test_a_pointwise_better_curve_never_loses_area(base, gain) -> None:
+    better = np.minimum(np.asarray(base) + np.asarray(gain), 1.0)
+    assert area(curve(better)) >= area(curve(base)) - 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(skills, min_size=2, max_size=5), st.randoms())
+def test_results_do_not_depend_on_seed_order(runs, rnd) -> None:
+    scratch = {s: curve(r) for s, r in enumerate(runs)}
+    arm = {s: curve(np.clip(np.asarray(r) + 0.1, 0, 1)) for s, r in enumerate(runs)}
+    keys = list(arm)
+    rnd.shuffle(keys)
+    shuffled_arm = {k: arm[k] for k in keys}
+    a, b = benefits(arm, scratch), benefits(shuffled_arm, scratch)
+    for name in a:
+        assert (a[name]["mean"], a[name]["ci_low"], a[name]["ci_high"]) == pytest.approx(
+            (b[name]["mean"], b[name]["ci_low"], b[name]["ci_high"]), nan_ok=True
+        )
+
+
+def test_bootstrap_interval_contains_the_mean_and_verdicts() -> None:
+    iv = bootstrap([0.1, 0.2, 0.3, 0.4])
+    assert iv.ci_low <= iv.mean <= iv.ci_high and iv.mean == pytest.approx(0.25)
+    assert verdict(iv) == "yes" and verdict(iv, null=0.5) == "no" and verdict(iv, null=0.25) == "inconclusive"
+    assert bootstrap([0.3]).ci_low == bootstrap([0.3]).ci_high == 0.3
+
+
+def test_bad_curves_are_rejected() -> None:
+    with pytest.raises(ValueError):
+        Curve.of([0], [0.5])
+    with pytest.raises(ValueError):
+        Curve.of([0, 10, 5], [0.1, 0.2, 0.3])
