@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -126,3 +127,19 @@ def test_mismatched_weights_file_names_the_key(tmp_path: Path) -> None:
     save_file({"conv_stem.weight": torch.zeros(8, 3, 3, 3)}, str(path))
     proc = run("fit", "fashion-mnist:classes=5-9", "--weights", str(path), "--out", str(tmp_path / "o"))
     assert_user_error(proc, "conv_stem.weight", "(8, 3, 3, 3)")
+
+
+def test_demo_runs_a_small_comparison_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from transferlab import api, cli
+
+    monkeypatch.setitem(api.DEMO_QUICK, "per_class", "4")
+    monkeypatch.setitem(api.DEMO_QUICK, "epochs", 1)
+    monkeypatch.setattr(sys, "argv", ["transferlab", "demo", "--quick", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code in (0, None)
+    shown = capsys.readouterr().out
+    assert "did transfer help?" in shown and "report:" in shown
+    results = json.loads((tmp_path / "quick" / "results.json").read_text())
+    assert set(results["benefits"]) == {"frozen", "finetune"}
+    assert (tmp_path / "quick" / "report.html").is_file()

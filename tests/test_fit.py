@@ -112,6 +112,7 @@ def test_interrupted_run_is_marked_and_resumes_to_the_same_model(base_run: Path,
         fit(_data(base_run), out=out, **opts)
     assert (out / "INCOMPLETE").exists() and not (out / "model.json").exists()
     assert (out / "checkpoints" / "last.ckpt").is_file()
+    before = (out / "metrics.csv").read_text().splitlines()[1]  # epoch 1, checkpointed, with its wall seconds
     with pytest.raises(UserError, match="incomplete"):
         load_source(str(out))
     monkeypatch.setattr(engine.MetricsCSV, "on_train_epoch_end", real_end)
@@ -120,6 +121,7 @@ def test_interrupted_run_is_marked_and_resumes_to_the_same_model(base_run: Path,
     resumed = fit(_data(base_run), out=out, resume=True, **opts)
     assert not (out / "INCOMPLETE").exists()
     assert [r["epoch"] for r in resumed.epochs] == [1, 2, 3]
+    assert (out / "metrics.csv").read_text().splitlines()[1] == before  # continued from epoch 1, not restarted
     a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert resumed.test_accuracy == full.test_accuracy

@@ -35,7 +35,7 @@ _TCMALLOC = [
 
 
 def _use_fast_allocator() -> None:
-    """Re-exec under tcmalloc when it is installed (1.3-2.9x faster CPU training and inference here).
+    """Re-exec under tcmalloc when it is installed (benchmarks/overhead.py measured 1.03-1.36x faster inference).
 
     ``TRANSFERLAB_ALLOCATOR=system`` keeps glibc malloc. PyTorch's transparent huge pages for large buffers
     (``THP_MEM_ALLOC_ENABLE=1``) are switched on either way.
@@ -102,6 +102,7 @@ def fit(
     backbone_lr_mult: Annotated[float, typer.Option(help="finetune: reused blocks' lr = lr x this.")] = 0.1,
     image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the source's).")] = None,
     per_class: Annotated[int | None, typer.Option(help="Training images per class.")] = None,
+    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test images per class.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     weights: Annotated[str | None, typer.Option(help="Weights file for the source (.safetensors or .pth).")] = None,
     strict: Annotated[bool, typer.Option(help="Fail on unreadable images instead of skipping them.")] = False,
@@ -116,7 +117,8 @@ def fit(
     result = api.fit(
         data, out=out, resume=resume, overwrite=overwrite, source=source, strategy=strategy, reuse=_reuse(reuse),
         epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, image_size=image_size,
-        per_class=per_class, seed=seed, weights=weights, strict=strict, cache=cache, num_workers=num_workers,
+        per_class=per_class, eval_per_class=eval_per_class, seed=seed, weights=weights, strict=strict, cache=cache,
+        num_workers=num_workers,
     )
     console.print(
         f"test accuracy {result.test_accuracy:.4f} · {result.wall_seconds:.1f} s training · run directory {out}",
@@ -183,6 +185,7 @@ def compare(
     seeds: Annotated[int, typer.Option(help="Seeds per arm and size (>= 2 for intervals).")] = 3,
     epochs: Annotated[int, typer.Option()] = 5,
     per_class: Annotated[str | None, typer.Option(help="Labelled sizes, e.g. 10,30,100,all.")] = None,
+    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test images per class.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the source's).")] = None,
     batch_size: Annotated[int, typer.Option()] = 32,
     lr: Annotated[float, typer.Option()] = 1e-3,
@@ -197,6 +200,7 @@ def compare(
 
     results = api.compare(
         data, out=out, source=source, arms=arms, seeds=seeds, epochs=epochs, per_class=per_class,
+        eval_per_class=eval_per_class,
         image_size=image_size, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult,
         threshold=threshold, seed=seed, weights=weights, resume=resume,
     )

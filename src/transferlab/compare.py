@@ -161,7 +161,7 @@ def compare(
     for size in sizes:  # validate every size before training anything
         data_by_size[size] = load_images(
             data, seed=base.seed, val_fraction=base.val_fraction, test_fraction=base.test_fraction,
-            per_class=size, strict=base.strict,
+            per_class=size, strict=base.strict, eval_per_class=base.eval_per_class,
         )
     pretrained = (
         load_source(source, weights=base.weights) if any(STRATEGIES.get(a.strategy).pretrained for a in parsed)

@@ -26,6 +26,7 @@ class FitConfig:
     seed: int = 0
     split_seed: int | None = None  # seed of the train/val/test split; None = seed
     per_class: int | None = None
+    eval_per_class: int | None = None  # cap on val and test images per class
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     weights: str | None = None

@@ -625,6 +625,7 @@ def load_images(
     test_fraction: float = 0.15,
     per_class: int | None = None,
     strict: bool = False,
+    eval_per_class: int | None = None,
 ) -> ImageData:
     """Load an image classification dataset and split it into train / val / test.
 
@@ -632,8 +633,29 @@ def load_images(
     ``./fashion-mnist`` for a folder of that name), an image folder (one subfolder per class, optionally
     inside ``train/``, ``val/``, ``test/``), or a ``.csv`` file with columns ``path,label[,split]``.
     Splits are stratified and seeded by ``seed``; ``per_class`` caps the training images per class (nested
-    across sizes). Unusable image files are skipped and listed in ``skipped``, or raise with ``strict``.
+    across sizes). ``eval_per_class`` caps the val and test images per class (a fixed, seeded choice), which keeps
+    frequent evaluation affordable on large test sets. Unusable image files are skipped and listed in
+    ``skipped``, or raise with ``strict``.
     """
+    data = _load_images(spec, seed, val_fraction, test_fraction, per_class, strict)
+    if eval_per_class is not None:
+        if eval_per_class < 1:
+            raise UserError(f"eval_per_class must be at least 1, got {eval_per_class}")
+        data.val = data.val.subset(_first_per_class(data.val.labels, eval_per_class, seed))
+        data.test = data.test.subset(_first_per_class(data.test.labels, eval_per_class, seed))
+    return data
+
+
+def _first_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted positions of at most ``n`` items per class, chosen by a seeded permutation."""
+    rng = np.random.default_rng([seed, 2])
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:n] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
+
+def _load_images(
+    spec: str, seed: int, val_fraction: float, test_fraction: float, per_class: int | None, strict: bool
+) -> ImageData:
     _check_settings(seed, val_fraction, test_fraction, per_class)
     fashion = parse_fashion_mnist_spec(spec)
     if fashion is not None:

@@ -40,6 +40,7 @@ from transferlab.train.engine import (
 from transferlab.train.transforms import make_transform
 
 log = logging.getLogger(__name__)
+INFERENCE_BATCH = 64
 
 
 @dataclass
@@ -133,6 +134,7 @@ def fit(
             test_fraction=cfg.test_fraction,
             per_class=cfg.per_class,
             strict=cfg.strict,
+            eval_per_class=cfg.eval_per_class,
         )
     if source is None:
         source = load_source(cfg.source, pretrained=strategy.pretrained, weights=cfg.weights)
@@ -165,11 +167,15 @@ def fit(
     groups = strategy.prepare(model, reuse, cfg.lr)
     eval_tf = make_transform(pre, augment=False)
     splits = {"train": data.train, "val": data.val, "test": data.test}
-    loader_args = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
 
     def batches(ds: torch.utils.data.Dataset, shuffle: bool) -> DataLoader:
-        sampler = EpochSampler(len(ds), cfg.seed) if shuffle else None
-        return DataLoader(ds, sampler=sampler, **loader_args)
+        """Training batches at --batch-size in a seeded per-epoch order; inference at least 64 at a time
+        (benchmarks/overhead.py: extraction is up to 9% faster at 64 than at 32 on 2 cores)."""
+        if shuffle:
+            sampler, size = EpochSampler(len(ds), cfg.seed), cfg.batch_size
+        else:
+            sampler, size = None, max(cfg.batch_size, INFERENCE_BATCH)
+        return DataLoader(ds, sampler=sampler, batch_size=size, num_workers=cfg.num_workers)
 
     def image_loader(split: str, shuffle: bool, augment: bool) -> DataLoader:
         tf = make_transform(pre, augment=True) if augment else eval_tf
