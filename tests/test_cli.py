@@ -143,3 +143,17 @@ def test_demo_runs_a_small_comparison_offline(tmp_path: Path, monkeypatch: pytes
     results = json.loads((tmp_path / "quick" / "results.json").read_text())
     assert set(results["benefits"]) == {"frozen", "finetune"}
     assert (tmp_path / "quick" / "report.html").is_file()
+
+
+def test_compare_command_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    args = ["compare", "fashion-mnist:classes=5-9,per_class=4", "--arms", "scratch,frozen", "--seeds", "2",
+            "--epochs", "1", "--image-size", "32", "--eval-per-class", "10", "--out", str(out)]
+    proc = run(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "did transfer help?" in proc.stdout and "jumpstart" in proc.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["base"]["eval_per_class"] == 10 and len(results["cells"]) == 4
+    assert_user_error(run(*args), "--resume")
+    assert run(*args, "--resume").returncode == 0  # every cell reused
+    assert_user_error(run(*args[:-2], "--seeds", "1", "--out", str(tmp_path / "x")), "at least 2 seeds")

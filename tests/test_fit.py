@@ -154,3 +154,15 @@ def test_predict_classifies_files_and_folders(base_run: Path) -> None:
     assert correct >= 12
     _, model_card = load_run(base_run)
     assert model_card["strategy"] == "scratch"
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_finetune_keeps_reused_batchnorm_statistics_by_default(base_run: Path, tmp_path: Path, freeze_bn: bool) -> None:
+    out = tmp_path / "ft"
+    fit(_data(base_run), out=out, source=str(base_run), strategy="finetune", reuse=2, freeze_bn=freeze_bn,
+        epochs=1, lr=1e-2, backbone_lr_mult=1.0, progress=False)
+    before, after = load_file(str(base_run / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert not torch.equal(before["blocks.conv1.0.weight"], after["blocks.conv1.0.weight"])  # tuned either way
+    assert not torch.equal(before["blocks.conv1.1.weight"], after["blocks.conv1.1.weight"])  # BN affine too
+    same_stats = torch.equal(before["blocks.conv1.1.running_mean"], after["blocks.conv1.1.running_mean"])
+    assert same_stats is freeze_bn

@@ -6,11 +6,12 @@ __version__ = "0.1.0"
 
 from transferlab.errors import UserError  # noqa: E402
 
-__all__ = ["UserError", "__version__", "fit", "predict", "demo", "list_sources", "source_blocks"]
+_API = {"fit", "compare", "predict", "demo", "list_sources", "source_blocks"}
+__all__ = ["UserError", "__version__", *sorted(_API)]
 
 
 def __getattr__(name: str):  # lazy: importing transferlab does not import torch
-    if name in {"fit", "predict", "demo", "list_sources", "source_blocks"}:
+    if name in _API:
         from transferlab import api
 
         return getattr(api, name)

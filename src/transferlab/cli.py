@@ -100,6 +100,8 @@ def fit(
     batch_size: Annotated[int, typer.Option()] = 32,
     lr: Annotated[float, typer.Option(help="Learning rate of the head and re-initialised blocks.")] = 1e-3,
     backbone_lr_mult: Annotated[float, typer.Option(help="finetune: reused blocks' lr = lr x this.")] = 0.1,
+    freeze_bn: Annotated[bool, typer.Option(
+        "--freeze-bn/--train-bn", help="finetune: keep the reused BatchNorm statistics fixed.")] = True,
     image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the source's).")] = None,
     per_class: Annotated[int | None, typer.Option(help="Training images per class.")] = None,
     eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test images per class.")] = None,
@@ -116,9 +118,9 @@ def fit(
 
     result = api.fit(
         data, out=out, resume=resume, overwrite=overwrite, source=source, strategy=strategy, reuse=_reuse(reuse),
-        epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, image_size=image_size,
-        per_class=per_class, eval_per_class=eval_per_class, seed=seed, weights=weights, strict=strict, cache=cache,
-        num_workers=num_workers,
+        epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, freeze_bn=freeze_bn,
+        image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, seed=seed, weights=weights,
+        strict=strict, cache=cache, num_workers=num_workers,
     )
     console.print(
         f"test accuracy {result.test_accuracy:.4f} · {result.wall_seconds:.1f} s training · run directory {out}",

@@ -24,7 +24,7 @@ from transferlab.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
 SCHEMA = "transferlab.compare/1"
-ARM_OPTIONS = ("reuse", "lr", "backbone_lr_mult", "weight_decay", "cache")
+ARM_OPTIONS = ("reuse", "lr", "backbone_lr_mult", "weight_decay", "cache", "freeze_bn")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Arm:
 def _parse_value(spec: str, key: str, value: str) -> Any:
     if key == "reuse":
         return None if value == "all" else _number(spec, key, value, int)
-    if key == "cache":
+    if key in ("cache", "freeze_bn"):
         return value.lower() in ("1", "true", "yes")
     return _number(spec, key, value, float)
 
@@ -146,7 +146,7 @@ def compare(
         raise UserError(f"--seeds {seeds}: confidence intervals need at least 2 seeds")
     if not 0 < threshold <= 1:
         raise UserError("--threshold must lie in (0, 1]")
-    names = {f.name for f in fields(FitConfig)} - {"data", "strategy", "seed", "per_class", "curve", "split_seed"}
+    names = {f.name for f in fields(FitConfig)} - {"data", "strategy", "per_class", "curve", "split_seed"}
     for key in options:
         if key not in names:
             raise UserError(f"unknown option {key!r}{did_you_mean(key, names)}")

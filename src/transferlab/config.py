@@ -21,6 +21,7 @@ class FitConfig:
     batch_size: int = 32
     lr: float = 1e-3
     backbone_lr_mult: float = 0.1
+    freeze_bn: bool = True  # finetune: reused BatchNorm layers keep the source's statistics
     weight_decay: float = 1e-4
     image_size: int | None = None  # None = the source's own input size
     seed: int = 0

@@ -24,16 +24,22 @@ class TransferModel(nn.Module):
         self.pool = pool
         self.head = nn.Linear(num_features, num_classes)
         self.frozen = 0
+        self.bn_frozen = 0
 
-    def freeze(self, n: int) -> None:
-        """Freeze the first ``n`` blocks (and unfreeze the rest)."""
-        self.frozen = n
+    def freeze(self, n: int, bn: int | None = None) -> None:
+        """Freeze the first ``n`` blocks (and unfreeze the rest); keep the BatchNorm statistics of the first ``bn``
+        blocks fixed (default ``n``) while their weights may still train."""
+        self.frozen, self.bn_frozen = n, max(n, bn or 0)
         for i, block in enumerate(self.blocks):
             block.requires_grad_(i >= n)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> TransferModel:
         super().train(mode)
+        for block in list(self.blocks)[: self.bn_frozen]:
+            for m in block.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         for block in list(self.blocks)[: self.frozen]:
             block.eval()
         return self

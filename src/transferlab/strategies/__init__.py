@@ -63,15 +63,22 @@ class Frozen(Strategy):
 
 @STRATEGIES.register("finetune")
 class Finetune(Strategy):
-    """Everything trains; the reused blocks at the head's learning rate times ``backbone_lr_mult``."""
+    """Everything trains; the reused blocks at the head's learning rate times ``backbone_lr_mult``.
+
+    With ``freeze_bn`` (the default) the reused blocks' BatchNorm layers keep the source's running statistics
+    (inference mode) while their weights train, as the Keras fine-tuning guide recommends: in train mode a few
+    small batches of target data would replace statistics learned on the source, and the slow running averages
+    would then disagree with what the head was trained on.
+    """
 
     name = "finetune"
 
-    def __init__(self, backbone_lr_mult: float = 0.1) -> None:
+    def __init__(self, backbone_lr_mult: float = 0.1, freeze_bn: bool = True) -> None:
         self.backbone_lr_mult = backbone_lr_mult
+        self.freeze_bn = freeze_bn
 
     def prepare(self, model: TransferModel, reuse: int, lr: float) -> list[dict[str, Any]]:
-        model.freeze(0)
+        model.freeze(0, bn=reuse if self.freeze_bn else 0)
         blocks = list(model.blocks)
         return [
             {"params": _trainable(blocks[:reuse]), "lr": lr * self.backbone_lr_mult},

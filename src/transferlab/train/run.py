@@ -125,7 +125,7 @@ def fit(
     """
     quiet_lightning()
     out = Path(out)
-    strategy = make_strategy(cfg.strategy, backbone_lr_mult=cfg.backbone_lr_mult)
+    strategy = make_strategy(cfg.strategy, backbone_lr_mult=cfg.backbone_lr_mult, freeze_bn=cfg.freeze_bn)
     if data is None:
         data = load_images(
             cfg.data,
