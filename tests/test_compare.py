@@ -40,7 +40,7 @@ def test_results_schema(comparison) -> None:
     assert curve["examples"][0] == 0 and curve["epoch_end"][-1] is True
     assert len(curve["examples"]) >= 4  # step 0, within the first epoch, every epoch
     assert set(results["data_efficiency"]["frozen"]) == {"4", "all"}
-    for name in ("results.json", "curves.csv", "report.html"):
+    for name in ("results.json", "curves.csv", "report.html", "curves_all.png", "data_efficiency.png"):
         assert (out / name).is_file()
     assert not (out / "INCOMPLETE").exists()
 

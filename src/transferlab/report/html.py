@@ -25,12 +25,15 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}.yes{background:#d9f2d9}.no{back
 .inconclusive{background:#f3f3f3}img{max-width:100%}pre{background:#f8f8f8;padding:1em;overflow:auto}"""
 
 
-def _png(fig: Any) -> str:
+def _png(fig: Any, path: Any = None) -> str:
+    """The figure as an embedded <img>; also saved to ``path`` when given."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    if path is not None:
+        path.write_bytes(buf.getvalue())
     return '<img alt="plot" src="data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode() + '">'
 
 
@@ -113,7 +116,7 @@ def benefit_table(per_arm: dict[str, dict[str, Any]]) -> str:
 
 
 def write_compare_report(path: Any, results: dict[str, Any]) -> None:
-    """One self-contained ``report.html`` for a comparison."""
+    """One self-contained ``report.html`` for a comparison; its plots are also saved as PNG beside it."""
     cfg = results["config"]
     parts = [
         f"<!doctype html><html><head><meta charset=utf-8><title>transferlab compare</title><style>{_CSS}</style>",
@@ -131,14 +134,16 @@ def write_compare_report(path: Any, results: dict[str, Any]) -> None:
                         for n in results["negative_transfer"])
         parts.append(f"<h3>Negative transfer</h3><ul>{items}</ul>")
     for size in cfg["per_class"]:
-        parts += [f"<h2>Learning curves, {size} per class</h2>", _png(curves_figure(results, size))]
+        figure = _png(curves_figure(results, size), path.with_name(f"curves_{size}.png"))
+        parts += [f"<h2>Learning curves, {size} per class</h2>", figure]
     if len(cfg["per_class"]) > 1:
         stops = "".join(
             f"<li>{html.escape(arm)}: " + (f"the asymptote benefit is no longer clear at {s} per class" if s
                                            else "pays at every size measured") + "</li>"
             for arm, s in results["transfer_stops_paying"].items()
         )
-        parts += ["<h2>Data efficiency</h2>", _png(efficiency_figure(results)), f"<ul>{stops}</ul>"]
+        figure = _png(efficiency_figure(results), path.with_name("data_efficiency.png"))
+        parts += ["<h2>Data efficiency</h2>", figure, f"<ul>{stops}</ul>"]
         for size in cfg["per_class"]:
             parts += [f"<h3>Benefits at {size} per class</h3>", benefit_table(results["benefits_by_size"][size])]
     parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(cfg, indent=1))}</pre>",
