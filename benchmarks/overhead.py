@@ -4,7 +4,8 @@ Measures, on the same pre-transformed 96 px Fashion-MNIST tensors (bundled subse
 
 * transferlab: the frozen prefix of ``build_model(load_source("efficientnet_lite0"))`` run by
   ``cached_features`` (cold cache, so it computes and writes the features) and by ``run_inference`` alone,
-  over ``DataLoader(TensorDataset(x, y), batch_size=32)`` -- 32 being ``FitConfig.batch_size``;
+  over ``DataLoader(TensorDataset(x, y), batch_size=B)`` -- B being the batch size ``fit`` extracts with,
+  ``max(FitConfig.batch_size, INFERENCE_BATCH)``;
 * bare timm: ``timm.create_model("tf_efficientnet_lite0")`` with the same weights, computing what the prefix
   computes (``forward_features``, plus ``forward_head(pre_logits=True)`` when the prefix ends in the global
   pool) in ``torch.inference_mode()`` over slices of one tensor, channels_last and default layout, batch
@@ -56,7 +57,8 @@ IMAGE_SIZE = 96
 BARE_BATCH_SIZES = (16, 32, 64)
 TARGET = 0.9
 BREAKDOWN = ["tl_loader_only", "tl_loader_channels_last", "tl_save_features"]  # timed pieces, not throughputs
-ALLOC_BARE = "bare_channels_last_bs32"  # allocator runs: the bare loop at transferlab's own batch size
+TL_BATCH = 64  # the batch size fit extracts with: max(FitConfig.batch_size, train.run.INFERENCE_BATCH), checked below
+ALLOC_BARE = f"bare_channels_last_bs{TL_BATCH}"  # allocator runs: the bare loop at transferlab's own batch size
 HEADLINE = "tcmalloc+THP"
 CONFIGS: dict[str, tuple[bool, bool]] = {  # name: (tcmalloc preloaded, THP_MEM_ALLOC_ENABLE=1)
     "glibc": (False, False),
@@ -89,7 +91,10 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
     started = time.perf_counter()
     info = machine_info()
-    n, reps, tl_batch = spec["images"], spec["reps"], FitConfig().batch_size
+    from transferlab.train.run import INFERENCE_BATCH
+
+    n, reps, tl_batch = spec["images"], spec["reps"], max(FitConfig().batch_size, INFERENCE_BATCH)
+    assert tl_batch == TL_BATCH, f"fit now extracts at batch {tl_batch}: update TL_BATCH"
 
     # The same pre-transformed tensors for every variant (transferlab's eval transform at 96 px).
     data = load_images(DATA)
@@ -304,11 +309,9 @@ def main(args: argparse.Namespace) -> None:
     ratios: dict[str, Any] = {
         "transferlab_cached_features_vs_best_bare": ratio(tl, ips[best_bare]),
         "transferlab_run_inference_vs_best_bare": ratio(ips["tl_run_inference"], ips[best_bare]),
-        "transferlab_cached_features_vs_bare_same_batch_32": ratio(tl, ips["bare_channels_last_bs32"]),
+        "transferlab_cached_features_vs_bare_same_batch": ratio(tl, ips[ALLOC_BARE]),
         "transferlab_run_inference_bs64_vs_best_bare": ratio(ips["tl_run_inference_bs64"], ips[best_bare]),
-        "transferlab_run_inference_vs_bare_same_batch_32": ratio(
-            ips["tl_run_inference"], ips["bare_channels_last_bs32"]
-        ),
+        "transferlab_run_inference_vs_bare_same_batch": ratio(ips["tl_run_inference"], ips[ALLOC_BARE]),
         "bare_channels_last_vs_default_layout_best": ratio(ips[best_bare], ips[f"bare_default_layout_bs{best_nchw}"]),
         "bare_channels_last_vs_default_layout_per_batch": {
             str(bs): ratio(ips[f"bare_channels_last_bs{bs}"], ips[f"bare_default_layout_bs{bs}"])
@@ -321,7 +324,7 @@ def main(args: argparse.Namespace) -> None:
             }
             for config in configs
         },
-        "transferlab_run_inference_vs_bare_bs32_per_allocator": {
+        "transferlab_run_inference_vs_bare_same_batch_per_allocator": {
             config: ratio(get(config, "tl_run_inference"), get(config, ALLOC_BARE)) for config in configs
         },
     }
@@ -330,7 +333,7 @@ def main(args: argparse.Namespace) -> None:
     breakdown = {
         "seconds_per_pass_of_images": {k: round(v, 4) for k, v in best_s.items()},
         "share_of_tl_cached_features": {
-            "batch_size_32_vs_best_bare": round((best_s["bare_channels_last_bs32"] - best_s[best_bare])
+            "transferlab_batch_vs_best_bare": round((best_s[ALLOC_BARE] - best_s[best_bare])
                                                 / best_s["tl_cached_features"], 4),
             "dataloader_collate": round(best_s["tl_loader_only"] / best_s["tl_cached_features"], 4),
             "per_batch_channels_last_copy": round(
@@ -395,8 +398,8 @@ def main(args: argparse.Namespace) -> None:
     flat = [
         ["transferlab cached_features / best bare", headline_ratio, f">= {TARGET}"],
         ["transferlab run_inference / best bare", ratios["transferlab_run_inference_vs_best_bare"], ""],
-        ["transferlab run_inference / bare, both batch 32",
-         ratios["transferlab_run_inference_vs_bare_same_batch_32"], ""],
+        [f"transferlab run_inference / bare, both batch {TL_BATCH}",
+         ratios["transferlab_run_inference_vs_bare_same_batch"], ""],
         ["transferlab run_inference at batch 64 / best bare",
          ratios["transferlab_run_inference_bs64_vs_best_bare"], ""],
         ["bare channels_last / default layout (best vs best)", ratios["bare_channels_last_vs_default_layout_best"], ""],
