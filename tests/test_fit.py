@@ -166,3 +166,26 @@ def test_finetune_keeps_reused_batchnorm_statistics_by_default(base_run: Path, t
     assert not torch.equal(before["blocks.conv1.1.weight"], after["blocks.conv1.1.weight"])  # BN affine too
     same_stats = torch.equal(before["blocks.conv1.1.running_mean"], after["blocks.conv1.1.running_mean"])
     assert same_stats is freeze_bn
+
+
+def test_pretrain_reports_skill_against_a_naive_model(image_folder: Path, tmp_path: Path) -> None:
+    from transferlab.api import pretrain
+
+    result, check = pretrain(str(image_folder), arch="cnn_tiny", out=tmp_path / "src", epochs=2, lr=3e-3,
+                             progress=False)
+    assert check["majority_baseline"] == pytest.approx(1 / 3, abs=0.15)
+    assert check["chance"] == pytest.approx(1 / 3)
+    card = json.loads((tmp_path / "src" / "model.json").read_text())
+    assert result.test_accuracy > check["majority_baseline"] + check["margin"]
+    assert card["source_check"]["clearly_better_than_naive"] is True
+    assert load_source(str(tmp_path / "src")).source_classes == ["blue", "green", "red"]
+
+
+def test_pretrain_marks_a_source_that_learned_nothing(image_folder: Path, tmp_path: Path) -> None:
+    from transferlab.api import pretrain
+
+    _, check = pretrain(str(image_folder), arch="cnn_tiny", out=tmp_path / "src", epochs=1, lr=1e-9,
+                        progress=False)
+    assert check["clearly_better_than_naive"] is False
+    card = json.loads((tmp_path / "src" / "model.json").read_text())
+    assert card["source_check"]["clearly_better_than_naive"] is False

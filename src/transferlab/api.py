@@ -41,6 +41,38 @@ def fit(
     return run_fit(FitConfig(data=data, **options), Path(out), resume=resume, overwrite=overwrite, progress=progress)
 
 
+def pretrain(data: str, *, arch: str, out: str | Path, **options: Any) -> tuple[RunResult, dict[str, Any]]:
+    """The develop model approach: train ``arch`` from scratch on a source task and check that it learned.
+
+    The run directory is a source for every command (``--source DIR``). Its card gains ``source_check``: test
+    accuracy next to the majority-class baseline and chance, and whether the model is clearly better than the
+    baseline (beyond two binomial standard errors); a source that learned nothing transfers nothing.
+    """
+    import math
+
+    from transferlab.sources.rundir import read_card, write_card
+
+    if options.get("strategy", "scratch") != "scratch":
+        raise UserError("pretrain always trains from scratch; use fit for other strategies")
+    options.pop("strategy", None)
+    result = fit(data, out=out, source=arch, strategy="scratch", **options)
+    base = result.majority_baseline
+    margin = 2 * math.sqrt(max(base * (1 - base), 1e-12) / max(result.test_size, 1))
+    check = {
+        "test_accuracy": result.test_accuracy,
+        "majority_baseline": base,
+        "chance": 1 / len(result.classes),
+        "clearly_better_than_naive": result.test_accuracy > base + margin,
+        "margin": margin,
+    }
+    card = read_card(Path(out))
+    card["source_check"] = check
+    write_card(Path(out), card)
+    if not check["clearly_better_than_naive"]:
+        log.warning("the pretrained source is not clearly better than always predicting the commonest class")
+    return result, check
+
+
 def predict(run_dir: str | Path, paths: list[str | Path], batch_size: int = 64) -> list[tuple[str, str, float]]:
     """Classify image files (folders are searched recursively) with a finished run: (path, label, probability)."""
     import torch

@@ -129,6 +129,41 @@ def fit(
 
 
 @app.command()
+def pretrain(
+    data: Annotated[str, typer.Argument(help="Source task data (abundant, related to the target).")],
+    out: Annotated[Path, typer.Option(help="Run directory to write; then use it as --source.")],
+    arch: Annotated[str, typer.Option(help="cnn_tiny, cnn_small or timm:<arch>, trained from scratch.")] = "cnn_small",
+    epochs: Annotated[int, typer.Option()] = 5,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the architecture's).")] = None,
+    per_class: Annotated[int | None, typer.Option(help="Training images per class.")] = None,
+    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test images per class.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out.")] = False,
+) -> None:
+    """Develop your own source: train ARCH from scratch on a source task and check it beats a naive model."""
+    from transferlab import api
+
+    result, check = api.pretrain(
+        data, arch=arch, out=out, resume=resume, overwrite=overwrite, epochs=epochs, batch_size=batch_size, lr=lr,
+        image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, seed=seed,
+    )
+    table = Table(title=f"source check: {arch} on {data}")
+    for col in ("model test accuracy", "majority-class baseline", "chance", "clearly better?"):
+        table.add_column(col)
+    better = check["clearly_better_than_naive"]
+    table.add_row(f"{check['test_accuracy']:.4f}", f"{check['majority_baseline']:.4f}", f"{check['chance']:.4f}",
+                  Text("yes" if better else "NO", style="green" if better else "bold red"))
+    console.print(table)
+    if not better:
+        err.print(Text("warning: this source is not clearly better than a naive model and will transfer little; "
+                       "train longer or on more data before reusing it", style="bold red"))
+    console.print(f"use it as a source: --source {out}", markup=False)
+
+
+@app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],

@@ -20,7 +20,11 @@ def write_model(run_dir: Path, model: Any, card: dict[str, Any]) -> None:
     """Write ``model.safetensors`` and the ``model.json`` card (the card last: it marks the model complete)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(run_dir / "model.safetensors"))
-    card = {"format": MODEL_FORMAT, **card}
+    write_card(run_dir, {"format": MODEL_FORMAT, **card})
+
+
+def write_card(run_dir: Path, card: dict[str, Any]) -> None:
+    """Write ``model.json`` atomically."""
     tmp = run_dir / "model.json.tmp"
     tmp.write_text(json.dumps(card, indent=2))
     tmp.replace(run_dir / "model.json")

@@ -54,6 +54,8 @@ class RunResult:
     cache_hit: bool | None
     classes: list[str]
     epochs: list[dict[str, float]] = field(default_factory=list)
+    majority_baseline: float = float("nan")  # test accuracy of always predicting the commonest training class
+    test_size: int = 0
 
 
 def versions() -> dict[str, str]:
@@ -225,6 +227,7 @@ def fit(
     pred = logits.argmax(1).numpy()
     test_loss = float(F.cross_entropy(logits, torch.as_tensor(y, dtype=torch.long)))
     test_acc = accuracy(y, pred)
+    majority = accuracy(y, np.full_like(y, np.bincount(data.train.labels).argmax()))
     plot_confusion(confusion_matrix(y, pred, len(data.classes)), data.classes, out / "confusion_matrix.png")
     wall = metrics.rows[-1]["wall_seconds"] if metrics.rows else 0.0
     card = {
@@ -238,7 +241,10 @@ def fit(
         "source_weights": resolved["resolved"]["source_weights"],
         "strategy": strategy.name,
         "blocks_reused": list(source.blocks)[:reuse] if strategy.pretrained else [],
-        "metrics": {"test_accuracy": test_acc, "test_loss": test_loss, "train_wall_seconds": wall},
+        "metrics": {
+            "test_accuracy": test_acc, "test_loss": test_loss, "train_wall_seconds": wall,
+            "majority_baseline": majority, "chance": 1 / len(data.classes), "test_size": len(y),
+        },
         "feature_cache_hit": cache_hit,
         "feature_seconds": feature_seconds,
         "data": cfg.data,
@@ -246,7 +252,7 @@ def fit(
     write_model(out, model, card)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only an unfinished run needs them
     (out / "INCOMPLETE").unlink()
-    return RunResult(out, test_acc, test_loss, wall, cache_hit, data.classes, metrics.rows)
+    return RunResult(out, test_acc, test_loss, wall, cache_hit, data.classes, metrics.rows, majority, len(y))
 
 
 def load_result(out: Path) -> RunResult:
@@ -263,5 +269,5 @@ def load_result(out: Path) -> RunResult:
     m = card["metrics"]
     return RunResult(
         out, m["test_accuracy"], m["test_loss"], m["train_wall_seconds"], card.get("feature_cache_hit"),
-        card["classes"], rows,
+        card["classes"], rows, m["majority_baseline"], m["test_size"],
     )
