@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 from transferlab.errors import UserError  # noqa: E402
 
-_API = {"fit", "compare", "pretrain", "predict", "demo", "list_sources", "source_blocks"}
+_API = {"fit", "compare", "pretrain", "layers", "predict", "demo", "list_sources", "source_blocks"}
 __all__ = ["UserError", "__version__", *sorted(_API)]
 
 

@@ -73,6 +73,14 @@ def pretrain(data: str, *, arch: str, out: str | Path, **options: Any) -> tuple[
     return result, check
 
 
+def layers(target_data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
+    """The layer-transfer sweep of Yosinski et al. 2014: AnB, AnB+, BnB, BnB+ for every cut n (see
+    :mod:`transferlab.layers`). Writes ``results.json`` and ``report.html`` to ``out``."""
+    from transferlab.layers import layers as run_layers
+
+    return run_layers(target_data, out=out, **options)
+
+
 def predict(run_dir: str | Path, paths: list[str | Path], batch_size: int = 64) -> list[tuple[str, str, float]]:
     """Classify image files (folders are searched recursively) with a finished run: (path, label, probability)."""
     import torch

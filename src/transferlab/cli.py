@@ -164,6 +164,43 @@ def pretrain(
 
 
 @app.command()
+def layers(
+    target_data: Annotated[str, typer.Option("--target-data", help="Task B: the target.")],
+    out: Annotated[Path, typer.Option(help="Directory for cells, results.json and report.html.")],
+    source_data: Annotated[str | None, typer.Option("--source-data", help="Task A: train base A on it.")] = None,
+    arch: Annotated[str, typer.Option(help="Architecture of base A and base B.")] = "cnn_small",
+    source: Annotated[str | None, typer.Option(help="A ready source instead of --source-data.")] = None,
+    seeds: Annotated[int, typer.Option()] = 3,
+    epochs: Annotated[int, typer.Option()] = 5,
+    image_size: Annotated[int | None, typer.Option(help="Input size in px.")] = None,
+    per_class: Annotated[int | None, typer.Option(help="Target training images per class.")] = None,
+    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test images per class.")] = None,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    resume: Annotated[bool, typer.Option(help="Continue a killed sweep, reusing finished cells.")] = False,
+) -> None:
+    """How much of the source to reuse? The layer-transfer sweep of Yosinski et al. 2014."""
+    from transferlab import api
+
+    results = api.layers(
+        target_data, out=out, source_data=source_data, arch=arch, source=source, seeds=seeds, epochs=epochs,
+        image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, lr=lr, resume=resume,
+    )
+    from transferlab.report.html import fmt_interval
+
+    ns = sorted(next(iter(results["series"].values())), key=int)
+    table = Table(title="target test accuracy by blocks reused (mean [95% CI])")
+    table.add_column("series")
+    for n, name in zip(ns, results["blocks"], strict=True):
+        table.add_column(f"n={n} ({name})")
+    for name, per_n in results["series"].items():
+        table.add_row(name, *[fmt_interval(per_n[n]) for n in ns])
+    console.print(table)
+    if results["base"]:
+        console.print(f"base B: {fmt_interval(results['base'])}", markup=False)
+    console.print(f"report: {out / 'report.html'}", markup=False)
+
+
+@app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],

@@ -101,12 +101,12 @@ def read_curve(run_dir: Path) -> Curve:
     )
 
 
-def _clean(obj: Any) -> Any:
+def clean_json(obj: Any) -> Any:
     """JSON-safe: NaN and infinities become null, numpy scalars plain numbers, tuple keys strings."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): clean_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [clean_json(v) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -168,7 +168,7 @@ def compare(
         else None
     )
     baseline = pretrained.fresh() if pretrained is not None else load_source(source, pretrained=False)
-    _prepare(out, config, resume)  # only after every input has been checked
+    prepare_experiment(out, config, resume)  # only after every input has been checked
 
     curves: dict[str, dict[str, dict[int, Curve]]] = {}
     cells = []
@@ -204,7 +204,7 @@ def compare(
                            for s, c in per_seed.items()} for a, per_seed in per_arm.items()}
                    for k, per_arm in curves.items()},
     })
-    results = _clean(results)
+    results = clean_json(results)
     _write_curves_csv(out / "curves.csv", curves)
     write_compare_report(out / "report.html", results)
     tmp = out / "results.json.tmp"
@@ -253,13 +253,16 @@ def summarise(
     }
 
 
-def _prepare(out: Path, config: dict[str, Any], resume: bool) -> None:
-    path = out / "compare.json"
+def prepare_experiment(
+    out: Path, config: dict[str, Any], resume: bool, marker: str = "compare.json", what: str = "comparison"
+) -> None:
+    """Create ``out`` for an experiment, or accept it for ``--resume`` when it holds the same one."""
+    path = out / marker
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not path.is_file():
-            raise UserError(f"--out {out} holds files that are not a transferlab comparison; choose another --out")
+            raise UserError(f"--out {out} holds files that are not a transferlab {what}; choose another --out")
         old = json.loads(path.read_text())
         if old != config:
             diff = next(k for k in config if old.get(k) != config[k])
@@ -268,10 +271,10 @@ def _prepare(out: Path, config: dict[str, Any], resume: bool) -> None:
                 "choose another --out"
             )
         if not resume:
-            raise UserError(f"--out {out} already holds this comparison: pass --resume to continue or reuse it")
+            raise UserError(f"--out {out} already holds this {what}: pass --resume to continue or reuse it")
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "results.json").is_file():
-        (out / "INCOMPLETE").write_text("this comparison has not finished; `--resume` continues it\n")
+        (out / "INCOMPLETE").write_text(f"this {what} has not finished; `--resume` continues it\n")
     path.write_text(json.dumps(config, indent=1))
 
 

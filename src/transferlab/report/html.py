@@ -151,3 +151,59 @@ def write_compare_report(path: Any, results: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(parts), encoding="utf-8")
     tmp.replace(path)
+
+
+def layers_figure(results: dict[str, Any]) -> Any:
+    """Target accuracy against the number of reused blocks n, per series, with bands and the base B line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    styles = {"AnB": ("C3", "o", "-"), "AnB+": ("C3", "s", "--"), "BnB": ("C0", "o", "-"), "BnB+": ("C0", "s", "--")}
+    for name, per_n in results["series"].items():
+        color, marker, ls = styles[name]
+        ns = sorted(per_n, key=int)
+        m = np.array([per_n[n]["mean"] for n in ns])
+        ax.plot([int(n) for n in ns], m, color=color, marker=marker, ls=ls, label=name)
+        ax.fill_between([int(n) for n in ns], [per_n[n]["ci_low"] for n in ns], [per_n[n]["ci_high"] for n in ns],
+                        color=color, alpha=0.12)
+    if results.get("base"):
+        b = results["base"]
+        ax.axhline(b["mean"], color="black", lw=1, label="base B")
+        ax.axhspan(b["ci_low"], b["ci_high"], color="black", alpha=0.08)
+    ax.set_xticks(range(1, len(results["blocks"]) + 1),
+                  [f"{i}\n{name}" for i, name in enumerate(results["blocks"], 1)])
+    ax.set_xlabel("blocks reused from the source (n)")
+    ax.set_ylabel("target test accuracy")
+    ax.set_title("layer transfer (Yosinski et al. 2014): frozen (AnB, BnB) and fine-tuned (+)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def write_layers_report(path: Any, results: dict[str, Any]) -> None:
+    """One self-contained ``report.html`` for a layer sweep; the plot is also saved beside it."""
+    cfg = results["config"]
+    ns = sorted(next(iter(results["series"].values())), key=int)
+    head = "".join(f"<th>n={n}</th>" for n in ns)
+    rows = [f"<table><tr><th class=l>series</th>{head}</tr>"]
+    for name, per_n in results["series"].items():
+        rows.append(f"<tr><td class=l>{name}</td>" + "".join(f"<td>{fmt_interval(per_n[n])}</td>" for n in ns)
+                    + "</tr>")
+    if results.get("base"):
+        rows.append(f"<tr><td class=l>base B</td><td colspan={len(ns)}>{fmt_interval(results['base'])}</td></tr>")
+    figure = _png(layers_figure(results), path.with_name("layers.png"))
+    parts = [
+        f"<!doctype html><html><head><meta charset=utf-8><title>transferlab layers</title><style>{_CSS}</style>",
+        "</head><body><h1>How much of the source to reuse?</h1>",
+        f"<p>Target {html.escape(cfg['target_data'])}; source "
+        f"{html.escape(str(cfg['source'] or cfg['source_data']))}; {cfg['seeds']} seeds; "
+        "test accuracy, mean [95% bootstrap interval].</p>",
+        figure, "\n".join(rows) + "</table>",
+        "<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(cfg, indent=1))}</pre>", "</body></html>",
+    ]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,109 @@
+"""``layers``: how much of a source to reuse, after Yosinski et al. 2014 ("How transferable are features in deep
+neural networks?").
+
+With ``source_data`` (task A) and target data (task B): base A and base B are trained from scratch; for every cut
+n = 1..L, AnB reuses the first n blocks of base A frozen (the rest re-initialised and trained on B), AnB+ the same
+fine-tuned, and BnB / BnB+ are the selffer controls from base B. With a ready ``source`` instead, only AnB and AnB+
+are swept. Every cell is a ``fit`` run directory, so the sweep is resumable like ``compare``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from transferlab.compare import clean_json, prepare_experiment
+from transferlab.config import FitConfig
+from transferlab.errors import UserError
+from transferlab.evaluate.curves import bootstrap
+
+log = logging.getLogger(__name__)
+SCHEMA = "transferlab.layers/1"
+SERIES = {"AnB": ("A", "frozen"), "AnB+": ("A", "finetune"), "BnB": ("B", "frozen"), "BnB+": ("B", "finetune")}
+
+
+def layers(
+    target_data: str,
+    *,
+    out: str | Path,
+    source_data: str | None = None,
+    arch: str = "cnn_small",
+    source: str | None = None,
+    seeds: int = 3,
+    resume: bool = False,
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Run the layer-transfer sweep and write ``results.json`` and ``report.html`` to ``out``."""
+    from transferlab.api import pretrain
+    from transferlab.data import load_images
+    from transferlab.report.html import write_layers_report
+    from transferlab.sources import load_source
+    from transferlab.train.run import fit, versions
+
+    if (source_data is None) == (source is None):
+        raise UserError("give exactly one of --source-data (train base A yourself) or --source (a ready source)")
+    if seeds < 2:
+        raise UserError(f"--seeds {seeds}: confidence intervals need at least 2 seeds")
+    base = FitConfig(data=target_data, source=source or arch, **options)
+    out = Path(out)
+    config = {"target_data": target_data, "source_data": source_data, "arch": arch, "source": source,
+              "seeds": seeds, "base": base.to_dict()}
+    data = load_images(target_data, seed=base.seed, val_fraction=base.val_fraction, test_fraction=base.test_fraction,
+                       per_class=base.per_class, strict=base.strict, eval_per_class=base.eval_per_class)
+    if source is not None:
+        load_source(source, weights=base.weights)  # a clear error now rather than after the first cells
+    prepare_experiment(out, config, resume, marker="layers.json", what="layer sweep")
+
+    train = {k: v for k, v in base.to_dict().items() if k in ("epochs", "batch_size", "lr", "image_size",
+                                                                "eval_per_class", "weight_decay")}
+    seed_range = range(base.seed, base.seed + seeds)
+    base_b = []
+    sources: dict[str, Any] = {}
+    if source_data is not None:
+        for task, task_data in (("A", source_data), ("B", target_data)):
+            for seed in seed_range if task == "B" else [base.seed]:
+                run_dir = out / "base" / f"{task}_seed{seed}"
+                result, _ = pretrain(task_data, arch=arch, out=run_dir, resume=True, progress=progress, seed=seed,
+                                     split_seed=base.seed, **train)
+                if task == "B":
+                    base_b.append(result.test_accuracy)
+            sources[task] = load_source(str(out / "base" / f"{task}_seed{base.seed}"))
+        series = list(SERIES)
+    else:
+        sources["A"] = load_source(source, weights=base.weights)
+        series = ["AnB", "AnB+"]
+    n_blocks = len(sources["A"].blocks)
+
+    acc: dict[str, dict[int, list[float]]] = {name: {} for name in series}
+    for name in series:
+        task, strategy = SERIES[name]
+        for n in range(1, n_blocks + 1):
+            for seed in seed_range:
+                cfg = base.replace(strategy=strategy, reuse=n, seed=seed, split_seed=base.seed,
+                                   source=str(sources[task].name), backbone_lr_mult=1.0)
+                cell = out / "cells" / name / f"n{n}" / f"seed{seed}"
+                log.info("%s n=%d seed %d", name, n, seed)
+                result = fit(cfg, cell, resume=True, progress=progress, data=data, source=sources[task])
+                acc[name].setdefault(n, []).append(result.test_accuracy)
+
+    def interval(values: list[float]) -> dict[str, float]:
+        iv = bootstrap(values)
+        return {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "values": values}
+
+    results = clean_json({
+        "schema": SCHEMA,
+        "config": config,
+        "versions": versions(),
+        "blocks": list(sources["A"].blocks),
+        "series": {name: {str(n): interval(v) for n, v in per_n.items()} for name, per_n in acc.items()},
+        "base": interval(base_b) if base_b else None,
+    })
+    write_layers_report(out / "report.html", results)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out / "results.json")
+    (out / "INCOMPLETE").unlink(missing_ok=True)
+    return results

@@ -1,0 +1,39 @@
+"""The layer-transfer sweep on tiny tasks: every series and cut, the schema, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_folder
+from transferlab.api import layers
+from transferlab.errors import UserError
+
+
+def test_sweep_on_tiny_tasks(image_folder: Path, tmp_path: Path) -> None:
+    target = make_folder(tmp_path / "b", n_per_class=12, seed=5)
+    out = tmp_path / "sweep"
+    results = layers(str(target), out=out, source_data=str(image_folder), arch="cnn_tiny", seeds=2, epochs=1,
+                     lr=3e-3, progress=False)
+    assert results["schema"] == "transferlab.layers/1"
+    assert results["blocks"] == ["conv1", "conv2", "conv3"]
+    for name in ("AnB", "AnB+", "BnB", "BnB+"):
+        for n in ("1", "2", "3"):
+            cell = results["series"][name][n]
+            assert cell["ci_low"] <= cell["mean"] <= cell["ci_high"] and len(cell["values"]) == 2
+    assert len(results["base"]["values"]) == 2
+    assert (out / "report.html").is_file() and (out / "layers.png").is_file()
+    assert json.loads((out / "results.json").read_text())["series"] == results["series"]
+    again = layers(str(target), out=out, source_data=str(image_folder), arch="cnn_tiny", seeds=2, epochs=1,
+                   lr=3e-3, progress=False, resume=True)  # every cell reused: the same numbers
+    assert again["series"] == results["series"]
+
+
+def test_bad_input(image_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="exactly one of"):
+        layers(str(image_folder), out=tmp_path / "x")
+    with pytest.raises(UserError, match="at least 2 seeds"):
+        layers(str(image_folder), out=tmp_path / "x", source_data=str(image_folder), seeds=1)
+    assert not (tmp_path / "x").exists()
