@@ -37,3 +37,10 @@ def test_bad_input(image_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="at least 2 seeds"):
         layers(str(image_folder), out=tmp_path / "x", source_data=str(image_folder), seeds=1)
     assert not (tmp_path / "x").exists()
+
+
+def test_sweep_over_a_ready_source(base_run: Path, tmp_path: Path) -> None:
+    data = json.loads((base_run / "model.json").read_text())["data"]
+    results = layers(data, out=tmp_path / "s", source=str(base_run), seeds=2, epochs=1, progress=False)
+    assert set(results["series"]) == {"AnB", "AnB+"} and results["base"] is None
+    assert set(results["series"]["AnB"]) == {"1", "2", "3"}
