@@ -207,11 +207,16 @@ def compare(
     results = clean_json(results)
     _write_curves_csv(out / "curves.csv", curves)
     write_compare_report(out / "report.html", results)
+    finish_experiment(out, results)
+    return results
+
+
+def finish_experiment(out: Path, results: dict[str, Any]) -> None:
+    """Write ``results.json`` atomically, then drop the INCOMPLETE marker: the experiment is complete."""
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=1))
     tmp.replace(out / "results.json")
     (out / "INCOMPLETE").unlink(missing_ok=True)
-    return results
 
 
 def summarise(

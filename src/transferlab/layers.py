@@ -9,12 +9,11 @@ are swept. Every cell is a ``fit`` run directory, so the sweep is resumable like
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from transferlab.compare import clean_json, prepare_experiment
+from transferlab.compare import clean_json, finish_experiment, prepare_experiment
 from transferlab.config import FitConfig
 from transferlab.errors import UserError
 from transferlab.evaluate.curves import bootstrap
@@ -102,8 +101,5 @@ def layers(
         "base": interval(base_b) if base_b else None,
     })
     write_layers_report(out / "report.html", results)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(out / "results.json")
-    (out / "INCOMPLETE").unlink(missing_ok=True)
+    finish_experiment(out, results)
     return results
