@@ -46,11 +46,12 @@ def test_results_schema(comparison) -> None:
 
 
 def test_report_is_self_contained(comparison) -> None:
-    out, _, _ = comparison
+    out, results, _ = comparison
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 3  # two curve plots and the data-efficiency plot
     assert "http://" not in page and "https://" not in page and "<script" not in page
-    assert "asymptote" in page and "inconclusive" in page or "yes" in page
+    verdicts = [b["verdict"] for per_arm in results["benefits"].values() for b in per_arm.values()]
+    assert "higher asymptote" in page and all(f"<b>{v}</b>" in page for v in verdicts)
 
 
 def test_resume_reuses_finished_cells_and_gives_the_same_numbers(comparison, tmp_path: Path) -> None:

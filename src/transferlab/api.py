@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from transferlab.config import FitConfig
-from transferlab.errors import UserError, did_you_mean
+from transferlab.errors import UserError
 from transferlab.train.run import RunResult  # noqa: F401  (re-exported for type hints)
 
 log = logging.getLogger(__name__)
@@ -34,11 +33,8 @@ def fit(
     """
     from transferlab.train.run import fit as run_fit
 
-    names = {f.name for f in fields(FitConfig)}
-    for key in options:
-        if key not in names:
-            raise UserError(f"unknown option {key!r}{did_you_mean(key, names)}")
-    return run_fit(FitConfig(data=data, **options), Path(out), resume=resume, overwrite=overwrite, progress=progress)
+    cfg = FitConfig.from_dict({"data": data, **options})  # unknown options: a clear error with suggestions
+    return run_fit(cfg, Path(out), resume=resume, overwrite=overwrite, progress=progress)
 
 
 def pretrain(data: str, *, arch: str, out: str | Path, **options: Any) -> tuple[RunResult, dict[str, Any]]:

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MEASURES = ("jumpstart", "early_slope", "time_to_threshold", "asymptote", "transfer_ratio")
-
 
 @dataclass(frozen=True)
 class Curve:

@@ -20,6 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from transferlab.report import write_csv
+
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 
@@ -79,6 +81,11 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         return self.n
 
 
+def write_rows(path: Path, columns: tuple[str, ...], rows: list[dict[str, float]]) -> None:
+    """Rewrite a callback's CSV with every row so far (numbers to 6 significant digits)."""
+    write_csv(path, columns, [[f"{r[c]:.6g}" for c in columns] for r in rows])
+
+
 class MetricsCSV(L.Callback):
     """One row per epoch in ``metrics.csv``; its rows live in the checkpoint, so a resumed run keeps them."""
 
@@ -100,8 +107,7 @@ class MetricsCSV(L.Callback):
             row[key] = float(m[key]) if key in m else float("nan")
         row["wall_seconds"] = round(self._offset + time.perf_counter() - self._start, 3)
         self.rows.append(row)
-        lines = [",".join(self.columns)] + [",".join(f"{r[c]:.6g}" for c in self.columns) for r in self.rows]
-        self.path.write_text("\n".join(lines) + "\n")
+        write_rows(self.path, self.columns, self.rows)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -127,8 +133,7 @@ class TestCurve(L.Callback):
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch_end: bool) -> None:
         self.train_seconds += time.perf_counter() - self._tick
-        labels = self.labels
-        logits = run_inference(pl_module.net, self.loader)
+        logits, labels = run_inference(pl_module.net, self.loader), self.labels
         pl_module.net.train()
         self.rows.append({
             "step": trainer.global_step,
@@ -139,8 +144,7 @@ class TestCurve(L.Callback):
             "test_loss": float(F.cross_entropy(logits, labels)),
             "epoch_end": int(epoch_end),
         })
-        lines = [",".join(self.columns)] + [",".join(f"{r[c]:.6g}" for c in self.columns) for r in self.rows]
-        self.path.write_text("\n".join(lines) + "\n")
+        write_rows(self.path, self.columns, self.rows)
         self._tick = time.perf_counter()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
