@@ -77,39 +77,73 @@ def layers(target_data: str, *, out: str | Path, **options: Any) -> dict[str, An
     return run_layers(target_data, out=out, **options)
 
 
-def predict(run_dir: str | Path, paths: list[str | Path], batch_size: int = 64) -> list[tuple[str, str, float]]:
-    """Classify image files (folders are searched recursively) with a finished run: (path, label, probability)."""
+def predict(
+    run_dir: str | Path, paths: list[str | Path], batch_size: int = 64, texts: list[str] | None = None
+) -> list[tuple[str, str, float]]:
+    """Classify with a finished run: (input, label, probability) per input.
+
+    Image runs take image files (folders are searched recursively); text runs take ``texts`` and text files
+    whose every non-empty line is one text.
+    """
     import torch
     from PIL import Image
 
     from transferlab.data import open_image
-    from transferlab.sources import Preprocessing, load_run
-    from transferlab.train.transforms import make_transform
+    from transferlab.sources import load_run
+    from transferlab.sources.base import preprocessing_from_dict
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
     model, card = load_run(run_dir)
+    pre = preprocessing_from_dict(card["preprocessing"])
+    text_run = card.get("modality") == "text"
+    items: list[Any] = list(texts or [])
+    if items and not text_run:
+        raise UserError(f"--text needs a text run; {run_dir} classifies images")
     extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
-    files: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in extensions)
+        if p.is_dir() and not text_run:
+            items += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in extensions)
+        elif p.is_file() and text_run:
+            from transferlab.data.text import _read_text_file
+
+            items += [line for line in _read_text_file(p, "strict").splitlines() if line.strip()]
         elif p.is_file():
-            files.append(p)
+            items.append(p)
         else:
-            raise UserError(f"{p} does not exist")
-    if not files:
-        raise UserError("no image files found in " + ", ".join(map(str, paths)))
-    tf = make_transform(Preprocessing.from_dict(card["preprocessing"]))
+            raise UserError(f"{p} does not exist" if not p.exists() else f"{p} is a folder; give text files")
+    if not items:
+        raise UserError("nothing to classify in " + ", ".join(map(str, paths)))
+    tf = pre.transform(augment=False)
+    load = (lambda item: item) if text_run else open_image
+    collate = pre.collate or (lambda batch: (torch.stack([x for x, _ in batch]), None))
     rows = []
     with torch.inference_mode():
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            x = torch.stack([tf(open_image(f)) for f in chunk]).contiguous(memory_format=torch.channels_last)
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            x, _ = collate([(tf(load(item)), 0) for item in chunk])
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             prob, idx = model(x).softmax(1).max(1)
             rows += [(str(f), card["classes"][i], float(p)) for f, i, p in zip(chunk, idx.tolist(), prob, strict=True)]
     return rows
+
+
+def run_card(run_dir: str | Path) -> dict[str, Any]:
+    """The ``model.json`` card of a finished run directory."""
+    from transferlab.sources.rundir import read_card
+
+    return read_card(Path(run_dir))
+
+
+def pretrain_vectors(corpus: str | Path, *, out: str | Path, **options: Any) -> dict[str, Any]:
+    """The develop model approach for text: train word2vec on an unlabelled corpus (a text file, one sentence or
+    document per line, or a folder of ``.txt`` files) and write a vectors store usable as ``--source OUT``.
+    Options: ``dim``, ``window``, ``min_count``, ``epochs``, ``skipgram``, ``seed``, ``workers``."""
+    from transferlab.sources.vectors import train_vectors
+
+    return train_vectors(corpus, out, **options)
 
 
 def list_sources() -> list[dict[str, str]]:
@@ -143,15 +177,29 @@ def compare(data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
     return run_compare(data, out=out, **options)
 
 
-def demo(out: str | Path = "transferlab-demo", quick: bool = False, progress: bool = True) -> dict[str, Any]:
+def demo(
+    out: str | Path = "transferlab-demo", quick: bool = False, progress: bool = True, text: bool = False
+) -> dict[str, Any]:
     """The main job on the built-in default: does ImageNet EfficientNet-Lite0 help on the bundled Fashion-MNIST
-    classes 5-9? A small :func:`compare` of scratch, frozen and finetune; rerunning it reuses finished cells."""
-    out = Path(out) / ("quick" if quick else "full")
-    settings = DEMO_QUICK if quick else DEMO_FULL
+    classes 5-9? A small :func:`compare` of scratch, frozen and finetune; rerunning it reuses finished cells.
+
+    ``text=True``: does the built-in sentence encoder (all-MiniLM-L6-v2) help on the bundled WordNet task, against
+    a word-embedding classifier trained from scratch?"""
+    out = Path(out) / (("text-" if text else "") + ("quick" if quick else "full"))
     resume = (out / "compare.json").is_file()
+    if text:
+        settings = DEMO_TEXT_QUICK if quick else DEMO_TEXT_FULL
+        return compare(DEMO_TEXT_DATA, out=out, source=DEMO_TEXT_SOURCE, arms=",".join(DEMO_TEXT_ARMS),
+                       eval_per_class=50, progress=progress, resume=resume, **settings)
+    settings = DEMO_QUICK if quick else DEMO_FULL
     return compare(DEMO_DATA, out=out, source=DEMO_SOURCE, arms=",".join(DEMO_ARMS), image_size=64,
                    progress=progress, resume=resume, **settings)
 
 
 DEMO_QUICK = {"per_class": "30", "seeds": 2, "epochs": 3}
 DEMO_FULL = {"per_class": "10,100", "seeds": 3, "epochs": 4}
+DEMO_TEXT_DATA = "wordnet"
+DEMO_TEXT_SOURCE = "minilm"
+DEMO_TEXT_ARMS = ("scratch:source=words", "frozen", "finetune")
+DEMO_TEXT_QUICK = {"per_class": "20", "seeds": 2, "epochs": 3}
+DEMO_TEXT_FULL = {"per_class": "10,50", "seeds": 3, "epochs": 3}

@@ -80,6 +80,18 @@ def _reuse(value: str) -> int | None:
         raise UserError(f"--reuse must be 'all' or a number of blocks, not {value!r}") from None
 
 
+# Options shared by fit and compare (text data and text sources).
+TextModel = Annotated[str, typer.Option(help="Word-vector sources: bag (mean + MLP) or cnn (1-D convolutions).")]
+MaxVectors = Annotated[int | None, typer.Option(help="Read at most this many vectors from a vectors file.")]
+TextColumn = Annotated[str, typer.Option(help="CSV/TSV/JSONL column holding the text.")]
+LabelColumn = Annotated[str, typer.Option(help="CSV/TSV/JSONL column holding the label.")]
+EncodingErrors = Annotated[str, typer.Option(help="strict: invalid UTF-8 is an error; replace: accept it.")]
+Lr = Annotated[float | None, typer.Option(help="Learning rate of the head and new blocks [default: 1e-3 images, "
+                                          "1e-2 text].")]
+BackboneLrMult = Annotated[float | None, typer.Option(help="finetune: reused blocks' lr = lr x this [default: 0.1 "
+                                                       "images, 0.01 text].")]
+
+
 @app.callback()
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")] = False,
@@ -91,15 +103,16 @@ def _root(
 
 @app.command()
 def fit(
-    data: Annotated[str, typer.Argument(help="Image folder, CSV of path,label, or fashion-mnist[:options].")],
+    data: Annotated[str, typer.Argument(help="Images: folder, CSV of path,label, fashion-mnist[:options]. Text: "
+                                        ".csv/.tsv/.jsonl, folder of .txt files, wordnet[:options].")],
     out: Annotated[Path, typer.Option(help="Run directory to write.")],
     source: Annotated[str, typer.Option(help="Source model (see `transferlab sources`).")] = "efficientnet_lite0",
     strategy: Annotated[str, typer.Option(help="scratch, frozen or finetune.")] = "finetune",
     reuse: Annotated[str, typer.Option(help="Reuse the first N blocks of the source, or 'all'.")] = "all",
     epochs: Annotated[int, typer.Option()] = 5,
     batch_size: Annotated[int, typer.Option()] = 32,
-    lr: Annotated[float, typer.Option(help="Learning rate of the head and re-initialised blocks.")] = 1e-3,
-    backbone_lr_mult: Annotated[float, typer.Option(help="finetune: reused blocks' lr = lr x this.")] = 0.1,
+    lr: Lr = None,
+    backbone_lr_mult: BackboneLrMult = None,
     freeze_bn: Annotated[bool, typer.Option(
         "--freeze-bn/--train-bn", help="finetune: keep the reused BatchNorm statistics fixed.")] = True,
     image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the source's).")] = None,
@@ -110,6 +123,11 @@ def fit(
     strict: Annotated[bool, typer.Option(help="Fail on unreadable images instead of skipping them.")] = False,
     cache: Annotated[bool, typer.Option(help="frozen: train on cached features.")] = True,
     num_workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    text_model: TextModel = "bag",
+    max_vectors: MaxVectors = None,
+    text_column: TextColumn = "text",
+    label_column: LabelColumn = "label",
+    encoding_errors: EncodingErrors = "strict",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out.")] = False,
 ) -> None:
@@ -120,8 +138,13 @@ def fit(
         data, out=out, resume=resume, overwrite=overwrite, source=source, strategy=strategy, reuse=_reuse(reuse),
         epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, freeze_bn=freeze_bn,
         image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, seed=seed, weights=weights,
-        strict=strict, cache=cache, num_workers=num_workers,
+        strict=strict, cache=cache, num_workers=num_workers, text_model=text_model, max_vectors=max_vectors,
+        text_column=text_column, label_column=label_column, encoding_errors=encoding_errors,
     )
+    coverage = api.run_card(out).get("coverage")
+    if coverage:
+        console.print(f"vectors cover {coverage['types']:.1%} of the target's word types and {coverage['tokens']:.1%} "
+                      "of its tokens", markup=False)
     console.print(
         f"test accuracy {result.test_accuracy:.4f} · {result.wall_seconds:.1f} s training · run directory {out}",
         markup=False,
@@ -135,7 +158,7 @@ def pretrain(
     arch: Annotated[str, typer.Option(help="cnn_tiny, cnn_small or timm:<arch>, trained from scratch.")] = "cnn_small",
     epochs: Annotated[int, typer.Option()] = 5,
     batch_size: Annotated[int, typer.Option()] = 32,
-    lr: Annotated[float, typer.Option()] = 1e-3,
+    lr: Lr = None,
     image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the architecture's).")] = None,
     per_class: Annotated[int | None, typer.Option(help="Training images per class.")] = None,
     eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test images per class.")] = None,
@@ -175,7 +198,7 @@ def layers(
     image_size: Annotated[int | None, typer.Option(help="Input size in px.")] = None,
     per_class: Annotated[int | None, typer.Option(help="Target training images per class.")] = None,
     eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test images per class.")] = None,
-    lr: Annotated[float, typer.Option()] = 1e-3,
+    lr: Lr = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed sweep, reusing finished cells.")] = False,
 ) -> None:
     """How much of the source to reuse? The layer-transfer sweep of Yosinski et al. 2014."""
@@ -203,16 +226,20 @@ def layers(
 @app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    inputs: Annotated[list[Path] | None, typer.Argument(help="Image files or folders (searched recursively); for a "
+                                                        "text run, text files with one text per line.")] = None,
+    text: Annotated[list[str] | None, typer.Option("--text", help="A text to classify (repeatable).")] = None,
     output: Annotated[Path | None, typer.Option(help="CSV file to write instead of stdout.")] = None,
 ) -> None:
-    """Classify images with a trained run: CSV with path,label,probability."""
+    """Classify images or texts with a trained run: CSV with path (or text),label,probability."""
     from transferlab import api
 
-    rows = api.predict(run_dir, images)
+    if not inputs and not text:
+        raise UserError("give image or text files to classify, or --text")
+    rows = api.predict(run_dir, inputs or [], texts=text)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "label", "probability"])
+    writer.writerow(["text" if api.run_card(run_dir).get("modality") == "text" else "path", "label", "probability"])
     writer.writerows((p, label, f"{prob:.6f}") for p, label, prob in rows)
     if output is None:
         sys.stdout.write(buf.getvalue())
@@ -253,7 +280,7 @@ def compare(
     data: Annotated[str, typer.Argument(help="Target data, as for fit.")],
     out: Annotated[Path, typer.Option(help="Directory for cells, results.json, curves.csv and report.html.")],
     source: Annotated[str, typer.Option(help="Source model for the transfer arms.")] = "efficientnet_lite0",
-    arms: Annotated[str, typer.Option(help="Comma-separated arms: strategy[:reuse=N,lr=X,...].")] = (
+    arms: Annotated[str, typer.Option(help="Comma-separated arms: strategy[:source=S,reuse=N,lr=X,...].")] = (
         "scratch,frozen,finetune"
     ),
     seeds: Annotated[int, typer.Option(help="Seeds per arm and size (>= 2 for intervals).")] = 3,
@@ -262,8 +289,13 @@ def compare(
     eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test images per class.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the source's).")] = None,
     batch_size: Annotated[int, typer.Option()] = 32,
-    lr: Annotated[float, typer.Option()] = 1e-3,
-    backbone_lr_mult: Annotated[float, typer.Option()] = 0.1,
+    lr: Lr = None,
+    backbone_lr_mult: BackboneLrMult = None,
+    text_model: TextModel = "bag",
+    max_vectors: MaxVectors = None,
+    text_column: TextColumn = "text",
+    label_column: LabelColumn = "label",
+    encoding_errors: EncodingErrors = "strict",
     threshold: Annotated[float, typer.Option(help="Time to threshold: this fraction of scratch's asymptote.")] = 0.9,
     seed: Annotated[int, typer.Option(help="First seed; also fixes the split.")] = 0,
     weights: Annotated[str | None, typer.Option(help="Weights file for the source.")] = None,
@@ -276,7 +308,8 @@ def compare(
         data, out=out, source=source, arms=arms, seeds=seeds, epochs=epochs, per_class=per_class,
         eval_per_class=eval_per_class,
         image_size=image_size, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult,
-        threshold=threshold, seed=seed, weights=weights, resume=resume,
+        threshold=threshold, seed=seed, weights=weights, resume=resume, text_model=text_model,
+        max_vectors=max_vectors, text_column=text_column, label_column=label_column, encoding_errors=encoding_errors,
     )
     _print_benefits(results, out)
 
@@ -306,28 +339,63 @@ def _print_benefits(results: dict, out: Path) -> None:
 @app.command()
 def demo(
     quick: Annotated[bool, typer.Option(help="Smaller and shorter (a couple of minutes on 2 cores).")] = False,
+    text: Annotated[bool, typer.Option(help="Text demo: the packaged sentence encoder on WordNet glosses.")] = False,
     out: Annotated[Path, typer.Option(help="Where the demo writes.")] = Path("transferlab-demo"),
 ) -> None:
-    """Does ImageNet EfficientNet-Lite0 help on bundled Fashion-MNIST classes 5-9? scratch vs frozen vs finetune."""
+    """Does ImageNet EfficientNet-Lite0 help on bundled Fashion-MNIST classes 5-9? scratch vs frozen vs finetune.
+    With --text: does all-MiniLM-L6-v2 help on bundled WordNet glosses against word embeddings from scratch?"""
     from transferlab import api
 
-    console.print(
-        f"transferlab demo: {api.DEMO_SOURCE} (ImageNet) -> {api.DEMO_DATA} (bundled), arms "
-        f"{', '.join(api.DEMO_ARMS)}; allocator: {allocator()}",
-        markup=False,
-    )
-    results = api.demo(out=out, quick=quick)
+    if text:
+        source, data, arms = api.DEMO_TEXT_SOURCE, api.DEMO_TEXT_DATA, api.DEMO_TEXT_ARMS
+        note = "sentence encoder all-MiniLM-L6-v2 (packaged)"
+    else:
+        source, data, arms = api.DEMO_SOURCE, api.DEMO_DATA, api.DEMO_ARMS
+        note = "ImageNet"
+    console.print(f"transferlab demo: {source} ({note}) -> {data} (bundled), arms {', '.join(arms)}; "
+                  f"allocator: {allocator()}", markup=False)
+    results = api.demo(out=out, quick=quick, text=text)
     table = Table(title="final test accuracy per arm (mean over seeds, largest size)")
     for col in ("arm", "test accuracy", "training wall s (mean)"):
         table.add_column(col)
     largest = results["largest_size"]
-    for arm in api.DEMO_ARMS:
+    for arm in arms:
         cells = [c for c in results["cells"] if c["arm"] == arm and c["per_class"] == largest]
         acc = sum(c["test_accuracy"] for c in cells) / len(cells)
         wall = sum(c["train_wall_seconds"] for c in cells) / len(cells)
         table.add_row(arm, f"{acc:.3f}", f"{wall:.1f}")
     console.print(table)
-    _print_benefits(results, out / ("quick" if quick else "full"))
+    _print_benefits(results, out / (("text-" if text else "") + ("quick" if quick else "full")))
+
+
+@app.command("pretrain-vectors")
+def pretrain_vectors(
+    corpus: Annotated[Path, typer.Argument(help="Unlabelled text: a file (one sentence per line) or a folder of "
+                                           ".txt files.")],
+    out: Annotated[Path, typer.Option(help="Folder to write; then use it as --source.")],
+    dim: Annotated[int, typer.Option(help="Vector dimension.")] = 100,
+    window: Annotated[int, typer.Option(help="Context window (words each side).")] = 5,
+    min_count: Annotated[int, typer.Option(help="Ignore words rarer than this.")] = 2,
+    epochs: Annotated[int, typer.Option()] = 5,
+    skipgram: Annotated[bool, typer.Option("--skipgram/--cbow", help="word2vec architecture.")] = True,
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option(help="Threads; above 1 is faster but not bit-reproducible.")] = 1,
+    encoding_errors: EncodingErrors = "strict",
+) -> None:
+    """Develop your own text source: train word2vec (gensim) on an unlabelled corpus."""
+    from transferlab import api
+
+    info = api.pretrain_vectors(corpus, out=out, dim=dim, window=window, min_count=min_count, epochs=epochs,
+                                skipgram=skipgram, seed=seed, workers=workers, encoding_errors=encoding_errors)
+    console.print(f"{info['vocabulary']:,} words x {dim} from {info['tokens']:,} tokens in {info['train_seconds']} s",
+                  markup=False)
+    table = Table(title="sanity check: nearest neighbours of frequent words")
+    table.add_column("word")
+    table.add_column("neighbours")
+    for word, near in list(info["neighbours"].items())[:6]:
+        table.add_row(word, ", ".join(near))
+    console.print(table)
+    console.print(f"use it as a source: --source {out}", markup=False)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,13 @@ from transferlab.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
 SCHEMA = "transferlab.compare/1"
-ARM_OPTIONS = ("reuse", "lr", "backbone_lr_mult", "weight_decay", "cache", "freeze_bn")
+ARM_OPTIONS = ("source", "reuse", "lr", "backbone_lr_mult", "weight_decay", "cache", "freeze_bn", "text_model")
 
 
 @dataclass(frozen=True)
 class Arm:
-    """``strategy[:key=value,...]``, e.g. ``finetune:reuse=2``; the spec is the arm's name."""
+    """``strategy[:key=value,...]``, e.g. ``finetune:reuse=2`` or ``frozen:source=minilm``; the spec is the
+    arm's name. ``source=`` gives the arm its own source (default: ``--source``)."""
 
     name: str
     strategy: str
@@ -56,6 +58,8 @@ def _parse_value(spec: str, key: str, value: str) -> Any:
         return None if value == "all" else _number(spec, key, value, int)
     if key in ("cache", "freeze_bn"):
         return value.lower() in ("1", "true", "yes")
+    if key in ("source", "text_model"):
+        return value
     return _number(spec, key, value, float)
 
 
@@ -128,10 +132,8 @@ def compare(
     **options: Any,
 ) -> dict[str, Any]:
     """Run the comparison and write ``results.json``, ``curves.csv`` and ``report.html`` to ``out``."""
-    from transferlab.data import load_images
     from transferlab.report.html import write_compare_report
-    from transferlab.sources import load_source
-    from transferlab.train.run import fit, versions
+    from transferlab.train.run import data_for, fit, open_source, versions
 
     arm_specs = arms.split(",") if isinstance(arms, str) else list(arms)
     parsed = [Arm.parse(a) for a in arm_specs if a.strip()]
@@ -157,17 +159,16 @@ def compare(
         "data": data, "source": source, "arms": [a.name for a in parsed], "seeds": seeds,
         "per_class": [size_key(s) for s in sizes], "threshold": threshold, "base": base.to_dict(),
     }
-    data_by_size = {}
-    for size in sizes:  # validate every size before training anything
-        data_by_size[size] = load_images(
-            data, seed=base.seed, val_fraction=base.val_fraction, test_fraction=base.test_fraction,
-            per_class=size, strict=base.strict, eval_per_class=base.eval_per_class,
-        )
-    pretrained = (
-        load_source(source, weights=base.weights) if any(STRATEGIES.get(a.strategy).pretrained for a in parsed)
-        else None
-    )
-    baseline = pretrained.fresh() if pretrained is not None else load_source(source, pretrained=False)
+    loaded: dict[tuple[str, bool], Any] = {}  # every source once, pretrained or fresh, before training anything
+    for arm in parsed:
+        spec, pretrained = arm.options.get("source", source), STRATEGIES.get(arm.strategy).pretrained
+        if (spec, pretrained) not in loaded:
+            loaded[spec, pretrained] = open_source(base.replace(source=spec), pretrained)
+    modalities = {s.modality for s in loaded.values()}
+    if len(modalities) > 1:
+        raise UserError("--arms mix image and text sources; compare sources of one modality")
+    data_by_size = {size: data_for(base.replace(split_seed=base.seed, per_class=size), modalities.pop())
+                    for size in sizes}  # every size checked before training anything
     prepare_experiment(out, config, resume)  # only after every input has been checked
 
     curves: dict[str, dict[str, dict[int, Curve]]] = {}
@@ -180,13 +181,13 @@ def compare(
         for seed in range(base.seed, base.seed + seeds):
             for arm in parsed:
                 done += 1
-                cell_dir = out / "cells" / key / arm.name.replace(":", "_").replace(",", "_") / f"seed{seed}"
+                cell_dir = out / "cells" / key / re.sub(r"[^\w.=+-]+", "_", arm.name) / f"seed{seed}"
                 cfg = base.replace(
                     strategy=arm.strategy, seed=seed, split_seed=base.seed, per_class=size, **arm.options
                 )
                 log.info("cell %d/%d: %s, %s per class, seed %d", done, total, arm.name, key, seed)
                 finished = (cell_dir / "model.json").is_file() and not (cell_dir / "INCOMPLETE").exists()
-                src = pretrained if STRATEGIES.get(arm.strategy).pretrained else baseline
+                src = loaded[arm.options.get("source", source), STRATEGIES.get(arm.strategy).pretrained]
                 result = fit(cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size], source=src)
                 curves[key][arm.name][seed] = read_curve(cell_dir)
                 cells.append({

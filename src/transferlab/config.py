@@ -8,6 +8,10 @@ from typing import Any
 
 from transferlab.errors import UserError, did_you_mean
 
+# Measured on the built-in tasks: a head on L2-normalised sentence embeddings or on averaged word vectors learns
+# about 10x too slowly at the image default, and a transformer wants its weights moved ~10x less than a CNN.
+DEFAULT_LR = {"image": (1e-3, 0.1), "text": (1e-2, 0.01)}
+
 
 @dataclass(frozen=True)
 class FitConfig:
@@ -19,8 +23,8 @@ class FitConfig:
     reuse: int | None = None  # first N blocks of the source; None = all
     epochs: int = 5
     batch_size: int = 32
-    lr: float = 1e-3
-    backbone_lr_mult: float = 0.1
+    lr: float | None = None  # None: 1e-3 for image sources, 1e-2 for text sources (DEFAULT_LR)
+    backbone_lr_mult: float | None = None  # None: 0.1 for image sources, 0.01 for text sources
     freeze_bn: bool = True  # finetune: reused BatchNorm layers keep the source's statistics
     weight_decay: float = 1e-4
     image_size: int | None = None  # None = the source's own input size
@@ -35,21 +39,35 @@ class FitConfig:
     cache: bool = True  # frozen: train the head on cached features
     num_workers: int = 0
     curve: bool = False  # evaluate on the test split within the first epoch and after every epoch (curve.csv)
+    # text
+    text_model: str = "bag"  # word-vector sources: "bag" (mean + MLP) or "cnn" (1-D convolutions)
+    max_vectors: int | None = None  # read at most this many word vectors from a vectors file
+    text_column: str = "text"
+    label_column: str = "label"
+    encoding_errors: str = "strict"  # "replace" accepts invalid UTF-8
 
     def __post_init__(self) -> None:
         checks = [
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr > 0, "--lr must be positive"),
-            (self.backbone_lr_mult >= 0, "--backbone-lr-mult must not be negative"),
+            (self.lr is None or self.lr > 0, "--lr must be positive"),
+            (self.backbone_lr_mult is None or self.backbone_lr_mult >= 0, "--backbone-lr-mult must not be negative"),
             (self.reuse is None or self.reuse >= 1, "--reuse must be 'all' or a block count of at least 1"),
             (self.image_size is None or self.image_size >= 16, "--image-size must be at least 16"),
             (self.per_class is None or self.per_class >= 1, "--per-class must be at least 1"),
             (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1, "split fractions must lie in (0, 1)"),
+            (self.text_model in ("bag", "cnn"), f"--text-model must be bag or cnn, not {self.text_model!r}"),
+            (self.max_vectors is None or self.max_vectors >= 1, "--max-vectors must be at least 1"),
+            (self.encoding_errors in ("strict", "replace"), "--encoding-errors must be strict or replace"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+
+    def learning_rates(self, modality: str) -> tuple[float, float]:
+        """(lr, backbone_lr_mult), filling unset ones with the modality's defaults."""
+        lr, mult = DEFAULT_LR[modality]
+        return (lr if self.lr is None else self.lr, mult if self.backbone_lr_mult is None else self.backbone_lr_mult)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

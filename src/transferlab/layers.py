@@ -37,10 +37,9 @@ def layers(
 ) -> dict[str, Any]:
     """Run the layer-transfer sweep and write ``results.json`` and ``report.html`` to ``out``."""
     from transferlab.api import pretrain
-    from transferlab.data import load_images
     from transferlab.report.html import write_layers_report
     from transferlab.sources import load_source
-    from transferlab.train.run import fit, versions
+    from transferlab.train.run import adapt_source, data_for, fit, open_source, versions
 
     if (source_data is None) == (source is None):
         raise UserError("give exactly one of --source-data (train base A yourself) or --source (a ready source)")
@@ -50,10 +49,8 @@ def layers(
     out = Path(out)
     config = {"target_data": target_data, "source_data": source_data, "arch": arch, "source": source,
               "seeds": seeds, "base": base.to_dict()}
-    data = load_images(target_data, seed=base.seed, val_fraction=base.val_fraction, test_fraction=base.test_fraction,
-                       per_class=base.per_class, strict=base.strict, eval_per_class=base.eval_per_class)
-    if source is not None:
-        load_source(source, weights=base.weights)  # a clear error now rather than after the first cells
+    ready = open_source(base, pretrained=True) if source is not None else None  # errors now, not after cells
+    data = data_for(base, ready.modality if ready is not None else "image")
     prepare_experiment(out, config, resume, marker="layers.json", what="layer sweep")
 
     train = {k: v for k, v in base.to_dict().items() if k in ("epochs", "batch_size", "lr", "image_size",
@@ -72,9 +69,9 @@ def layers(
             sources[task] = load_source(str(out / "base" / f"{task}_seed{base.seed}"))
         series = list(SERIES)
     else:
-        sources["A"] = load_source(source, weights=base.weights)
+        sources["A"] = adapt_source(ready, data, base)
         series = ["AnB", "AnB+"]
-    n_blocks = len(sources["A"].blocks)
+    n_blocks = len(sources["A"].blocks) if sources["A"].reusable is None else sources["A"].reusable
 
     acc: dict[str, dict[int, list[float]]] = {name: {} for name in series}
     for name in series:

@@ -220,7 +220,7 @@ class ImageData:
 
 
 class ImageDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
-    """Torch dataset over an ImageSplit: item ``i`` is ``(transform(image), label)``."""
+    """Torch dataset over an image or text split: item ``i`` is ``(transform(split.load(i)), label)``."""
 
     def __init__(self, split: ImageSplit, transform: Callable[[Image.Image], torch.Tensor]) -> None:
         self.split = split

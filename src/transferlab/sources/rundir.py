@@ -10,7 +10,7 @@ from typing import Any
 from safetensors.torch import save_file
 
 from transferlab.errors import UserError
-from transferlab.sources.base import Preprocessing, Source
+from transferlab.sources.base import Source, preprocessing_from_dict
 from transferlab.sources.weights import load_checked, read_state_dict
 
 MODEL_FORMAT = "transferlab.model/1"
@@ -45,14 +45,23 @@ def read_card(run_dir: Path) -> dict[str, Any]:
     return card
 
 
+def skeleton(card: dict[str, Any]) -> Source:
+    """A randomly initialised source of the card's architecture (word models: over the card's vocabulary)."""
+    from transferlab.sources import load_source
+
+    source = load_source(card["architecture"], pretrained=False)
+    if source.adapt is not None:
+        source = source.adapt(card["preprocessing"]["vocab"][2:])  # without <pad> and <unk>
+    return source
+
+
 def load_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
     """The trained TransferModel of a finished run directory and its card."""
     from transferlab.model import build_model
-    from transferlab.sources import load_source
 
     card = read_card(run_dir)
-    skeleton = load_source(card["architecture"], pretrained=False)
-    model = build_model(skeleton, len(card["classes"]), reuse=None, pretrained=False)
+    skeleton_source = skeleton(card)
+    model = build_model(skeleton_source, len(card["classes"]), reuse=None, pretrained=False)
     load_checked(model, read_state_dict(run_dir / "model.safetensors"), f"{run_dir / 'model.safetensors'}")
     model.eval()
     return model, card
@@ -60,20 +69,21 @@ def load_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
 
 def run_source(run_dir: Path) -> Source:
     """A run directory as a source: its blocks, pool and trained head (the new source head)."""
-    from transferlab.sources import load_source
-
     model, card = load_run(run_dir)
     architecture = card["architecture"]
+    modality = card.get("modality", "image")
     return Source(
         name=str(run_dir),
         architecture=architecture,
         blocks=OrderedDict(zip(card["block_names"], model.blocks, strict=True)),
         pool=model.pool,
         num_features=model.head.in_features,
-        preprocessing=Preprocessing.from_dict(card["preprocessing"]),
+        preprocessing=preprocessing_from_dict(card["preprocessing"]),
         pretrained=True,
         weights_origin=f"run directory {run_dir}",
-        rebuild=lambda: load_source(architecture, pretrained=False),
+        rebuild=lambda: skeleton(card),
         classifier=model.head,
         source_classes=list(card["classes"]),
+        modality=modality,
+        cache_partial=modality == "image",
     )

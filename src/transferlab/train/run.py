@@ -17,15 +17,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from transferlab.config import FitConfig
-from transferlab.data import ImageData, ImageDataset, load_images
+from transferlab.data import ImageData, SplitDataset, TextData, load_data
 from transferlab.errors import UserError
 from transferlab.evaluate import accuracy, confusion_matrix
 from transferlab.model import build_model
 from transferlab.report import plot_confusion, write_csv
-from transferlab.sources import Source, load_source
+from transferlab.sources import Source
 from transferlab.sources.base import state_fingerprint
 from transferlab.sources.rundir import write_model
-from transferlab.strategies import make_strategy
+from transferlab.strategies import STRATEGIES, make_strategy
 from transferlab.train.engine import (
     EpochSampler,
     LitClassifier,
@@ -37,7 +37,6 @@ from transferlab.train.engine import (
     quiet_lightning,
     run_inference,
 )
-from transferlab.train.transforms import make_transform
 
 log = logging.getLogger(__name__)
 INFERENCE_BATCH = 64
@@ -103,12 +102,44 @@ def prepare_out(out: Path, resume: bool, overwrite: bool, config: dict[str, Any]
 
 def resolve_reuse(cfg: FitConfig, source: Source) -> int:
     n_blocks = len(source.blocks)
-    if cfg.reuse is not None and cfg.reuse > n_blocks:
+    known = n_blocks if source.reusable is None else source.reusable
+    if cfg.reuse is not None and cfg.reuse > known:
+        what = f"the {n_blocks} blocks" if known == n_blocks else f"the {known} pretrained block(s)"
         raise UserError(
-            f"--reuse {cfg.reuse} exceeds the {n_blocks} blocks of {source.name} "
-            f"(see: transferlab sources --blocks {source.name})"
+            f"--reuse {cfg.reuse} exceeds {what} of {source.name} (see: transferlab sources --blocks {source.name})"
         )
-    return n_blocks if cfg.reuse is None else cfg.reuse
+    return known if cfg.reuse is None else cfg.reuse
+
+
+def data_for(cfg: FitConfig, modality: str = "image") -> ImageData:
+    """The dataset ``cfg`` names, loaded as the source's modality asks (split by ``split_seed``)."""
+    return load_data(
+        cfg.data, modality, seed=cfg.seed if cfg.split_seed is None else cfg.split_seed,
+        val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, per_class=cfg.per_class, strict=cfg.strict,
+        eval_per_class=cfg.eval_per_class, text_column=cfg.text_column, label_column=cfg.label_column,
+        encoding_errors=cfg.encoding_errors,
+    )
+
+
+def open_source(cfg: FitConfig, pretrained: bool) -> Source:
+    from transferlab.sources import load_source
+
+    return load_source(cfg.source, pretrained=pretrained, weights=cfg.weights, max_vectors=cfg.max_vectors,
+                       encoding_errors=cfg.encoding_errors)
+
+
+def adapt_source(source: Source, data: ImageData, cfg: FitConfig) -> Source:
+    """Check that source and data are of one modality; build a word-vector source for the data's vocabulary."""
+    is_text = isinstance(data, TextData)
+    if is_text != (source.modality == "text"):
+        raise UserError(f"source {source.name} takes {source.modality} data but {data.name} is "
+                        f"{'text' if is_text else 'images'}")
+    if source.adapt is None:
+        return source
+    from transferlab.sources.text import build_vocab
+
+    vocab, counts = build_vocab(data.corpus)
+    return source.adapt(vocab, counts, cfg.text_model)
 
 
 def fit(
@@ -127,27 +158,23 @@ def fit(
     """
     quiet_lightning()
     out = Path(out)
-    strategy = make_strategy(cfg.strategy, backbone_lr_mult=cfg.backbone_lr_mult, freeze_bn=cfg.freeze_bn)
-    if data is None:
-        data = load_images(
-            cfg.data,
-            seed=cfg.seed if cfg.split_seed is None else cfg.split_seed,
-            val_fraction=cfg.val_fraction,
-            test_fraction=cfg.test_fraction,
-            per_class=cfg.per_class,
-            strict=cfg.strict,
-            eval_per_class=cfg.eval_per_class,
-        )
     if source is None:
-        source = load_source(cfg.source, pretrained=strategy.pretrained, weights=cfg.weights)
+        source = open_source(cfg, STRATEGIES.get(cfg.strategy).pretrained)
+    lr, backbone_lr_mult = cfg.learning_rates(source.modality)
+    strategy = make_strategy(cfg.strategy, backbone_lr_mult=backbone_lr_mult, freeze_bn=cfg.freeze_bn)
+    if data is None:
+        data = data_for(cfg, source.modality)
+    source = adapt_source(source, data, cfg)
     reuse = resolve_reuse(cfg, source)
     pre = source.preprocessing.resized(cfg.image_size)
     resolved = {
         "config": cfg.to_dict(),
         "resolved": {
             "reuse": reuse,
+            "lr": lr,
             "blocks": list(source.blocks),
-            "preprocessing": pre.to_dict(),
+            "preprocessing": {k: v for k, v in pre.to_dict().items() if k != "vocab"},  # the card has the vocab
+            **source.info,
             "source_weights": source.weights_origin if strategy.pretrained else "random init",
             "strategy": {"name": strategy.name, **strategy.params()},
             "classes": data.classes,
@@ -166,25 +193,25 @@ def fit(
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(source, len(data.classes), reuse, pretrained=strategy.pretrained)
-    groups = strategy.prepare(model, reuse, cfg.lr)
-    eval_tf = make_transform(pre, augment=False)
+    groups = strategy.prepare(model, reuse, lr)
+    eval_tf = pre.transform(augment=False)
     splits = {"train": data.train, "val": data.val, "test": data.test}
 
-    def batches(ds: torch.utils.data.Dataset, shuffle: bool) -> DataLoader:
+    def batches(ds: torch.utils.data.Dataset, shuffle: bool, collate: Any = None) -> DataLoader:
         """Training batches at --batch-size in a seeded per-epoch order; inference at least 64 at a time
         (benchmarks/overhead.py: extraction is up to 9% faster at 64 than at 32 on 2 cores)."""
         if shuffle:
             sampler, size = EpochSampler(len(ds), cfg.seed), cfg.batch_size
         else:
             sampler, size = None, max(cfg.batch_size, INFERENCE_BATCH)
-        return DataLoader(ds, sampler=sampler, batch_size=size, num_workers=cfg.num_workers)
+        return DataLoader(ds, sampler=sampler, batch_size=size, num_workers=cfg.num_workers, collate_fn=collate)
 
-    def image_loader(split: str, shuffle: bool, augment: bool) -> DataLoader:
-        tf = make_transform(pre, augment=True) if augment else eval_tf
-        return batches(ImageDataset(splits[split], tf), shuffle)
+    def input_loader(split: str, shuffle: bool, augment: bool) -> DataLoader:
+        tf = pre.transform(augment=True) if augment else eval_tf
+        return batches(SplitDataset(splits[split], tf), shuffle, pre.collate)
 
     cache_hit, feature_seconds = None, 0.0
-    if strategy.frozen_prefix and cfg.cache:
+    if strategy.frozen_prefix and cfg.cache and (reuse == len(source.blocks) or source.cache_partial):
         prefix = model.prefix(reuse)
         key = cache_key(
             prefix=state_fingerprint(prefix),
@@ -193,7 +220,7 @@ def fit(
             data={s: d.fingerprint() for s, d in splits.items()},
             preprocessing=pre.to_dict(),
         )
-        plain = {s: image_loader(s, shuffle=False, augment=False) for s in splits}
+        plain = {s: input_loader(s, shuffle=False, augment=False) for s in splits}
         feats, cache_hit, feature_seconds = cached_features(key, prefix, plain, progress)
         net = model.tail(reuse)
 
@@ -204,7 +231,7 @@ def fit(
         net = model
 
         def loader(split: str, shuffle: bool) -> DataLoader:
-            return image_loader(split, shuffle=shuffle, augment=shuffle and strategy.augment)
+            return input_loader(split, shuffle=shuffle, augment=shuffle and strategy.augment)
 
     lit = LitClassifier(net, groups, cfg.weight_decay, lambda epoch: strategy.on_epoch_start(model, epoch))
     metrics = MetricsCSV(out / "metrics.csv")
@@ -236,8 +263,10 @@ def fit(
         "block_names": list(source.blocks),
         "num_features": source.num_features,
         "classes": data.classes,
+        "modality": source.modality,
         "preprocessing": pre.to_dict(),
         "source": source.name,
+        **source.info,
         "source_weights": resolved["resolved"]["source_weights"],
         "strategy": strategy.name,
         "blocks_reused": list(source.blocks)[:reuse] if strategy.pretrained else [],

@@ -1,0 +1,271 @@
+"""Text datasets: CSV / TSV / JSONL files, folders of ``.txt`` files, and the built-in WordNet task.
+
+The same split rules as images (stratified, seeded, ``per_class`` nested across sizes, optional ``split``
+column or ``train/ val/ test/`` folders). Every problem names the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from transferlab.data.images import (
+    SPLITS,
+    ImageData,
+    _cap_per_class,
+    _check_settings,
+    _class_folders,
+    _files_under,
+    _first_per_class,
+    _stratified_split,
+    _warn_if_empty,
+)
+from transferlab.data.wordnet import SPEC_NAME, load_wordnet_rows, parse_wordnet_spec
+from transferlab.errors import UserError, did_you_mean
+
+ENCODING_ERRORS = ("strict", "replace")
+
+
+@dataclass
+class TextSplit:
+    """One split of a text dataset: the texts and their integer labels."""
+
+    texts: list[str]
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.labels.shape != (len(self.texts),):
+            raise ValueError(f"TextSplit has {len(self.texts)} texts but labels of shape {self.labels.shape}")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def load(self, i: int) -> str:
+        return self.texts[i]
+
+    def subset(self, idx: np.ndarray) -> TextSplit:
+        idx = np.asarray(idx)
+        idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64)
+        return TextSplit([self.texts[i] for i in idx], self.labels[idx])
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(b"texts\0")
+        for text in self.texts:
+            digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+        digest.update(b"labels\0" + self.labels.astype("<i8").tobytes())
+        return digest.hexdigest()
+
+
+@dataclass
+class TextData(ImageData):
+    """A text classification dataset split three ways. ``corpus`` holds every text that was loaded (all splits,
+    before ``per_class``): word-vector sources build their vocabulary from it, so it is the same for every
+    labelled size and every arm. Labels are not part of it."""
+
+    corpus: list[str] = field(default_factory=list)
+
+
+def _decode(path: Path, raw: bytes, errors: str) -> str:
+    try:
+        return raw.decode("utf-8-sig", errors=errors)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(
+            f"{path} line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x}); save it as UTF-8 or pass "
+            "--encoding-errors replace to accept it"
+        ) from None
+
+
+def _read_text_file(path: Path, errors: str) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path} cannot be read ({e.strerror})") from None
+    return _decode(path, raw, errors)
+
+
+Rows = list[tuple[str | None, str, str, str]]  # (split or None, label, text, where)
+
+
+def _check_row(where: str, text: str, label: str) -> None:
+    if not text.strip():
+        raise UserError(f"{where}: the text is empty; remove the row or fill it in")
+    if not label.strip():
+        raise UserError(f"{where}: the label is empty")
+
+
+def _split_of(where: str, value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    value = value.strip().lower()
+    if value not in SPLITS:
+        raise UserError(f"{where}: split {value!r} is not one of train, val, test{did_you_mean(value, SPLITS)}")
+    return value
+
+
+def _read_table(path: Path, text_column: str, label_column: str, errors: str) -> Rows:
+    content = _read_text_file(path, errors)
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
+    try:
+        header = [h.strip() for h in next(reader, [])]
+    except csv.Error as e:
+        raise UserError(f"{path} line 1: malformed header ({e})") from None
+    for column, option in ((text_column, "--text-column"), (label_column, "--label-column")):
+        if column not in header:
+            raise UserError(
+                f"{path} has no column {column!r}{did_you_mean(column, header)} (its columns: {', '.join(header)}); "
+                f"name the right one with {option}"
+            )
+    ti, li = header.index(text_column), header.index(label_column)
+    si = header.index("split") if "split" in header else None
+    rows: Rows = []
+    try:
+        for row in reader:
+            where = f"{path} line {reader.line_num}"
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise UserError(f"{where}: expected {len(header)} fields ({', '.join(header)}), found {len(row)}")
+            _check_row(where, row[ti], row[li])
+            rows.append((_split_of(where, row[si] if si is not None else None), row[li].strip(), row[ti], where))
+    except csv.Error as e:
+        kind = "TSV" if delimiter == "\t" else "CSV"
+        raise UserError(f"{path} line {reader.line_num}: malformed {kind} ({e})") from None
+    return rows
+
+
+def _read_jsonl(path: Path, text_column: str, label_column: str, errors: str) -> Rows:
+    rows: Rows = []
+    for number, line in enumerate(_read_text_file(path, errors).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where} is not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{where}: expected a JSON object with {text_column!r} and {label_column!r}")
+        for key, option in ((text_column, "--text-column"), (label_column, "--label-column")):
+            if key not in obj:
+                hint = did_you_mean(key, obj)
+                raise UserError(f"{where} has no field {key!r}{hint}; name the right one with {option}")
+        text, label = obj[text_column], obj[label_column]
+        if not isinstance(text, str):
+            raise UserError(f"{where}: field {text_column!r} must be a string")
+        label = str(label) if isinstance(label, (str, int)) and not isinstance(label, bool) else None
+        if label is None:
+            raise UserError(f"{where}: field {label_column!r} must be a string or an integer")
+        _check_row(where, text, label)
+        rows.append((_split_of(where, obj.get("split")), label.strip(), text, where))
+    return rows
+
+
+def _read_folder(root: Path, errors: str) -> Rows:
+    layout = {s: _class_folders(root / s) for s in SPLITS if (root / s).is_dir()} if (root / "train").is_dir() \
+        else {None: _class_folders(root)}
+    rows: Rows = []
+    for split, classes in layout.items():
+        for label, folder in classes.items():
+            files = [f for f in _files_under(folder) if f.suffix.lower() == ".txt"]
+            if not files:
+                raise UserError(f"{folder} holds no .txt files; put one text per .txt file in each class folder")
+            for f in files:
+                text = _read_text_file(f, errors)
+                _check_row(str(f), text, label)
+                rows.append((split, label, text.strip(), str(f)))
+    return rows
+
+
+def _read_rows(spec: str, text_column: str, label_column: str, errors: str) -> tuple[str, Rows]:
+    wordnet = parse_wordnet_spec(spec)
+    if wordnet is not None:
+        return spec, [(None, label, text, f"wordnet {offset}") for offset, label, text in load_wordnet_rows(wordnet)]
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return str(path), _read_folder(path, errors)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".csv", ".tsv", ".tab"):
+            return str(path), _read_table(path, text_column, label_column, errors)
+        if suffix in (".jsonl", ".ndjson"):
+            return str(path), _read_jsonl(path, text_column, label_column, errors)
+        raise UserError(f"text dataset {spec!r} is a {suffix or 'suffix-less'} file; give a .csv, .tsv or .jsonl "
+                        "file, a folder of class folders holding .txt files, or 'wordnet'")
+    hint = did_you_mean(spec.partition(":")[0], [SPEC_NAME])
+    raise UserError(f"text dataset {spec!r} does not exist{hint}; give a .csv, .tsv or .jsonl file, a folder, or "
+                    "'wordnet'")
+
+
+def load_texts(
+    spec: str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    per_class: int | None = None,
+    eval_per_class: int | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    encoding_errors: str = "strict",
+) -> TextData:
+    """Load a text classification dataset and split it into train / val / test (see :func:`load_images`).
+
+    ``spec`` is ``wordnet[:classes=animal+food,per_class=N,set=bundled|full,dir=PATH]`` (built in), a ``.csv``
+    or ``.tsv`` file with a header (``text_column``, ``label_column``, optional ``split``), a ``.jsonl`` file of
+    objects with those keys, or a folder with one subfolder of ``.txt`` files per class (optionally inside
+    ``train/ val/ test/``). Invalid UTF-8 is an error naming the line unless ``encoding_errors="replace"``.
+    """
+    _check_settings(seed, val_fraction, test_fraction, per_class)
+    if encoding_errors not in ENCODING_ERRORS:
+        raise UserError(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}, not {encoding_errors!r}")
+    wordnet = parse_wordnet_spec(spec)
+    if wordnet is not None and per_class is None:
+        per_class = wordnet.per_class
+    name, rows = _read_rows(spec, text_column, label_column, encoding_errors)
+    if not rows:
+        raise UserError(f"{name} holds no texts")
+    classes = sorted({label for _, label, _, _ in rows})
+    if len(classes) < 2:
+        raise UserError(f"{name} has only one class ({classes[0]!r}); a classifier needs at least 2 classes")
+    index = {c: i for i, c in enumerate(classes)}
+    given: dict[str | None, TextSplit] = {}
+    for split in dict.fromkeys(s for s, _, _, _ in rows):
+        part = [(t, index[lab]) for s, lab, t, _ in rows if s == split]
+        given[split] = TextSplit([t for t, _ in part], np.array([y for _, y in part]))
+    if any(s is not None for s in given) and None in given:
+        raise UserError(f"{name}: some rows have a split and some do not; give every row a split or none")
+    pool = given.get("train", given.get(None))
+    if pool is None:
+        raise UserError(f"{name} has a split column but no train rows")
+    missing = sorted(set(classes) - {classes[i] for i in np.unique(pool.labels)})
+    if missing:
+        raise UserError(f"{name}: class {missing[0]!r} has no training texts; every class needs some")
+    carve_val = 0.0 if "val" in given else val_fraction
+    carve_test = 0.0 if "test" in given else test_fraction
+    train_idx, val_idx, test_idx = _stratified_split(pool.labels, carve_val, carve_test, seed)
+    train = pool.subset(train_idx)
+    if per_class is not None:
+        train = train.subset(_cap_per_class(train.labels, per_class, seed, classes))
+    data = TextData(
+        classes=classes,
+        train=train,
+        val=given["val"] if "val" in given else pool.subset(val_idx),
+        test=given["test"] if "test" in given else pool.subset(test_idx),
+        skipped=[],
+        name=name,
+        corpus=[t for _, _, t, _ in rows],
+    )
+    _warn_if_empty(data, carve_val, carve_test)
+    if eval_per_class is not None:
+        data.val = data.val.subset(_first_per_class(data.val.labels, eval_per_class, seed))
+        data.test = data.test.subset(_first_per_class(data.test.labels, eval_per_class, seed))
+    return data

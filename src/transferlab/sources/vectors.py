@@ -1,0 +1,368 @@
+"""Word vectors in the formats people download, read once into a memory-mapped store.
+
+Formats: GloVe text (no header), word2vec / fastText ``.vec`` text (a ``count dim`` header) and word2vec binary.
+The first read of a file parses it (capped at ``max_vectors``) and stores ``vectors.safetensors`` + ``words.json``
+in the cache; every later read memory-maps that store, so a multi-GB file costs its size on disk, not in RAM.
+``pretrain-vectors`` writes the same store. Parsing rules:
+
+- tokens may contain spaces (GloVe 840B): a row is the token, then exactly ``dim`` numbers at its end;
+- a duplicate word keeps its first vector (counted and reported);
+- a row with too few fields, a non-number or a non-finite value, or a row whose extra leading fields are all
+  numbers (a longer vector than the other rows) is an error naming the file and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from transferlab.errors import UserError
+
+log = logging.getLogger(__name__)
+STORE_FORMAT = 1
+WORDS, MATRIX = "words.json", "vectors.safetensors"
+
+
+class VectorsError(UserError):
+    """A vectors file that cannot be read; the message names the file and, for text files, the line."""
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _header(line: bytes) -> tuple[int, int] | None:
+    parts = line.split()
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return int(parts[0]), int(parts[1])
+    return None
+
+
+def _looks_binary(path: Path, start: int) -> bool:
+    with open(path, "rb") as f:
+        f.seek(start)
+        chunk = f.read(4096)
+    if b"\0" in chunk:
+        return True
+    try:
+        chunk.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start < len(chunk) - 4  # a multi-byte character cut at the chunk's end is still text
+    return False
+
+
+def read_vectors(
+    path: str | Path, *, max_vectors: int | None = None, encoding_errors: str = "strict"
+) -> tuple[list[str], np.ndarray]:
+    """Parse a word-vectors file: (words, float32 matrix of shape (len(words), dim)). Raises VectorsError."""
+    path = Path(path)
+    if not path.is_file():
+        raise VectorsError(f"vectors file {path} does not exist")
+    if max_vectors is not None and max_vectors < 1:
+        raise VectorsError("--max-vectors must be at least 1")
+    with open(path, "rb") as f:
+        first = f.readline()
+    if not first.strip():
+        raise VectorsError(f"{path} line 1 is empty: not a word-vectors file")
+    header = _header(first)
+    if header is not None and (path.suffix == ".bin" or _looks_binary(path, len(first))):
+        words, matrix = _read_binary(path, header, max_vectors, encoding_errors)
+    else:
+        words, matrix = _read_text(path, header, max_vectors, encoding_errors)
+    if not words:
+        raise VectorsError(f"{path} holds no vectors")
+    return words, matrix
+
+
+def _read_text(
+    path: Path, header: tuple[int, int] | None, max_vectors: int | None, errors: str
+) -> tuple[list[str], np.ndarray]:
+    dim = header[1] if header else None
+    words: list[str] = []
+    rows: list[np.ndarray] = []
+    seen: set[str] = set()
+    duplicates = 0
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if number == 1 and header:
+                continue
+            try:
+                line = raw.decode("utf-8", errors=errors).rstrip("\r\n").rstrip(" ")
+            except UnicodeDecodeError:
+                raise VectorsError(f"{path} line {number} is not valid UTF-8; pass --encoding-errors replace "
+                                   "to accept it") from None
+            if not line.strip():
+                continue
+            parts = line.split(" ")
+            if dim is None:  # GloVe: the first row fixes the dimension
+                dim = len(parts) - 1
+                if dim < 1 or not all(map(_is_number, parts[1:])):
+                    raise VectorsError(f"{path} line 1 is neither a 'count dim' header nor a word followed by "
+                                       "numbers: not a GloVe, word2vec or fastText vectors file")
+            if len(parts) < dim + 1:
+                raise VectorsError(f"{path} line {number} has {len(parts) - 1} numbers after the word, expected "
+                                   f"{dim} (the dimension differs between rows)")
+            token_parts, numbers = parts[: len(parts) - dim], parts[len(parts) - dim :]
+            if len(token_parts) > 1 and all(map(_is_number, token_parts[1:])):
+                raise VectorsError(f"{path} line {number} has {len(parts) - 1} numbers after the word, expected "
+                                   f"{dim} (the dimension differs between rows)")
+            try:
+                vector = np.array(numbers, dtype=np.float32)
+            except ValueError:
+                bad = next(n for n in numbers if not _is_number(n))
+                raise VectorsError(f"{path} line {number}: {bad[:40]!r} is not a number") from None
+            if not np.isfinite(vector).all():
+                raise VectorsError(f"{path} line {number} holds a non-finite value (nan or inf)")
+            word = " ".join(token_parts)
+            if not word:
+                raise VectorsError(f"{path} line {number} has an empty word")
+            if word in seen:
+                duplicates += 1
+                continue
+            seen.add(word)
+            words.append(word)
+            rows.append(vector)
+            if max_vectors is not None and len(words) >= max_vectors:
+                break
+    if header and max_vectors is None and len(words) + duplicates != header[0]:
+        raise VectorsError(f"{path}: its header promises {header[0]} vectors but the file holds "
+                           f"{len(words) + duplicates}; the file is truncated or its header is wrong")
+    _report_duplicates(path, duplicates)
+    return words, np.stack(rows) if rows else np.zeros((0, dim or 0), np.float32)
+
+
+def _read_binary(
+    path: Path, header: tuple[int, int], max_vectors: int | None, errors: str
+) -> tuple[list[str], np.ndarray]:
+    count, dim = header
+    want = count if max_vectors is None else min(count, max_vectors)
+    words: list[str] = []
+    rows: list[np.ndarray] = []
+    seen: set[str] = set()
+    duplicates = 0
+    width = 4 * dim
+    with open(path, "rb") as f:
+        f.readline()
+        for i in range(count):
+            if len(words) >= want:
+                break
+            token = bytearray()
+            while True:
+                ch = f.read(1)
+                if not ch:
+                    raise VectorsError(f"{path} ends inside entry {i + 1} of the {count} its header promises "
+                                       "(a truncated word2vec binary file)")
+                if ch == b" ":
+                    break
+                if ch != b"\n" or token:
+                    token += ch
+                if len(token) > 10_000:
+                    raise VectorsError(f"{path}: entry {i + 1} has no space after its word: not word2vec binary")
+            blob = f.read(width)
+            if len(blob) < width:
+                raise VectorsError(f"{path} ends inside vector {i + 1} of {count} (a truncated word2vec binary file)")
+            try:
+                word = token.decode("utf-8", errors=errors)
+            except UnicodeDecodeError:
+                raise VectorsError(f"{path}: the word of entry {i + 1} is not valid UTF-8; pass --encoding-errors "
+                                   "replace to accept it") from None
+            vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+            if not np.isfinite(vector).all():
+                raise VectorsError(f"{path}: vector {i + 1} ({word!r}) holds a non-finite value")
+            if word in seen:
+                duplicates += 1
+                continue
+            seen.add(word)
+            words.append(word)
+            rows.append(vector)
+    _report_duplicates(path, duplicates)
+    return words, np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+
+
+def _report_duplicates(path: Path, duplicates: int) -> None:
+    if duplicates:
+        log.warning("%s repeats %d word(s); each keeps its first vector", path, duplicates)
+
+
+def save_store(folder: Path, words: list[str], matrix: np.ndarray, info: dict | None = None) -> None:
+    """Write the memory-mappable store (``words.json`` + ``vectors.safetensors``) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"vectors": np.ascontiguousarray(matrix, dtype=np.float32)}, str(folder / MATRIX),
+              metadata={"format": str(STORE_FORMAT)})
+    (folder / WORDS).write_text(json.dumps({"words": words, **(info or {})}))
+
+
+def is_store(folder: Path) -> bool:
+    return (folder / WORDS).is_file() and (folder / MATRIX).is_file()
+
+
+def open_store(folder: Path):
+    """The store at ``folder`` as gensim ``KeyedVectors`` whose matrix is a read-only memory map."""
+    from gensim.models import KeyedVectors
+
+    path = folder / MATRIX
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            entry = json.loads(f.read(length))["vectors"]
+        words = json.loads((folder / WORDS).read_text())["words"]
+    except (OSError, ValueError, KeyError, struct.error) as e:
+        raise VectorsError(f"{folder} is not a readable word-vectors store ({e}); delete it and recreate it") from None
+    if entry["dtype"] != "F32" or len(entry["shape"]) != 2 or entry["shape"][0] != len(words):
+        raise VectorsError(f"{folder}: vectors.safetensors does not match words.json; recreate the store")
+    n, dim = entry["shape"]
+    matrix = np.memmap(path, dtype="<f4", mode="r", offset=8 + length + entry["data_offsets"][0], shape=(n, dim))
+    kv = KeyedVectors(vector_size=dim, count=0)
+    kv.index_to_key = list(words)
+    kv.key_to_index = {w: i for i, w in enumerate(words)}
+    kv.vectors = matrix
+    return kv
+
+
+def load_vectors(path: str | Path, *, max_vectors: int | None = None, encoding_errors: str = "strict"):
+    """Word vectors from a file or a store folder as gensim ``KeyedVectors`` (memory-mapped).
+
+    A file is parsed once per (file, size, mtime, ``max_vectors``) and kept as a store in the transferlab cache.
+    """
+    from transferlab.train.engine import cache_dir
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if not is_store(path):
+            raise VectorsError(f"{path} is a folder without words.json and vectors.safetensors: not a vectors store")
+        return open_store(path)
+    if not path.is_file():
+        raise VectorsError(f"vectors file {path} does not exist")
+    stat = path.stat()
+    key = hashlib.sha256(json.dumps([STORE_FORMAT, str(path.resolve()), stat.st_size, stat.st_mtime_ns,
+                                     max_vectors, encoding_errors]).encode()).hexdigest()[:32]
+    store = cache_dir() / "vectors" / key
+    if not is_store(store):
+        words, matrix = read_vectors(path, max_vectors=max_vectors, encoding_errors=encoding_errors)
+        tmp = store.with_name(f"{key}.{os.getpid()}.tmp")
+        save_store(tmp, words, matrix, {"file": str(path.resolve())})
+        if not is_store(store):
+            tmp.replace(store)
+        log.info("parsed %d vectors of dimension %d from %s", len(words), matrix.shape[1], path)
+    return open_store(store)
+
+
+def vectors_scale(matrix: np.ndarray) -> float:
+    """The standard deviation of the vectors' components (from up to 10,000 rows): the scale at which words
+    that the vectors lack are initialised."""
+    sample = np.asarray(matrix[: min(len(matrix), 10_000)], dtype=np.float64)
+    std = float(sample.std()) if sample.size else 1.0
+    return std if math.isfinite(std) and std > 0 else 1.0
+
+
+def _stable_hash(word: str) -> int:
+    """gensim seeds each word's initial vector with ``hash(word)``; Python's own hash changes per process."""
+    import zlib
+
+    return zlib.crc32(word.encode("utf-8"))
+
+
+def read_corpus(path: Path, encoding_errors: str = "strict") -> list[list[str]]:
+    """Tokenised sentences (one per non-empty line) of a text file or of every ``.txt`` file under a folder."""
+    from transferlab.data.text import _decode
+    from transferlab.sources.text import words
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise UserError(f"corpus folder {path} holds no .txt files")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise UserError(f"corpus {path} does not exist; give a text file or a folder of .txt files")
+    sentences = []
+    for f in files:
+        for line in _decode(f, f.read_bytes(), encoding_errors).splitlines():
+            tokens = words(line)
+            if tokens:
+                sentences.append(tokens)
+    if not sentences:
+        raise UserError(f"corpus {path} holds no words")
+    return sentences
+
+
+def train_vectors(
+    corpus: str | Path,
+    out: str | Path,
+    *,
+    dim: int = 100,
+    window: int = 5,
+    min_count: int = 2,
+    epochs: int = 5,
+    skipgram: bool = True,
+    seed: int = 0,
+    workers: int = 1,
+    encoding_errors: str = "strict",
+    progress: bool = True,
+) -> dict:
+    """Train word2vec (gensim) on an unlabelled corpus and write a vectors store usable as ``--source OUT``.
+
+    With ``workers=1`` (the default) the vectors are the same on every run; more workers are faster but not
+    bit-reproducible (gensim's threads race). Returns what ``source.json`` records.
+    """
+    import time
+
+    from gensim.models import Word2Vec
+    from gensim.models.callbacks import CallbackAny2Vec
+    from tqdm.auto import tqdm
+
+    for name, value, low in (("--dim", dim, 1), ("--window", window, 1), ("--min-count", min_count, 1),
+                             ("--epochs", epochs, 1), ("--workers", workers, 1)):
+        if value < low:
+            raise UserError(f"{name} must be at least {low}")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} already exists and is not empty; choose another --out")
+    sentences = read_corpus(Path(corpus), encoding_errors)
+    tokens = sum(map(len, sentences))
+    bar = tqdm(total=epochs, desc="word2vec epochs", disable=not progress, unit="epoch")
+
+    class Tick(CallbackAny2Vec):
+        def on_epoch_end(self, model: Word2Vec) -> None:
+            bar.update(1)
+
+    tick = time.perf_counter()
+    model = Word2Vec(sentences, vector_size=dim, window=window, min_count=min_count, sg=int(skipgram), seed=seed,
+                     workers=workers, epochs=epochs, hashfxn=_stable_hash, callbacks=[Tick()])
+    bar.close()
+    seconds = time.perf_counter() - tick
+    wv = model.wv
+    if not wv.index_to_key:
+        raise UserError(f"no word occurs {min_count} times in {corpus}; lower --min-count or give a larger corpus")
+    probes = [w for w in wv.index_to_key[50:60]]  # frequent content words, past the commonest function words
+    info = {
+        "kind": "transferlab.vectors/1",
+        "corpus": str(Path(corpus).resolve()),
+        "sentences": len(sentences),
+        "tokens": tokens,
+        "vocabulary": len(wv.index_to_key),
+        "word2vec": {"dim": dim, "window": window, "min_count": min_count, "epochs": epochs,
+                     "architecture": "skip-gram" if skipgram else "CBOW", "seed": seed, "workers": workers},
+        "train_seconds": round(seconds, 2),
+        "neighbours": {w: [n for n, _ in wv.most_similar(w, topn=5)] for w in probes},
+    }
+    tmp = out.with_name(out.name + ".tmp")
+    save_store(tmp, list(wv.index_to_key), wv.vectors)
+    (tmp / "source.json").write_text(json.dumps(info, indent=1))
+    if out.exists():
+        out.rmdir()
+    tmp.replace(out)
+    return info
