@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.transferlab-installed
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo demo-text test lint bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/transferlab demo
+
+demo-text: setup
+	$(BIN)/transferlab demo --text
 
 test: setup
 	$(BIN)/ruff check .

@@ -157,3 +157,46 @@ def test_compare_command_end_to_end(tmp_path: Path) -> None:
     assert_user_error(run(*args), "--resume")
     assert run(*args, "--resume").returncode == 0  # every cell reused
     assert_user_error(run(*args[:-2], "--seeds", "1", "--out", str(tmp_path / "x")), "at least 2 seeds")
+
+
+def test_text_fit_predict_and_bad_text_input(tmp_path: Path) -> None:
+    data = tmp_path / "t.csv"
+    data.write_text("review,stars\n" + "".join(f"{w} good fine,pos\n{w} bad awful,neg\n" for w in "abcdefghij"))
+    vectors = tmp_path / "v.txt"
+    vectors.write_text("good 1 0\nfine 0.9 0.1\nbad 0 1\nawful 0.1 0.9\n")
+    out = tmp_path / "run"
+    proc = run("fit", str(data), "--source", str(vectors), "--strategy", "frozen", "--text-column", "review",
+               "--label-column", "stars", "--epochs", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "vectors cover" in proc.stdout
+    proc = run("predict", str(out), "--text", "x good fine")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "text,label,probability"
+    bad_vectors = tmp_path / "bad.txt"
+    bad_vectors.write_text("good 1 0\nbad 0 1 1\n")
+    common = ["--text-column", "review", "--label-column", "stars", "--out", str(tmp_path / "o")]
+    assert_user_error(run("fit", str(data), "--source", str(bad_vectors), *common), f"{bad_vectors} line 2")
+    assert_user_error(run("fit", str(data), "--source", "words", "--text-model", "rnn", *common), "--text-model")
+    assert_user_error(run("fit", str(data), "--source", "words", "--out", str(tmp_path / "o")),
+                      "no column 'text'", "--text-column")
+    assert_user_error(run("pretrain-vectors", str(tmp_path / "nothing.txt"), "--out", str(tmp_path / "o")),
+                      "does not exist")
+    lines = tmp_path / "lines.txt"
+    lines.write_text("x good fine\n\ny bad awful\n")
+    proc = run("predict", str(out), str(lines), "--text", "z fine")
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 4, proc.stderr  # header, --text, two lines
+    assert not (tmp_path / "o").exists()
+
+
+def test_text_demo_runs_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from transferlab import api, cli
+
+    monkeypatch.setitem(api.DEMO_TEXT_QUICK, "per_class", "3")
+    monkeypatch.setitem(api.DEMO_TEXT_QUICK, "epochs", 1)
+    monkeypatch.setattr(sys, "argv", ["transferlab", "demo", "--text", "--quick", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code in (0, None)
+    assert "did transfer help?" in capsys.readouterr().out
+    results = json.loads((tmp_path / "text-quick" / "results.json").read_text())
+    assert set(results["benefits"]) == {"frozen", "finetune"} and results["baseline"] == "scratch:source=words"

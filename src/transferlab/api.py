@@ -161,6 +161,8 @@ def source_blocks(spec: str, weights: str | None = None) -> list[tuple[str, int]
         source = load_source(spec, weights=weights)
     except UserError:
         source = load_source(spec, pretrained=False)  # the architecture is known even without weights
+    if source.adapt is not None:  # word vectors: the blocks exist once a vocabulary is known
+        source = source.adapt([])
     return source.block_table()
 
 
@@ -175,6 +177,18 @@ def compare(data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
     from transferlab.compare import compare as run_compare
 
     return run_compare(data, out=out, **options)
+
+
+def rank(data: str, *, sources: str | list[str], out: str | Path, **options: Any) -> dict[str, Any]:
+    """Rank candidate sources for ``data`` from one forward pass each (LogME, LEEP, NCE, H-score, kNN and
+    linear-probe accuracy); with ``validate=True`` also fine-tune each and report Kendall's and weighted tau.
+
+    >>> rank("fashion-mnist:classes=5-9,per_class=200", sources="efficientnet_lite0,scratch:efficientnet_lite0",
+    ...      image_size=64, out="runs/rank")  # doctest: +SKIP
+    """
+    from transferlab.rank import rank as run_rank
+
+    return run_rank(data, sources=sources, out=out, **options)
 
 
 def demo(

@@ -116,8 +116,8 @@ def fit(
     freeze_bn: Annotated[bool, typer.Option(
         "--freeze-bn/--train-bn", help="finetune: keep the reused BatchNorm statistics fixed.")] = True,
     image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the source's).")] = None,
-    per_class: Annotated[int | None, typer.Option(help="Training images per class.")] = None,
-    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test images per class.")] = None,
+    per_class: Annotated[int | None, typer.Option(help="Training examples per class.")] = None,
+    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     weights: Annotated[str | None, typer.Option(help="Weights file for the source (.safetensors or .pth).")] = None,
     strict: Annotated[bool, typer.Option(help="Fail on unreadable images instead of skipping them.")] = False,
@@ -160,8 +160,8 @@ def pretrain(
     batch_size: Annotated[int, typer.Option()] = 32,
     lr: Lr = None,
     image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the architecture's).")] = None,
-    per_class: Annotated[int | None, typer.Option(help="Training images per class.")] = None,
-    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test images per class.")] = None,
+    per_class: Annotated[int | None, typer.Option(help="Training examples per class.")] = None,
+    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out.")] = False,
@@ -196,8 +196,8 @@ def layers(
     seeds: Annotated[int, typer.Option()] = 3,
     epochs: Annotated[int, typer.Option()] = 5,
     image_size: Annotated[int | None, typer.Option(help="Input size in px.")] = None,
-    per_class: Annotated[int | None, typer.Option(help="Target training images per class.")] = None,
-    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test images per class.")] = None,
+    per_class: Annotated[int | None, typer.Option(help="Target training examples per class.")] = None,
+    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
     lr: Lr = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed sweep, reusing finished cells.")] = False,
 ) -> None:
@@ -286,7 +286,7 @@ def compare(
     seeds: Annotated[int, typer.Option(help="Seeds per arm and size (>= 2 for intervals).")] = 3,
     epochs: Annotated[int, typer.Option()] = 5,
     per_class: Annotated[str | None, typer.Option(help="Labelled sizes, e.g. 10,30,100,all.")] = None,
-    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test images per class.")] = None,
+    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the source's).")] = None,
     batch_size: Annotated[int, typer.Option()] = 32,
     lr: Lr = None,
@@ -314,12 +314,79 @@ def compare(
     _print_benefits(results, out)
 
 
+@app.command()
+def rank(
+    data: Annotated[str, typer.Argument(help="Target data, as for fit (its training split is scored).")],
+    sources: Annotated[str, typer.Option(help="Comma-separated candidate sources (scratch:<source> is a control).")],
+    out: Annotated[Path, typer.Option(help="Directory for results.json and report.html.")],
+    scores: Annotated[str | None, typer.Option(help="Comma-separated: logme,leep,nce,hscore,knn,linear [default: "
+                                               "all; LEEP and NCE where the source has its own head].")] = None,
+    validate: Annotated[bool, typer.Option(help="Also fine-tune every candidate and report Kendall's and weighted "
+                                           "tau between each score and the fine-tuned accuracy.")] = False,
+    skip_missing: Annotated[bool, typer.Option(help="Rank the others when a candidate cannot be loaded or lacks "
+                                               "a head a named score needs.")] = False,
+    per_class: Annotated[int | None, typer.Option(help="Training examples per class.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Input size in px (default: each source's).")] = None,
+    seeds: Annotated[int, typer.Option(help="--validate: seeds per candidate.")] = 2,
+    epochs: Annotated[int, typer.Option(help="--validate: fine-tuning epochs.")] = 5,
+    eval_per_class: Annotated[int | None, typer.Option(help="--validate: cap on val and test items per class.")] = None,
+    text_model: TextModel = "bag",
+    max_vectors: MaxVectors = None,
+    text_column: TextColumn = "text",
+    label_column: LabelColumn = "label",
+    encoding_errors: EncodingErrors = "strict",
+    resume: Annotated[bool, typer.Option(help="Reuse a finished ranking or validation cells in --out.")] = False,
+) -> None:
+    """Which source? Rank candidates by transferability scores from one forward pass each."""
+    from transferlab import api
+    from transferlab.report.html import SCORE_LABELS, fmt_number
+
+    results = api.rank(
+        data, sources=sources, out=out, scores=scores, validate=validate, skip_missing=skip_missing,
+        per_class=per_class, image_size=image_size, seeds=seeds, epochs=epochs, eval_per_class=eval_per_class,
+        text_model=text_model, max_vectors=max_vectors, text_column=text_column, label_column=label_column,
+        encoding_errors=encoding_errors, resume=resume,
+    )
+    wanted = results["config"]["scores"]
+    first = wanted[0]
+    table = Table(title=f"transferability on {data} ({results['train_size']} examples): score (rank), by {first}")
+    table.add_column("source")
+    for s in wanted:
+        table.add_column(SCORE_LABELS[s])
+    table.add_column("seconds")
+    if validate:
+        table.add_column("fine-tuned accuracy")
+    order = results["ranking"][first] + [s for s in results["sources"] if s not in results["ranking"][first]]
+    for spec in order:
+        cells = []
+        for s in wanted:
+            value = results["scores"][spec].get(s)
+            cells.append("n/a" if value is None else f"{value:.4f} (#{results['ranking'][s].index(spec) + 1})")
+        row = [spec, *cells, f"{results['seconds'][spec]['total']:.1f}"]
+        if validate:
+            row.append(f"{results['finetune_accuracy'][spec]:.4f}")
+        table.add_row(*row)
+    console.print(table)
+    if validate:
+        vt = Table(title=f"how far to trust each score here: ranking took {results['speedup']:.1f}x less time than "
+                   "fine-tuning every candidate")
+        for col in ("score", "Kendall tau", "weighted tau", "top pick is the best?"):
+            vt.add_column(col)
+        for s, v in results["validation"].items():
+            vt.add_row(SCORE_LABELS[s], fmt_number(v["kendall_tau"]), fmt_number(v["weighted_tau"]),
+                       "yes" if v["top_is_best"] else "no")
+        console.print(vt)
+    for spec, reason in results["skipped"].items():
+        err.print(f"skipped {spec}: {reason}", markup=False)
+    console.print(f"report: {out / 'report.html'}", markup=False)
+
+
 def _print_benefits(results: dict, out: Path) -> None:
     from transferlab.report.html import MEASURE_LABELS, fmt_interval
 
     colours = {"yes": "green", "no": "red", "inconclusive": "yellow"}
     for size in results["config"]["per_class"]:
-        table = Table(title=f"did transfer help? {size} labelled images per class, vs {results['baseline']} "
+        table = Table(title=f"did transfer help? {size} labelled examples per class, vs {results['baseline']} "
                       "(mean [95% CI] over seeds)")
         table.add_column("arm")
         for m in MEASURE_LABELS.values():

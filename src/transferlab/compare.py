@@ -167,7 +167,8 @@ def compare(
     modalities = {s.modality for s in loaded.values()}
     if len(modalities) > 1:
         raise UserError("--arms mix image and text sources; compare sources of one modality")
-    data_by_size = {size: data_for(base.replace(split_seed=base.seed, per_class=size), modalities.pop())
+    modality = modalities.pop()
+    data_by_size = {size: data_for(base.replace(split_seed=base.seed, per_class=size), modality)
                     for size in sizes}  # every size checked before training anything
     prepare_experiment(out, config, resume)  # only after every input has been checked
 

@@ -67,14 +67,14 @@ def curves_figure(results: dict[str, Any], size: str) -> Any:
         ax.axhline(float(np.mean(tail)), color=color, ls="--", lw=0.8)  # asymptote
     ax.set_xlabel("training examples seen")
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"learning curves, {size} labelled images per class (▲ start, ··· early slope, -- asymptote)")
+    ax.set_title(f"learning curves, {size} labelled examples per class (▲ start, ··· early slope, -- asymptote)")
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
 
 
 def efficiency_figure(results: dict[str, Any]) -> Any:
-    """Asymptotic test accuracy against labelled images per class, per arm, with 95% intervals."""
+    """Asymptotic test accuracy against labelled examples per class, per arm, with 95% intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +88,7 @@ def efficiency_figure(results: dict[str, Any]) -> Any:
         hi = np.array([per_size[s]["ci_high"] for s in sizes])
         ax.errorbar(range(len(sizes)), m, yerr=[m - lo, hi - m], label=arm, marker="o", capsize=4, color=f"C{i}")
     ax.set_xticks(range(len(sizes)), sizes)
-    ax.set_xlabel("labelled training images per class")
+    ax.set_xlabel("labelled training examples per class")
     ax.set_ylabel("test accuracy (asymptote)")
     ax.set_title("data efficiency")
     ax.grid(alpha=0.3)
@@ -126,7 +126,7 @@ def write_compare_report(path: Any, results: dict[str, Any]) -> None:
         f"<b>{html.escape(results['baseline'])}</b> with 95% bootstrap intervals over seeds. Skill is test accuracy; "
         "areas are over examples seen with accuracy's own zero; the threshold is "
         f"{cfg['threshold']:.0%} of scratch's asymptote.</p>",
-        f"<h2>Benefits at {results['largest_size']} labelled images per class</h2>",
+        f"<h2>Benefits at {results['largest_size']} labelled examples per class</h2>",
         benefit_table(results["benefits"]),
     ]
     if results["negative_transfer"]:
@@ -204,6 +204,94 @@ def write_layers_report(path: Any, results: dict[str, Any]) -> None:
         figure, "\n".join(rows) + "</table>",
         "<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(cfg, indent=1))}</pre>", "</body></html>",
     ]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    tmp.replace(path)
+
+
+SCORE_LABELS = {
+    "logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score", "knn": "kNN accuracy (CV)",
+    "linear": "linear probe accuracy (CV)",
+}
+
+
+def fmt_number(x: float | None, digits: int = 3) -> str:
+    """A number, or n/a where it is undefined (None after JSON cleaning; e.g. tau when every accuracy ties)."""
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def rank_figure(results: dict[str, Any]) -> Any:
+    """One panel per score: the score of each candidate against its fine-tuned accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = [s for s in results["config"]["scores"] if results["validation"][s]["sources"] >= 2]
+    cols = min(3, max(1, len(scores)))
+    rows = -(-len(scores) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    acc = results["finetune_accuracy"]
+    for ax, s in zip(axes.flat, scores, strict=False):
+        have = [spec for spec in results["sources"] if results["scores"][spec].get(s) is not None]
+        x = [results["scores"][spec][s] for spec in have]
+        y = [acc[spec] for spec in have]
+        ax.scatter(x, y)
+        for spec, xi, yi in zip(have, x, y, strict=True):
+            ax.annotate(spec, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        v = results["validation"][s]
+        ax.set_title(f"{SCORE_LABELS[s]}: tau {fmt_number(v['kendall_tau'], 2)}, weighted "
+                     f"{fmt_number(v['weighted_tau'], 2)}", fontsize=9)
+        ax.set_xlabel(s)
+        ax.set_ylabel("fine-tuned test accuracy")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(scores):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def write_rank_report(path: Any, results: dict[str, Any]) -> None:
+    """One self-contained ``report.html`` for a ranking: a ranked table per score, timing, and validation."""
+    cfg = results["config"]
+    esc = html.escape
+    parts = [
+        f"<!doctype html><html><head><meta charset=utf-8><title>transferlab rank</title><style>{_CSS}</style>",
+        "</head><body><h1>Which source? Transferability ranking</h1>",
+        f"<p>Target {esc(cfg['data'])}: {results['train_size']} training examples, {len(results['classes'])} "
+        "classes. Higher is better for every score.</p>",
+    ]
+    for s in cfg["scores"]:
+        rows = "".join(f"<tr><td>{i}</td><td class=l>{esc(spec)}</td><td>{results['scores'][spec][s]:.4f}</td></tr>"
+                       for i, spec in enumerate(results["ranking"][s], 1))
+        missing = [spec for spec in results["sources"] if spec not in results["ranking"][s]]
+        note = f"<p>Not applicable (no source head): {esc(', '.join(missing))}</p>" if missing else ""
+        parts.append(f"<h2>{SCORE_LABELS[s]}</h2><table><tr><th>rank</th><th class=l>source</th><th>score</th></tr>"
+                     f"{rows}</table>{note}")
+    timing = "".join(
+        f"<tr><td class=l>{esc(spec)}</td><td>{t['features']:.1f}</td><td>{t['scores']:.1f}</td>"
+        + (f"<td>{results['finetune_seconds'][spec]:.1f}</td>" if "finetune_seconds" in results else "") + "</tr>"
+        for spec, t in results["seconds"].items())
+    extra = "<th>one fine-tuning run, s</th>" if "finetune_seconds" in results else ""
+    parts.append("<h2>Time per source</h2><table><tr><th class=l>source</th><th>features, s</th><th>scores, s</th>"
+                 f"{extra}</tr>{timing}</table>")
+    if "validation" in results:
+        rows = "".join(f"<tr><td class=l>{SCORE_LABELS[s]}</td><td>{fmt_number(v['kendall_tau'])}</td>"
+                       f"<td>{fmt_number(v['weighted_tau'])}</td><td>{'yes' if v['top_is_best'] else 'no'}</td></tr>"
+                       for s, v in results["validation"].items())
+        accs = "".join(f"<tr><td class=l>{esc(spec)}</td><td>{a:.4f}</td></tr>"
+                       for spec, a in sorted(results["finetune_accuracy"].items(), key=lambda kv: -kv[1]))
+        parts += [
+            "<h2>How far to trust the ranking on this data (--validate)</h2>",
+            f"<p>Every candidate fine-tuned with the same budget ({cfg['seeds']} seeds; cells under "
+            f"<code>{esc(results['validate_dir'])}/</code>). Ranking all candidates took "
+            f"{results['speedup']:.1f}x less time than fine-tuning each once.</p>",
+            f"<table><tr><th class=l>source</th><th>fine-tuned test accuracy</th></tr>{accs}</table>",
+            "<table><tr><th class=l>score</th><th>Kendall tau</th><th>weighted tau</th><th>top pick is the best?</th>"
+            f"</tr>{rows}</table>",
+            _png(rank_figure(results), path.with_name("rank.png")),
+        ]
+    parts += ["<h2>Configuration</h2>", f"<pre>{esc(json.dumps(cfg, indent=1))}</pre>", "</body></html>"]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(parts), encoding="utf-8")
     tmp.replace(path)

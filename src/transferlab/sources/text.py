@@ -153,6 +153,13 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp(min=1)
 
 
+class TokenMean(nn.Module):
+    """(vectors, mask) -> the mean vector over the real tokens: a fixed-size feature of a word sequence."""
+
+    def forward(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return masked_mean(*inputs)
+
+
 class BagEncoder(nn.Module):
     """Mean of the word vectors, then a hidden layer (with the head: a one-hidden-layer MLP)."""
 
@@ -282,7 +289,7 @@ def vectors_source(spec: str, path: Path | None, pretrained: bool, max_vectors: 
         rows = [i for i in found if i is not None]
         if rows:
             order = np.argsort(rows)  # a memory map reads fastest in file order
-            init[np.flatnonzero(hit)[order]] = np.asarray(kv.vectors[np.asarray(rows)[order]])
+            init[np.flatnonzero(hit)[order]] = kv.vectors[np.asarray(rows)[order]]
         c = np.asarray(counts if counts is not None else np.ones(len(vocab)), dtype=np.float64)
         coverage = {"types": float(hit.mean()) if len(vocab) else 0.0,
                     "tokens": float(c[hit].sum() / c.sum()) if c.sum() else 0.0,
@@ -330,8 +337,12 @@ def sentence_encoder_source(spec: str, location: str, pretrained: bool) -> Sourc
     """A sentence-transformers model (a local folder or a hub id) as a one-block source."""
     import os
 
+    import transformers
     from sentence_transformers import SentenceTransformer
 
+    transformers.utils.logging.disable_progress_bar()  # its "Loading weights" bar would precede every message
+    transformers.utils.logging.set_verbosity_error()
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     try:
         st = SentenceTransformer(location, device="cpu")
     except Exception as e:  # offline hub lookups, missing folders and broken configs all end up here

@@ -77,6 +77,8 @@ def read_vectors(
     if not first.strip():
         raise VectorsError(f"{path} line 1 is empty: not a word-vectors file")
     header = _header(first)
+    if header is not None and header[1] < 1:
+        raise VectorsError(f"{path} line 1: the header gives dimension {header[1]}; it must be at least 1")
     if header is not None and (path.suffix == ".bin" or _looks_binary(path, len(first))):
         words, matrix = _read_binary(path, header, max_vectors, encoding_errors)
     else:
@@ -119,7 +121,8 @@ def _read_text(
                 raise VectorsError(f"{path} line {number} has {len(parts) - 1} numbers after the word, expected "
                                    f"{dim} (the dimension differs between rows)")
             try:
-                vector = np.array(numbers, dtype=np.float32)
+                with np.errstate(over="ignore"):  # beyond float32: inf, reported just below
+                    vector = np.array([float(n) for n in numbers], dtype=np.float32)
             except ValueError:
                 bad = next(n for n in numbers if not _is_number(n))
                 raise VectorsError(f"{path} line {number}: {bad[:40]!r} is not a number") from None
@@ -178,7 +181,10 @@ def _read_binary(
             except UnicodeDecodeError:
                 raise VectorsError(f"{path}: the word of entry {i + 1} is not valid UTF-8; pass --encoding-errors "
                                    "replace to accept it") from None
-            vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+            if not word:
+                raise VectorsError(f"{path}: entry {i + 1} has an empty word")
+            with np.errstate(over="ignore", invalid="ignore"):
+                vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
             if not np.isfinite(vector).all():
                 raise VectorsError(f"{path}: vector {i + 1} ({word!r}) holds a non-finite value")
             if word in seen:

@@ -1,0 +1,189 @@
+"""``rank``: choose the source before training. One forward pass per candidate, then transferability scores.
+
+Every candidate's features of the target training split come through the same feature cache as ``frozen``.
+``--validate`` fine-tunes every candidate with one budget (``compare``'s cells) and reports how well each score's
+ranking agrees with the fine-tuned accuracy (Kendall's tau and the weighted tau, which cares most about the top).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from transferlab.compare import clean_json, finish_experiment, prepare_experiment
+from transferlab.config import FitConfig
+from transferlab.errors import UserError, did_you_mean
+from transferlab.evaluate import transferability as tr
+
+log = logging.getLogger(__name__)
+SCHEMA = "transferlab.rank/1"
+
+
+def parse_scores(text: str | None) -> tuple[list[str], bool]:
+    """The scores asked for, and whether they were asked for explicitly (head scores are then required)."""
+    if not text:
+        return list(tr.SCORES), False
+    scores = [s.strip() for s in text.split(",") if s.strip()]
+    for s in scores:
+        if s not in tr.SCORES:
+            raise UserError(f"--scores: unknown score {s!r}{did_you_mean(s, tr.SCORES)}; "
+                            f"choose from {', '.join(tr.SCORES)}")
+    return list(dict.fromkeys(scores)), True
+
+
+def score_features(features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None,
+                   scores: list[str]) -> dict[str, float]:
+    """Every asked-for score that applies (the head scores need ``source_probs``)."""
+    fns = {
+        "logme": lambda: tr.logme(features, labels),
+        "hscore": lambda: tr.hscore(features, labels),
+        "knn": lambda: tr.knn_accuracy(features, labels),
+        "linear": lambda: tr.linear_accuracy(features, labels),
+        "leep": lambda: tr.leep(source_probs, labels),
+        "nce": lambda: tr.nce(source_probs.argmax(1), labels),
+    }
+    return {s: fns[s]() for s in scores if s not in tr.NEEDS_SOURCE_HEAD or source_probs is not None}
+
+
+def rank(
+    data: str,
+    *,
+    sources: str | list[str],
+    out: str | Path,
+    scores: str | None = None,
+    validate: bool = False,
+    skip_missing: bool = False,
+    seeds: int = 2,
+    per_class: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Rank candidate sources for ``data``; write ``results.json`` and ``report.html`` to ``out``."""
+    from transferlab.model import build_model
+    from transferlab.report.html import write_rank_report
+    from transferlab.sources.text import TokenMean
+    from transferlab.train.run import adapt_source, data_for, frozen_features, open_source, versions
+
+    specs = [s.strip() for s in (sources.split(",") if isinstance(sources, str) else sources) if s.strip()]
+    if len(set(specs)) != len(specs):
+        raise UserError("--sources lists the same source twice")
+    if len(specs) < 2:
+        raise UserError("--sources needs at least two candidates to rank (add scratch:<source> as a control)")
+    wanted, explicit = parse_scores(scores)
+    base = FitConfig.from_dict({"data": data, "source": specs[0], "strategy": "frozen", "per_class": per_class,
+                                **options})
+    out = Path(out)
+
+    loaded, skipped = {}, {}
+    for spec in specs:
+        try:
+            torch.manual_seed(base.seed)  # scratch:<source> controls get the same random weights every run
+            loaded[spec] = open_source(base.replace(source=spec), pretrained=True)
+        except UserError as e:
+            if not skip_missing:
+                raise UserError(f"--sources: {e}; pass --skip-missing to rank the others") from None
+            skipped[spec] = str(e)
+            log.warning("skipping %s: %s", spec, e)
+    if len(loaded) < 2:
+        raise UserError(f"only {len(loaded)} of the candidates could be loaded; ranking needs two")
+    modalities = {s.modality for s in loaded.values()}
+    if len(modalities) > 1:
+        raise UserError("--sources mix image and text sources; rank sources of one modality")
+    dataset = data_for(base, modalities.pop())
+    labels = np.asarray(dataset.train.labels)
+    heads = {spec: s.classifier is not None for spec, s in loaded.items()}
+    missing_head = [spec for spec, has in heads.items() if not has]
+    asked_head = [s for s in wanted if s in tr.NEEDS_SOURCE_HEAD]
+    if explicit and asked_head and missing_head and not skip_missing:
+        raise UserError(f"--scores {asked_head[0]} needs the source's own classifier head, which {missing_head[0]} "
+                        "has not; drop it from --scores or pass --skip-missing")
+    config = {"data": data, "sources": specs, "scores": wanted, "validate": validate, "seeds": seeds,
+              "base": base.to_dict()}
+    prepare_experiment(out, config, resume, marker="rank.json", what="ranking")
+
+    results: dict[str, dict[str, float]] = {}
+    seconds: dict[str, dict[str, float]] = {}
+    for spec, source in loaded.items():
+        log.info("features of %s", spec)
+        source = adapt_source(source, dataset, base)
+        model = build_model(source, len(dataset.classes), None, pretrained=True)
+        reuse = len(source.blocks) if source.reusable is None else source.reusable
+        pre = source.preprocessing.resized(base.image_size)
+        prefix, cut = model.prefix(reuse), reuse
+        if reuse < len(source.blocks) and not source.cache_partial:  # word vectors: their mean over the tokens
+            prefix, cut = torch.nn.Sequential(prefix, TokenMean()), f"{reuse}+mean"
+        feats, _, feature_seconds = frozen_features(prefix, source, cut, {"train": dataset.train}, pre, base,
+                                                    progress)
+        tick = time.perf_counter()
+        x = feats["train"].double()
+        probs = None
+        if source.classifier is not None and reuse == len(source.blocks):
+            with torch.inference_mode():
+                probs = source.classifier.eval()(feats["train"]).double().softmax(1).numpy()
+        results[spec] = score_features(x.numpy(), labels, probs, wanted)
+        seconds[spec] = {"features": feature_seconds, "scores": time.perf_counter() - tick}
+        seconds[spec]["total"] = seconds[spec]["features"] + seconds[spec]["scores"]
+
+    ranking = {s: sorted((spec for spec in results if s in results[spec] and math.isfinite(results[spec][s])),
+                         key=lambda spec, s=s: -results[spec][s]) for s in wanted}
+    summary: dict[str, Any] = {
+        "schema": SCHEMA, "config": config, "versions": versions(), "classes": dataset.classes,
+        "train_size": len(labels), "sources": list(loaded), "skipped": skipped, "scores": results,
+        "ranking": ranking, "seconds": seconds,
+        "not_applicable": {spec: [s for s in wanted if s not in results[spec]] for spec in results},
+    }
+    if validate:
+        summary.update(_validate(data, out, list(loaded), results, wanted, seeds, seconds, base, progress))
+    summary = clean_json(summary)
+    write_rank_report(out / "report.html", summary)
+    finish_experiment(out, summary)
+    return summary
+
+
+def _validate(data: str, out: Path, specs: list[str], results: dict[str, dict[str, float]], wanted: list[str],
+              seeds: int, seconds: dict[str, dict[str, float]], base: FitConfig, progress: bool) -> dict[str, Any]:
+    """Fine-tune every candidate through ``compare`` and measure how well each score predicted the outcome."""
+    from scipy import stats
+
+    from transferlab.compare import compare
+
+    keep = {"epochs", "batch_size", "lr", "backbone_lr_mult", "image_size", "eval_per_class", "seed", "weight_decay",
+            "val_fraction", "test_fraction", "text_model", "max_vectors", "text_column", "label_column",
+            "encoding_errors", "weights", "strict", "num_workers"}
+    options = {k: v for k, v in base.to_dict().items() if k in keep}
+    arms = {spec: f"finetune:source={spec}" for spec in specs}
+    size = None if base.per_class is None else str(base.per_class)
+    cmp = compare(data, out=out / "validate", source=specs[0], arms=list(arms.values()), seeds=seeds,
+                  per_class=size, resume=True, progress=progress, **options)
+    key = cmp["largest_size"]
+    accuracy = {spec: cmp["data_efficiency"][arm][key]["mean"] for spec, arm in arms.items()}
+    train_seconds = {spec: float(np.mean([c["train_wall_seconds"] for c in cmp["cells"] if c["arm"] == arm]))
+                     for spec, arm in arms.items()}
+    validation = {}
+    for s in wanted:
+        have = [spec for spec in specs if s in results[spec] and math.isfinite(results[spec][s])]
+        x = [results[spec][s] for spec in have]
+        y = [accuracy[spec] for spec in have]
+        enough = len(have) >= 2
+        validation[s] = {
+            "kendall_tau": float(stats.kendalltau(x, y).statistic) if enough else float("nan"),
+            "weighted_tau": tr.weighted_tau(np.array(x), np.array(y)) if enough else float("nan"),
+            "sources": len(have),
+            "top_is_best": bool(enough and max(have, key=lambda h: results[h][s]) == max(have, key=accuracy.get)),
+        }
+    rank_total = sum(v["total"] for v in seconds.values())
+    finetune_total = sum(train_seconds.values())
+    return {
+        "validation": validation,
+        "finetune_accuracy": accuracy,
+        "finetune_seconds": train_seconds,
+        "speedup": finetune_total / rank_total if rank_total > 0 else float("nan"),
+        "validate_dir": "validate",
+    }
