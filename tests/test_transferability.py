@@ -134,3 +134,14 @@ def test_logme_matches_brute_force_evidence_maximisation() -> None:
 )
 def test_weighted_tau_agrees_with_scipy(x: list[float], y: list[float]) -> None:
     assert weighted_tau(np.array(x), np.array(y)) == pytest.approx(stats.weightedtau(x, y).statistic, abs=1e-12)
+
+
+def test_hscore_does_not_saturate_when_dimensions_outnumber_samples() -> None:
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(3), 10)
+    noise = rng.normal(size=(30, 60))
+    centres = rng.normal(size=(3, 60))
+    # with a pseudo-inverse of the sample covariance every one of these would score exactly 2 (classes - 1)
+    scores = [hscore(noise + k * centres[labels], labels) for k in (0.0, 0.3, 1.0, 3.0)]
+    assert scores == sorted(scores) and scores[-1] - scores[0] > 1
+    assert math.isfinite(hscore(np.ones((30, 5)), labels))

@@ -160,7 +160,10 @@ def _validate(data: str, out: Path, specs: list[str], results: dict[str, dict[st
     options = {k: v for k, v in base.to_dict().items() if k in keep}
     arms = {spec: f"finetune:source={spec}" for spec in specs}
     size = None if base.per_class is None else str(base.per_class)
-    cmp = compare(data, out=out / "validate", source=specs[0], arms=list(arms.values()), seeds=seeds,
+    # compare's scratch arm trains the architecture of the scratch:<source> control when there is one (a random
+    # word-embedding model trains in seconds; a random transformer would cost as much as fine-tuning it)
+    baseline = next((s.removeprefix("scratch:") for s in specs if s.startswith("scratch:")), specs[0])
+    cmp = compare(data, out=out / "validate", source=baseline, arms=list(arms.values()), seeds=seeds,
                   per_class=size, resume=True, progress=progress, **options)
     key = cmp["largest_size"]
     accuracy = {spec: cmp["data_efficiency"][arm][key]["mean"] for spec, arm in arms.items()}

@@ -90,16 +90,28 @@ def nce(source_labels: np.ndarray, labels: np.ndarray) -> float:
 
 def hscore(features: np.ndarray, labels: np.ndarray) -> float:
     """H-score (Bao et al., "An Information-Theoretic Approach to Transferability in Task Transfer Learning",
-    ICIP 2019): tr(cov(f)^+ cov(E[f | y])), how much of the features' variance lies between the classes."""
+    ICIP 2019): tr(cov(f)^-1 cov(E[f | y])), how much of the features' variance lies between the classes.
+
+    As Ibrahim et al. ("Newer is not always better: Rethinking transferability metrics, their peculiarities,
+    stability and performance", ECML-PKDD 2022) propose, cov(f) is the Ledoit-Wolf shrinkage estimate
+    (1 - d) S + d s I and the between-class covariance is scaled by the same (1 - d): with the plain sample
+    covariance and a pseudo-inverse, any features with at least as many dimensions as samples score the maximum,
+    the number of classes minus one.
+    """
+    from sklearn.covariance import LedoitWolf
+
     f = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
+    if len(f) < 2:
+        return 0.0
     f = f - f.mean(0, keepdims=True)
     g = np.zeros_like(f)
     for c in np.unique(y):
         g[y == c] = f[y == c].mean(0)
-    cov_f = f.T @ f / max(len(f) - 1, 1)
-    cov_g = g.T @ g / max(len(f) - 1, 1)
-    return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-8, hermitian=True) @ cov_g))
+    cov_g = g.T @ g / (len(f) - 1)
+    lw = LedoitWolf(assume_centered=True).fit(f)
+    cov_f = lw.covariance_ + 1e-12 * np.eye(f.shape[1])  # constant features: a zero covariance
+    return float((1 - lw.shrinkage_) * np.trace(np.linalg.solve(cov_f, cov_g)))
 
 
 def _cross_validated(model, features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> float:
