@@ -52,6 +52,10 @@ def pretrain(data: str, *, arch: str, out: str | Path, **options: Any) -> tuple[
         raise UserError("pretrain always trains from scratch; use fit for other strategies")
     options.pop("strategy", None)
     result = fit(data, out=out, source=arch, strategy="scratch", **options)
+    from transferlab.train.engine import is_global_zero
+
+    if not is_global_zero():  # under DDP rank 0 checks and writes
+        return result, {}
     base = result.majority_baseline
     margin = 2 * math.sqrt(max(base * (1 - base), 1e-12) / max(result.test_size, 1))
     check = {

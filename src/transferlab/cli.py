@@ -92,6 +92,29 @@ BackboneLrMult = Annotated[float | None, typer.Option(help="finetune: reused blo
                                                        "images, 0.01 text].")]
 
 
+# Where and how training runs (fit, pretrain, compare, layers): passed to Lightning's Trainer.
+Accelerator = Annotated[str, typer.Option(help="cpu, gpu, mps or auto (a GPU when there is one).")]
+Devices = Annotated[str, typer.Option(help="Devices per node: a count, 'auto', or indices such as 0,1.")]
+NumNodes = Annotated[int, typer.Option(help="Machines (see the README on torchrun and SLURM).")]
+Distributed = Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")]
+Precision = Annotated[str, typer.Option(help="32, bf16-mixed or 16-mixed (never mixed by default).")]
+Compile = Annotated[bool, typer.Option(help="torch.compile the trained network.")]
+ChannelsLast = Annotated[bool, typer.Option(help="Images in channels_last memory layout.")]
+PinMemory = Annotated[bool | None, typer.Option(help="Pinned host memory for batches [default: on with a GPU].")]
+
+
+def _hardware(accelerator: str, devices: str, num_nodes: int, distributed: str, precision: str, compile: bool,
+              channels_last: bool, pin_memory: bool | None) -> dict:
+    return dict(accelerator=accelerator, devices=devices, num_nodes=num_nodes, distributed=distributed,
+                precision=precision, compile=compile, channels_last=channels_last, pin_memory=pin_memory)
+
+
+def _zero() -> bool:
+    from transferlab.train.engine import is_global_zero
+
+    return is_global_zero()
+
+
 @app.callback()
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")] = False,
@@ -128,6 +151,14 @@ def fit(
     text_column: TextColumn = "text",
     label_column: LabelColumn = "label",
     encoding_errors: EncodingErrors = "strict",
+    accelerator: Accelerator = "auto",
+    devices: Devices = "1",
+    num_nodes: NumNodes = 1,
+    distributed: Distributed = "auto",
+    precision: Precision = "32",
+    compile: Compile = False,
+    channels_last: ChannelsLast = True,
+    pin_memory: PinMemory = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out.")] = False,
 ) -> None:
@@ -140,7 +171,10 @@ def fit(
         image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, seed=seed, weights=weights,
         strict=strict, cache=cache, num_workers=num_workers, text_model=text_model, max_vectors=max_vectors,
         text_column=text_column, label_column=label_column, encoding_errors=encoding_errors,
+        **_hardware(accelerator, devices, num_nodes, distributed, precision, compile, channels_last, pin_memory),
     )
+    if not _zero():
+        return
     coverage = api.run_card(out).get("coverage")
     if coverage:
         console.print(f"vectors cover {coverage['types']:.1%} of the target's word types and {coverage['tokens']:.1%} "
@@ -163,6 +197,14 @@ def pretrain(
     per_class: Annotated[int | None, typer.Option(help="Training examples per class.")] = None,
     eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    accelerator: Accelerator = "auto",
+    devices: Devices = "1",
+    num_nodes: NumNodes = 1,
+    distributed: Distributed = "auto",
+    precision: Precision = "32",
+    compile: Compile = False,
+    channels_last: ChannelsLast = True,
+    pin_memory: PinMemory = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out.")] = False,
 ) -> None:
@@ -172,7 +214,10 @@ def pretrain(
     result, check = api.pretrain(
         data, arch=arch, out=out, resume=resume, overwrite=overwrite, epochs=epochs, batch_size=batch_size, lr=lr,
         image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, seed=seed,
+        **_hardware(accelerator, devices, num_nodes, distributed, precision, compile, channels_last, pin_memory),
     )
+    if not _zero():
+        return
     table = Table(title=f"source check: {arch} on {data}")
     for col in ("model test accuracy", "majority-class baseline", "chance", "clearly better?"):
         table.add_column(col)
@@ -199,6 +244,14 @@ def layers(
     per_class: Annotated[int | None, typer.Option(help="Target training examples per class.")] = None,
     eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
     lr: Lr = None,
+    accelerator: Accelerator = "auto",
+    devices: Devices = "1",
+    num_nodes: NumNodes = 1,
+    distributed: Distributed = "auto",
+    precision: Precision = "32",
+    compile: Compile = False,
+    channels_last: ChannelsLast = True,
+    pin_memory: PinMemory = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed sweep, reusing finished cells.")] = False,
 ) -> None:
     """How much of the source to reuse? The layer-transfer sweep of Yosinski et al. 2014."""
@@ -207,7 +260,10 @@ def layers(
     results = api.layers(
         target_data, out=out, source_data=source_data, arch=arch, source=source, seeds=seeds, epochs=epochs,
         image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, lr=lr, resume=resume,
+        **_hardware(accelerator, devices, num_nodes, distributed, precision, compile, channels_last, pin_memory),
     )
+    if not _zero():
+        return
     from transferlab.report.html import fmt_interval
 
     ns = sorted(next(iter(results["series"].values())), key=int)
@@ -296,6 +352,14 @@ def compare(
     text_column: TextColumn = "text",
     label_column: LabelColumn = "label",
     encoding_errors: EncodingErrors = "strict",
+    accelerator: Accelerator = "auto",
+    devices: Devices = "1",
+    num_nodes: NumNodes = 1,
+    distributed: Distributed = "auto",
+    precision: Precision = "32",
+    compile: Compile = False,
+    channels_last: ChannelsLast = True,
+    pin_memory: PinMemory = None,
     threshold: Annotated[float, typer.Option(help="Time to threshold: this fraction of scratch's asymptote.")] = 0.9,
     seed: Annotated[int, typer.Option(help="First seed; also fixes the split.")] = 0,
     weights: Annotated[str | None, typer.Option(help="Weights file for the source.")] = None,
@@ -310,8 +374,10 @@ def compare(
         image_size=image_size, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult,
         threshold=threshold, seed=seed, weights=weights, resume=resume, text_model=text_model,
         max_vectors=max_vectors, text_column=text_column, label_column=label_column, encoding_errors=encoding_errors,
+        **_hardware(accelerator, devices, num_nodes, distributed, precision, compile, channels_last, pin_memory),
     )
-    _print_benefits(results, out)
+    if _zero():
+        _print_benefits(results, out)
 
 
 @app.command()

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from transferlab.config import FitConfig
+from transferlab.config import RUNTIME_OPTIONS, FitConfig
 from transferlab.errors import UserError, did_you_mean
 from transferlab.evaluate.curves import Curve, asymptote, benefits, bootstrap
 from transferlab.strategies import STRATEGIES
@@ -157,7 +157,8 @@ def compare(
     out = Path(out)
     config = {
         "data": data, "source": source, "arms": [a.name for a in parsed], "seeds": seeds,
-        "per_class": [size_key(s) for s in sizes], "threshold": threshold, "base": base.to_dict(),
+        "per_class": [size_key(s) for s in sizes], "threshold": threshold,
+        "base": {k: v for k, v in base.to_dict().items() if k not in RUNTIME_OPTIONS},
     }
     loaded: dict[tuple[str, bool], Any] = {}  # every source once, pretrained or fresh, before training anything
     for arm in parsed:
@@ -170,7 +171,11 @@ def compare(
     modality = modalities.pop()
     data_by_size = {size: data_for(base.replace(split_seed=base.seed, per_class=size), modality)
                     for size in sizes}  # every size checked before training anything
-    prepare_experiment(out, config, resume)  # only after every input has been checked
+    from transferlab.train.engine import is_global_zero
+
+    zero = is_global_zero()  # under DDP every process runs the cells together; rank 0 writes
+    if zero:
+        prepare_experiment(out, config, resume)  # only after every input has been checked
 
     curves: dict[str, dict[str, dict[int, Curve]]] = {}
     cells = []
@@ -190,6 +195,8 @@ def compare(
                 finished = (cell_dir / "model.json").is_file() and not (cell_dir / "INCOMPLETE").exists()
                 src = loaded[arm.options.get("source", source), STRATEGIES.get(arm.strategy).pretrained]
                 result = fit(cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size], source=src)
+                if not zero:
+                    continue
                 curves[key][arm.name][seed] = read_curve(cell_dir)
                 cells.append({
                     "arm": arm.name, "per_class": key, "seed": seed, "run_dir": str(cell_dir.relative_to(out)),
@@ -197,6 +204,8 @@ def compare(
                     "reused": finished,
                 })
 
+    if not zero:
+        return {}
     results = summarise(curves, parsed, sizes, threshold)
     results.update({
         "schema": SCHEMA, "config": config, "versions": versions(), "cells": cells,

@@ -10,6 +10,10 @@ from transferlab.errors import UserError, did_you_mean
 
 # Measured on the built-in tasks: a head on L2-normalised sentence embeddings or on averaged word vectors learns
 # about 10x too slowly at the image default, and a transformer wants its weights moved ~10x less than a CNN.
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+# Where and how fast a run trains, not what it trains: a run may be resumed with other values (other devices).
+RUNTIME_OPTIONS = ("num_workers", "pin_memory", "channels_last", "compile", "accelerator", "devices", "num_nodes",
+                   "distributed", "precision")
 DEFAULT_LR = {"image": (1e-3, 0.1), "text": (1e-2, 0.01)}
 
 
@@ -38,6 +42,15 @@ class FitConfig:
     strict: bool = False
     cache: bool = True  # frozen: train the head on cached features
     num_workers: int = 0
+    pin_memory: bool | None = None  # None: on when training on a GPU
+    channels_last: bool = True  # image batches and the model in channels_last memory layout
+    compile: bool = False  # torch.compile the trained network
+    # distributed training: passed to Lightning's Trainer
+    accelerator: str = "auto"  # auto: a GPU when there is one
+    devices: str = "1"  # a count, "auto", or a list such as "0,1"
+    num_nodes: int = 1
+    distributed: str = "auto"  # Lightning's strategy: auto, ddp, ddp_spawn, fsdp, ...
+    precision: str = "32"  # 32, bf16-mixed or 16-mixed; never mixed by default (9-20x slower on CPUs without bf16)
     curve: bool = False  # evaluate on the test split within the first epoch and after every epoch (curve.csv)
     # text
     text_model: str = "bag"  # word-vector sources: "bag" (mean + MLP) or "cnn" (1-D convolutions)
@@ -59,6 +72,11 @@ class FitConfig:
             (self.text_model in ("bag", "cnn"), f"--text-model must be bag or cnn, not {self.text_model!r}"),
             (self.max_vectors is None or self.max_vectors >= 1, "--max-vectors must be at least 1"),
             (self.encoding_errors in ("strict", "replace"), "--encoding-errors must be strict or replace"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, "
+             f"not {self.precision!r}"),
+            (self.num_nodes >= 1, "--num-nodes must be at least 1"),
+            (self.devices == "auto" or all(p.strip().isdigit() for p in str(self.devices).split(",") if p.strip()),
+             f"--devices must be a count, 'auto' or a list such as 0,1, not {self.devices!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from transferlab.compare import clean_json, finish_experiment, prepare_experiment
-from transferlab.config import FitConfig
+from transferlab.config import RUNTIME_OPTIONS, FitConfig
 from transferlab.errors import UserError
 from transferlab.evaluate.curves import bootstrap
 
@@ -48,13 +48,18 @@ def layers(
     base = FitConfig(data=target_data, source=source or arch, **options)
     out = Path(out)
     config = {"target_data": target_data, "source_data": source_data, "arch": arch, "source": source,
-              "seeds": seeds, "base": base.to_dict()}
+              "seeds": seeds, "base": {k: v for k, v in base.to_dict().items() if k not in RUNTIME_OPTIONS}}
     ready = open_source(base, pretrained=True) if source is not None else None  # errors now, not after cells
     data = data_for(base, ready.modality if ready is not None else "image")
-    prepare_experiment(out, config, resume, marker="layers.json", what="layer sweep")
+    from transferlab.train.engine import is_global_zero
 
-    train = {k: v for k, v in base.to_dict().items() if k in ("epochs", "batch_size", "lr", "image_size",
-                                                                "eval_per_class", "weight_decay")}
+    zero = is_global_zero()  # under DDP every process runs the cells together; rank 0 writes
+    if zero:
+        prepare_experiment(out, config, resume, marker="layers.json", what="layer sweep")
+
+    train = {k: v for k, v in base.to_dict().items() if k in (
+        "epochs", "batch_size", "lr", "image_size", "eval_per_class", "weight_decay", "accelerator", "devices",
+        "num_nodes", "distributed", "precision", "compile", "channels_last", "pin_memory", "num_workers")}
     seed_range = range(base.seed, base.seed + seeds)
     base_b = []
     sources: dict[str, Any] = {}
@@ -84,6 +89,9 @@ def layers(
                 log.info("%s n=%d seed %d", name, n, seed)
                 result = fit(cfg, cell, resume=True, progress=progress, data=data, source=sources[task])
                 acc[name].setdefault(n, []).append(result.test_accuracy)
+
+    if not zero:
+        return {}
 
     def interval(values: list[float]) -> dict[str, float]:
         iv = bootstrap(values)

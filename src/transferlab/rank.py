@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from transferlab.compare import clean_json, finish_experiment, prepare_experiment
-from transferlab.config import FitConfig
+from transferlab.config import RUNTIME_OPTIONS, FitConfig
 from transferlab.errors import UserError, did_you_mean
 from transferlab.evaluate import transferability as tr
 
@@ -105,7 +105,7 @@ def rank(
         raise UserError(f"--scores {asked_head[0]} needs the source's own classifier head, which {missing_head[0]} "
                         "has not; drop it from --scores or pass --skip-missing")
     config = {"data": data, "sources": specs, "scores": wanted, "validate": validate, "seeds": seeds,
-              "base": base.to_dict()}
+              "base": {k: v for k, v in base.to_dict().items() if k not in RUNTIME_OPTIONS}}
     prepare_experiment(out, config, resume, marker="rank.json", what="ranking")
 
     results: dict[str, dict[str, float]] = {}

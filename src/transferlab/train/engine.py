@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -29,15 +30,26 @@ CACHE_FORMAT = 1
 class LitClassifier(L.LightningModule):
     """Cross-entropy training of ``net`` with AdamW over the strategy's parameter groups and a cosine schedule."""
 
-    def __init__(self, net: nn.Module, param_groups: list[dict[str, Any]], weight_decay: float, on_epoch_start=None):
+    def __init__(
+        self, net: nn.Module, param_groups: list[dict[str, Any]], weight_decay: float, on_epoch_start=None,
+        channels_last: bool = False, compile: bool = False,
+    ):
         super().__init__()
         self.net = net
         self.param_groups = [g for g in param_groups if g["params"]]
         self.weight_decay = weight_decay
         self.on_epoch_start = on_epoch_start
+        self.channels_last = channels_last
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        # kept outside the module tree: the compiled wrapper shares net's parameters, and the state dict stays net's
+        object.__setattr__(self, "_forward", torch.compile(net) if compile else net)
+        self._val = torch.zeros(3, dtype=torch.float64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._forward(x)
 
     def on_train_epoch_start(self) -> None:
         if self.on_epoch_start is not None:
@@ -45,15 +57,31 @@ class LitClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = F.cross_entropy(self.net(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self._val = torch.zeros(3, dtype=torch.float64)
+
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Sums of loss, correct predictions and examples; padding (label -1, see :class:`Padded`) is left out."""
         x, y = batch
-        logits = self.net(x)
-        self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True, batch_size=len(y))
-        self.log("val_accuracy", (logits.argmax(1) == y).float().mean(), on_epoch=True, batch_size=len(y))
+        logits = self(x).float()
+        keep = y >= 0
+        if keep.any():
+            loss = F.cross_entropy(logits[keep], y[keep], reduction="sum")
+            correct = (logits[keep].argmax(1) == y[keep]).sum()
+            self._val += torch.stack([loss.detach(), correct, keep.sum()]).double().cpu()
+
+    def on_validation_epoch_end(self) -> None:
+        """Validation metrics over the whole split: the sums of every process, added up."""
+        total = self.trainer.strategy.reduce(self._val.to(self.device), reduce_op="sum").cpu()
+        loss, correct, count = total.tolist()
+        count = max(count, 1.0)
+        self.log("val_loss", loss / count)
+        self.log("val_accuracy", correct / count)
+        self.log("val_count", float(total[2]))
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.param_groups, weight_decay=self.weight_decay)
@@ -65,20 +93,43 @@ class LitClassifier(L.LightningModule):
 class EpochSampler(torch.utils.data.Sampler[int]):
     """Shuffles with ``seed + epoch``: the order of every epoch is fixed, so a resumed run sees the same batches.
 
-    Lightning calls ``set_epoch`` before each epoch.
+    Under DDP each of ``world`` processes takes every ``world``-th index of that order, padded by wrapping round to
+    a multiple of ``world`` (every process must take the same number of steps). Lightning calls ``set_epoch``
+    before each epoch.
     """
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.epoch, self.rank, self.world = n, seed, 0, rank, world
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
-        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        if self.world > 1:
+            order = (order * self.world)[: len(self) * self.world][self.rank :: self.world]
+        return iter(order)
 
     def __len__(self) -> int:
-        return self.n
+        return math.ceil(self.n / self.world)
+
+
+class Padded(torch.utils.data.Dataset):
+    """``dataset`` padded to a multiple of ``world`` with copies of item 0 labelled -1, which the metrics leave out:
+    every process gets the same number of evaluation batches and every example counts exactly once."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, world: int) -> None:
+        self.dataset, self.n = dataset, len(dataset)
+        self.total = math.ceil(self.n / world) * world if self.n else 0
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        if i < self.n:
+            return self.dataset[i]
+        x, y = self.dataset[0]
+        return x, torch.full_like(y, -1) if torch.is_tensor(y) else -1
 
 
 def write_rows(path: Path, columns: tuple[str, ...], rows: list[dict[str, float]]) -> None:
@@ -89,7 +140,7 @@ def write_rows(path: Path, columns: tuple[str, ...], rows: list[dict[str, float]
 class MetricsCSV(L.Callback):
     """One row per epoch in ``metrics.csv``; its rows live in the checkpoint, so a resumed run keeps them."""
 
-    columns = ("epoch", "train_loss", "val_loss", "val_accuracy", "wall_seconds")
+    columns = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_count", "wall_seconds")
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -103,11 +154,12 @@ class MetricsCSV(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         m = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch + 1}
-        for key in self.columns[1:4]:
+        for key in self.columns[1:5]:
             row[key] = float(m[key]) if key in m else float("nan")
         row["wall_seconds"] = round(self._offset + time.perf_counter() - self._start, 3)
         self.rows.append(row)
-        write_rows(self.path, self.columns, self.rows)
+        if trainer.is_global_zero:  # one run directory, written by rank 0 only
+            write_rows(self.path, self.columns, self.rows)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -125,15 +177,18 @@ class TestCurve(L.Callback):
     columns = ("step", "epoch", "examples", "wall_seconds", "test_accuracy", "test_loss", "epoch_end")
     fractions = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
 
-    def __init__(self, path: Path, test_loader: DataLoader, labels: torch.Tensor, offset: float = 0.0) -> None:
-        self.path, self.loader, self.labels = path, test_loader, labels
+    def __init__(self, path: Path, data: Any, labels: torch.Tensor) -> None:
+        self.path, self.data, self.labels = path, data, labels  # data: the run's datamodule (loader, feature_seconds)
         self.rows: list[dict[str, float]] = []
-        self.examples, self.train_seconds, self.offset = 0, 0.0, offset
+        self.examples, self.train_seconds, self.offset = 0, 0.0, 0.0
         self._tick = time.perf_counter()
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch_end: bool) -> None:
         self.train_seconds += time.perf_counter() - self._tick
-        logits, labels = run_inference(pl_module.net, self.loader), self.labels
+        if not trainer.is_global_zero:  # rank 0 evaluates the whole test split; the others train on
+            self._tick = time.perf_counter()
+            return
+        logits, labels = run_inference(pl_module.net, self.data.loader("test")), self.labels
         pl_module.net.train()
         self.rows.append({
             "step": trainer.global_step,
@@ -148,12 +203,13 @@ class TestCurve(L.Callback):
         self._tick = time.perf_counter()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.offset = self.data.feature_seconds  # the one-off feature extraction of a frozen arm counts as time
         if not self.rows:
             self._evaluate(trainer, pl_module, epoch_end=False)
         self._tick = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self.examples += len(batch[1])
+        self.examples += len(batch[1]) * trainer.world_size
         n = int(trainer.num_training_batches)
         points = {max(1, round(f * n)) for f in self.fractions} - {n}
         if trainer.current_epoch == 0 and batch_idx + 1 in points:
@@ -170,23 +226,50 @@ class TestCurve(L.Callback):
         self.examples, self.train_seconds = int(state_dict["examples"]), float(state_dict["train_seconds"])
 
 
-def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback]) -> L.Trainer:
+def trainer_devices(devices: str) -> int | str | list[int]:
+    """``--devices`` as Lightning takes it: a count, "auto", or a list of device indices."""
+    if devices == "auto":
+        return devices
+    parts = [int(p) for p in str(devices).split(",") if p.strip()]
+    return parts[0] if len(parts) == 1 and "," not in str(devices) else parts
+
+
+def is_global_zero() -> bool:
+    """Whether this process is rank 0, from the environment the launcher set (Lightning, torchrun or SLURM), so it
+    is known before the Trainer exists. Only rank 0 writes run directories and reports."""
+    for var in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(var) is not None:
+            return int(os.environ[var]) == 0
+    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+
+
+def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback], cfg: Any = None) -> L.Trainer:
+    """Lightning's Trainer with transferlab's checkpointing; ``cfg`` gives accelerator, devices, nodes, the
+    distributed strategy and precision. Samplers are transferlab's own (``use_distributed_sampler=False``): the
+    training order is sharded by :class:`EpochSampler` and evaluation is padded by :class:`Padded`, so that no
+    example is dropped or counted twice."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     ckpt = ModelCheckpoint(  # checkpoints/last.ckpt after every epoch, once the epoch's rows are recorded
         dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
+    accelerator = getattr(cfg, "accelerator", "auto")
+    on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
     return L.Trainer(
         max_epochs=epochs,
-        accelerator="auto",
-        devices=1,
+        accelerator=accelerator,
+        devices=trainer_devices(getattr(cfg, "devices", "1")),
+        num_nodes=getattr(cfg, "num_nodes", 1),
+        strategy=getattr(cfg, "distributed", "auto"),
+        precision=getattr(cfg, "precision", "32"),
+        use_distributed_sampler=False,
         logger=False,
         callbacks=[*callbacks, ckpt],
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        deterministic=True,
+        deterministic=True if on_cpu else "warn",  # some CUDA kernels have no deterministic version
     )
 
 
@@ -198,17 +281,20 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume
     warnings.filterwarnings("ignore", message=".*module\(s\) in eval mode.*")  # frozen blocks, on purpose
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # validation sums are reduced by hand
 
 
 @torch.inference_mode()
 def run_inference(module: nn.Module, loader: DataLoader, desc: str = "", progress: bool = False) -> torch.Tensor:
     """Outputs of ``module`` over ``loader`` (eval mode, channels_last for image batches), concatenated."""
     module.eval()
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
     outs = []
     for x, _ in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
+        x = x.to(device)
         if x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        outs.append(module(x).float().contiguous())
+        outs.append(module(x).float().cpu().contiguous())
     return torch.cat(outs)
 
 
@@ -223,14 +309,50 @@ def cache_key(**parts: Any) -> str:
 
 
 def cached_features(
-    key: str, prefix: nn.Module, loaders: dict[str, DataLoader], progress: bool
+    key: str, prefix: nn.Module, loaders: dict[str, DataLoader], progress: bool, rank: int = 0, world: int = 1
 ) -> tuple[dict[str, torch.Tensor], bool, float]:
     """Outputs of the frozen ``prefix`` for every split: read from the cache, or computed once and stored.
 
+    Under DDP (``world`` > 1, process group initialised) every process runs the prefix on its share of each split
+    (every ``world``-th example), the shares are gathered, and rank 0 writes the cache: nothing is computed twice.
     Returns the features, whether they came from the cache, and the seconds their extraction took (recorded in
     the cache, so a cache hit still knows what the features cost).
     """
     path = cache_dir() / "features" / f"{key}.safetensors"
+    hit = _read_cache(path, loaders)
+    if hit is not None:
+        return hit
+    tick = time.perf_counter()
+    prefix = prefix.to(memory_format=torch.channels_last)
+    if world > 1:
+        import torch.distributed as dist
+
+        feats = {}
+        for split, dl in loaders.items():
+            n = len(dl.dataset)
+            share = DataLoader(torch.utils.data.Subset(dl.dataset, range(rank, n, world)), batch_size=dl.batch_size,
+                               collate_fn=dl.collate_fn, num_workers=dl.num_workers)
+            mine = run_inference(prefix, share, f"features ({split}, rank {rank})", progress) if rank < n else None
+            shares: list[Any] = [None] * world
+            dist.all_gather_object(shares, mine)
+            parts = [s for s in shares if s is not None]
+            out = torch.empty((n, *parts[0].shape[1:]), dtype=parts[0].dtype)
+            for r, s in enumerate(shares):
+                if s is not None:
+                    out[r::world] = s
+            feats[split] = out
+    else:
+        feats = {split: run_inference(prefix, dl, f"features ({split})", progress) for split, dl in loaders.items()}
+    seconds = time.perf_counter() - tick
+    if rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        save_file(feats, str(tmp), metadata={"seconds": f"{seconds:.4f}"})
+        tmp.replace(path)
+    return feats, False, seconds
+
+
+def _read_cache(path: Path, loaders: dict[str, DataLoader]) -> tuple[dict[str, torch.Tensor], bool, float] | None:
     if path.is_file():
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -241,12 +363,4 @@ def cached_features(
                 return feats, True, seconds
         except Exception as e:  # a damaged cache file is recomputed, never trusted
             log.warning("ignoring unreadable feature cache %s (%s)", path, e)
-    tick = time.perf_counter()
-    prefix = prefix.to(memory_format=torch.channels_last)
-    feats = {split: run_inference(prefix, dl, f"features ({split})", progress) for split, dl in loaders.items()}
-    seconds = time.perf_counter() - tick
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    save_file(feats, str(tmp), metadata={"seconds": f"{seconds:.4f}"})
-    tmp.replace(path)
-    return feats, False, seconds
+    return None

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from transferlab.config import FitConfig
+from transferlab.config import RUNTIME_OPTIONS, FitConfig
 from transferlab.data import ImageData, SplitDataset, TextData, load_data
 from transferlab.errors import UserError
 from transferlab.evaluate import accuracy, confusion_matrix
@@ -30,9 +30,11 @@ from transferlab.train.engine import (
     EpochSampler,
     LitClassifier,
     MetricsCSV,
+    Padded,
     TestCurve,
     cache_key,
     cached_features,
+    is_global_zero,
     make_trainer,
     quiet_lightning,
     run_inference,
@@ -83,7 +85,7 @@ def prepare_out(out: Path, resume: bool, overwrite: bool, config: dict[str, Any]
             if not config_path.is_file():
                 raise UserError(f"--resume: {out} holds no transferlab run (no config.json)")
             old = json.loads(config_path.read_text())["config"]
-            diff = [k for k in config if old.get(k) != config[k]]
+            diff = [k for k in config if old.get(k) != config[k] and k not in RUNTIME_OPTIONS]
             if diff:
                 raise UserError(
                     f"--resume: {out} was run with a different --{diff[0].replace('_', '-')} "
@@ -142,30 +144,95 @@ def adapt_source(source: Source, data: ImageData, cfg: FitConfig) -> Source:
     return source.adapt(vocab, counts, cfg.text_model)
 
 
-def make_loader(ds: torch.utils.data.Dataset, cfg: FitConfig, shuffle: bool, collate: Any = None) -> DataLoader:
-    """Training batches at --batch-size in a seeded per-epoch order; inference at least 64 at a time
-    (benchmarks/overhead.py: extraction is up to 9% faster at 64 than at 32 on 2 cores)."""
+def make_loader(
+    ds: torch.utils.data.Dataset, cfg: FitConfig, shuffle: bool, collate: Any = None, rank: int = 0, world: int = 1,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Training batches at --batch-size in a seeded per-epoch order (this process's share of it under DDP);
+    inference at least 64 at a time (benchmarks/overhead.py: extraction is up to 9% faster at 64 than at 32 on
+    2 cores), under DDP every ``world``-th example of the split padded as :class:`Padded` says."""
     if shuffle:
-        sampler, size = EpochSampler(len(ds), cfg.seed), cfg.batch_size
+        sampler, size = EpochSampler(len(ds), cfg.seed, rank, world), cfg.batch_size
     else:
-        sampler, size = None, max(cfg.batch_size, INFERENCE_BATCH)
-    return DataLoader(ds, sampler=sampler, batch_size=size, num_workers=cfg.num_workers, collate_fn=collate)
+        size = max(cfg.batch_size, INFERENCE_BATCH)
+        sampler = None
+        if world > 1:
+            ds = Padded(ds, world)
+            sampler = list(range(rank, len(ds), world))
+    return DataLoader(ds, sampler=sampler, batch_size=size, num_workers=cfg.num_workers, collate_fn=collate,
+                      pin_memory=pin_memory)
 
 
-def frozen_features(
-    prefix: torch.nn.Module, source: Source, reuse: int | str, splits: dict[str, Any], pre: Any, cfg: FitConfig,
-    progress: bool,
-) -> tuple[dict[str, torch.Tensor], bool, float]:
-    """Outputs of a frozen ``prefix`` (the first ``reuse`` blocks) on ``splits`` through the on-disk cache
-    (``frozen`` and ``rank`` share it): keyed by the exact prefix weights, the cut, the data and the
-    preprocessing."""
-    key = cache_key(
+class RunData(L.LightningDataModule):
+    """The run's loaders, built once Lightning knows this process's rank and world size. A frozen run's features
+    are extracted here (shard by shard under DDP, through the cache) and the loaders then serve them."""
+
+    def __init__(self, splits: dict[str, Any], pre: Any, cfg: FitConfig, augment: bool, progress: bool,
+                 prefix: torch.nn.Module | None = None, key: str | None = None) -> None:
+        super().__init__()
+        self.splits, self.pre, self.cfg, self.augment, self.progress = splits, pre, cfg, augment, progress
+        self.prefix, self.key = prefix, key
+        self.feats: dict[str, torch.Tensor] | None = None
+        self.cache_hit: bool | None = None
+        self.feature_seconds = 0.0
+
+    def _where(self) -> tuple[int, int, bool]:
+        t = self.trainer
+        if t is None:
+            return 0, 1, False
+        pin = self.cfg.pin_memory if self.cfg.pin_memory is not None else t.strategy.root_device.type == "cuda"
+        return t.global_rank, t.world_size, pin
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.prefix is not None and self.feats is None:
+            rank, world, _ = self._where()
+            if self.trainer is not None:
+                self.prefix.to(self.trainer.strategy.root_device)
+            plain = {s: make_loader(SplitDataset(d, self.pre.transform(False)), self.cfg, False, self.pre.collate)
+                     for s, d in self.splits.items()}
+            self.feats, self.cache_hit, self.feature_seconds = cached_features(
+                self.key, self.prefix, plain, self.progress, rank, world)
+            self.prefix.cpu()
+
+    def dataset(self, split: str, augment: bool = False) -> torch.utils.data.Dataset:
+        if self.feats is not None:
+            return TensorDataset(self.feats[split], torch.as_tensor(self.splits[split].labels))
+        return SplitDataset(self.splits[split], self.pre.transform(augment))
+
+    def _collate(self) -> Any:
+        return None if self.feats is not None else self.pre.collate
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world, pin = self._where()
+        return make_loader(self.dataset("train", self.augment), self.cfg, True, self._collate(), rank, world, pin)
+
+    def val_dataloader(self) -> DataLoader:
+        rank, world, pin = self._where()
+        return make_loader(self.dataset("val"), self.cfg, False, self._collate(), rank, world, pin)
+
+    def loader(self, split: str) -> DataLoader:
+        """The whole split in one process (test curves and the final test)."""
+        return make_loader(self.dataset(split), self.cfg, False, self._collate())
+
+
+def feature_key(prefix: torch.nn.Module, source: Source, reuse: int | str, splits: dict[str, Any], pre: Any) -> str:
+    """The feature cache's key: the exact prefix weights, the cut, the data and the preprocessing."""
+    return cache_key(
         prefix=state_fingerprint(prefix),
         architecture=source.architecture,
         cut=reuse,
         data={s: d.fingerprint() for s, d in splits.items()},
         preprocessing=pre.to_dict(),
     )
+
+
+def frozen_features(
+    prefix: torch.nn.Module, source: Source, reuse: int | str, splits: dict[str, Any], pre: Any, cfg: FitConfig,
+    progress: bool,
+) -> tuple[dict[str, torch.Tensor], bool, float]:
+    """Outputs of a frozen ``prefix`` (the first ``reuse`` blocks) on ``splits`` through the on-disk cache, in one
+    process (``rank`` uses this; ``fit`` goes through :class:`RunData`, which shards it under DDP)."""
+    key = feature_key(prefix, source, reuse, splits, pre)
     plain = {s: make_loader(SplitDataset(d, pre.transform(False)), cfg, False, pre.collate) for s, d in splits.items()}
     return cached_features(key, prefix, plain, progress)
 
@@ -211,54 +278,52 @@ def fit(
         },
         "versions": versions(),
     }
-    if prepare_out(out, resume, overwrite, resolved["config"]):
-        log.info("%s is already complete; nothing to resume", out)
+    zero = is_global_zero()  # under DDP every process runs this function; only rank 0 writes the run directory
+    if zero:
+        if prepare_out(out, resume, overwrite, resolved["config"]):
+            log.info("%s is already complete; nothing to resume", out)
+            return load_result(out)
+        (out / "INCOMPLETE").write_text("this run has not finished; `--resume` continues it\n")
+        (out / "config.json").write_text(json.dumps(resolved, indent=2))
+        if data.skipped:
+            write_csv(out / "skipped_files.csv", ["path", "reason"], data.skipped)
+    elif resume and (out / "model.json").is_file() and not (out / "INCOMPLETE").exists():
         return load_result(out)
-    (out / "INCOMPLETE").write_text("this run has not finished; `--resume` continues it\n")
-    (out / "config.json").write_text(json.dumps(resolved, indent=2))
-    if data.skipped:
-        write_csv(out / "skipped_files.csv", ["path", "reason"], data.skipped)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(source, len(data.classes), reuse, pretrained=strategy.pretrained)
     groups = strategy.prepare(model, reuse, lr)
     splits = {"train": data.train, "val": data.val, "test": data.test}
-
-    def input_loader(split: str, shuffle: bool, augment: bool) -> DataLoader:
-        return make_loader(SplitDataset(splits[split], pre.transform(augment)), cfg, shuffle, pre.collate)
-
-    cache_hit, feature_seconds = None, 0.0
     if strategy.frozen_prefix and cfg.cache and (reuse == len(source.blocks) or source.cache_partial):
-        feats, cache_hit, feature_seconds = frozen_features(model.prefix(reuse), source, reuse, splits, pre, cfg,
-                                                            progress)
+        prefix = model.prefix(reuse)
+        dm = RunData(splits, pre, cfg, False, progress, prefix, feature_key(prefix, source, reuse, splits, pre))
         net = model.tail(reuse)
-
-        def loader(split: str, shuffle: bool) -> DataLoader:
-            return make_loader(TensorDataset(feats[split], torch.as_tensor(splits[split].labels)), cfg, shuffle)
-
     else:
+        dm = RunData(splits, pre, cfg, strategy.augment, progress)
         net = model
 
-        def loader(split: str, shuffle: bool) -> DataLoader:
-            return input_loader(split, shuffle=shuffle, augment=shuffle and strategy.augment)
-
-    lit = LitClassifier(net, groups, cfg.weight_decay, lambda epoch: strategy.on_epoch_start(model, epoch))
+    lit = LitClassifier(net, groups, cfg.weight_decay, lambda epoch: strategy.on_epoch_start(model, epoch),
+                        channels_last=cfg.channels_last and pre.modality == "image", compile=cfg.compile)
     metrics = MetricsCSV(out / "metrics.csv")
     callbacks: list[L.Callback] = [metrics]
     if cfg.curve:
-        test_labels = torch.as_tensor(data.test.labels)
-        callbacks.append(TestCurve(out / "curve.csv", loader("test", False), test_labels, feature_seconds))
-    trainer = make_trainer(out, cfg.epochs, progress, callbacks)
+        callbacks.append(TestCurve(out / "curve.csv", dm, torch.as_tensor(data.test.labels)))
+    trainer = make_trainer(out, cfg.epochs, progress, callbacks, cfg)
     last = out / "checkpoints" / "last.ckpt"
     ckpt = str(last) if resume and last.is_file() else None
     try:
-        trainer.fit(lit, loader("train", True), loader("val", False), ckpt_path=ckpt, weights_only=True)
+        trainer.fit(lit, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1): the directory stays marked INCOMPLETE
         raise KeyboardInterrupt from None
     if trainer.interrupted:
         raise KeyboardInterrupt
+    cache_hit, feature_seconds = dm.cache_hit, dm.feature_seconds
+    if not trainer.is_global_zero:
+        return RunResult(out, float("nan"), float("nan"), 0.0, cache_hit, data.classes, metrics.rows)
 
-    logits = run_inference(net, loader("test", False), "test", progress)
+    if dm.feats is None and dm.prefix is not None:  # resumed after the last epoch: setup never ran
+        dm.setup()
+    logits = run_inference(net, dm.loader("test"), "test", progress)
     y = np.asarray(data.test.labels)
     pred = logits.argmax(1).numpy()
     test_loss = float(F.cross_entropy(logits, torch.as_tensor(y, dtype=torch.long)))

@@ -1,0 +1,100 @@
+"""DDP on the CPU (gloo): two processes through Lightning's launcher, one run directory, exact validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.conftest import make_folder
+
+DDP = ["--accelerator", "cpu", "--devices", "2", "--distributed", "ddp"]
+
+
+def run(*args: str, cache: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system", "TRANSFERLAB_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "transferlab", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("ddp") / "data", n_per_class=21)  # val and test: 9 each (odd)
+
+
+def metrics(run_dir: Path) -> list[dict[str, float]]:
+    lines = (run_dir / "metrics.csv").read_text().splitlines()
+    return [dict(zip(lines[0].split(","), map(float, line.split(",")), strict=True)) for line in lines[1:]]
+
+
+def test_two_processes_write_one_run_and_validate_every_example_once(folder: Path, tmp_path: Path) -> None:
+    common = ["--source", "cnn_tiny", "--strategy", "scratch", "--epochs", "4", "--lr", "3e-3", "--seed", "1"]
+    two = run("fit", str(folder), *common, *DDP, "--out", "two", cache=tmp_path / "c", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("test accuracy") == 1  # printed by rank 0 only
+    one = run("fit", str(folder), *common, "--out", "one", cache=tmp_path / "c", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "c") == ["one", "two"]  # nothing else written
+    sizes = json.loads((tmp_path / "two" / "config.json").read_text())["resolved"]["sizes"]
+    assert sizes["val"] % 2 == 1  # so that the distributed split needs padding
+    for name in ("one", "two"):
+        run_dir = tmp_path / name
+        assert not (run_dir / "INCOMPLETE").exists() and not (run_dir / "checkpoints").exists()
+        assert all(row["val_count"] == sizes["val"] for row in metrics(run_dir))
+        card = json.loads((run_dir / "model.json").read_text())
+        assert card["metrics"]["test_accuracy"] > 0.5  # a valid model either way (chance is 1/3)
+
+
+def test_frozen_features_are_extracted_in_shards_and_equal_one_process(folder: Path, tmp_path: Path) -> None:
+    base = run("fit", str(folder), "--source", "cnn_tiny", "--strategy", "scratch", "--epochs", "1", "--out", "src",
+               cache=tmp_path / "c0", cwd=tmp_path)
+    assert base.returncode == 0, base.stderr
+    frozen = ["--source", "src", "--strategy", "frozen", "--epochs", "1"]
+    two = run("-v", "fit", str(folder), *frozen, *DDP, "--out", "f2", cache=tmp_path / "c2", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    assert "features (train, rank 1)" in two.stderr  # each process extracted its share
+    one = run("fit", str(folder), *frozen, "--out", "f1", cache=tmp_path / "c1", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    (a,), (b,) = (list((tmp_path / c / "features").glob("*.safetensors")) for c in ("c2", "c1"))
+    assert a.name == b.name  # the same cache key
+    fa, fb = load_file(str(a)), load_file(str(b))
+    assert set(fa) == {"train", "val", "test"}
+    for split in fa:
+        assert fa[split].shape == fb[split].shape and (fa[split] - fb[split]).abs().max() < 1e-5
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process(folder: Path, tmp_path: Path) -> None:
+    args = ["fit", str(folder), "--source", "cnn_tiny", "--strategy", "scratch", "--epochs", "40", "--image-size",
+            "64", "--out", "run"]
+    env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system", "TRANSFERLAB_CACHE_DIR": str(tmp_path / "c"),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "transferlab", *args, *DDP], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    def epochs_done() -> int:
+        try:
+            return len(metrics(tmp_path / "run"))
+        except (OSError, ValueError):  # not written yet, or caught mid-write
+            return 0
+
+    while not (ckpt.is_file() and epochs_done() >= 2) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a user would
+    proc.wait(timeout=120)
+    assert proc.returncode != 0, "the run finished before it could be interrupted"
+    assert (tmp_path / "run" / "INCOMPLETE").exists() and ckpt.is_file()
+    done = len(metrics(tmp_path / "run"))
+    resumed = run(*args, "--resume", cache=tmp_path / "c", cwd=tmp_path)  # one process now
+    assert resumed.returncode == 0, resumed.stderr
+    rows = metrics(tmp_path / "run")
+    assert [r["epoch"] for r in rows] == list(range(1, 41)) and done < 40
+    assert not (tmp_path / "run" / "INCOMPLETE").exists()
