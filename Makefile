@@ -28,3 +28,4 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/feature_cache.py
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/train_throughput.py

@@ -13,7 +13,7 @@ from transferlab.errors import UserError, did_you_mean
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 # Where and how fast a run trains, not what it trains: a run may be resumed with other values (other devices).
 RUNTIME_OPTIONS = ("num_workers", "pin_memory", "channels_last", "compile", "accelerator", "devices", "num_nodes",
-                   "distributed", "precision")
+                   "distributed", "precision", "deterministic")
 DEFAULT_LR = {"image": (1e-3, 0.1), "text": (1e-2, 0.01)}
 
 
@@ -45,6 +45,7 @@ class FitConfig:
     pin_memory: bool | None = None  # None: on when training on a GPU
     channels_last: bool = True  # image batches and the model in channels_last memory layout
     compile: bool = False  # torch.compile the trained network
+    deterministic: bool = False  # torch.use_deterministic_algorithms: bit-identical reruns, ~12% slower training
     # distributed training: passed to Lightning's Trainer
     accelerator: str = "auto"  # auto: a GPU when there is one
     devices: str = "1"  # a count, "auto", or a list such as "0,1"

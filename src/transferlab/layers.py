@@ -59,7 +59,8 @@ def layers(
 
     train = {k: v for k, v in base.to_dict().items() if k in (
         "epochs", "batch_size", "lr", "image_size", "eval_per_class", "weight_decay", "accelerator", "devices",
-        "num_nodes", "distributed", "precision", "compile", "channels_last", "pin_memory", "num_workers")}
+        "num_nodes", "distributed", "precision", "compile", "channels_last", "pin_memory", "num_workers",
+        "deterministic")}
     seed_range = range(base.seed, base.seed + seeds)
     base_b = []
     sources: dict[str, Any] = {}

@@ -269,7 +269,7 @@ def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callb
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        deterministic=True if on_cpu else "warn",  # some CUDA kernels have no deterministic version
+        deterministic=(True if on_cpu else "warn") if getattr(cfg, "deterministic", False) else None,
     )
 
 

@@ -160,7 +160,7 @@ def make_loader(
             ds = Padded(ds, world)
             sampler = list(range(rank, len(ds), world))
     return DataLoader(ds, sampler=sampler, batch_size=size, num_workers=cfg.num_workers, collate_fn=collate,
-                      pin_memory=pin_memory)
+                      pin_memory=pin_memory, persistent_workers=cfg.num_workers > 0)
 
 
 class RunData(L.LightningDataModule):
