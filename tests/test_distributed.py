@@ -71,7 +71,7 @@ def test_frozen_features_are_extracted_in_shards_and_equal_one_process(folder: P
 
 
 def test_a_two_process_checkpoint_resumes_in_one_process(folder: Path, tmp_path: Path) -> None:
-    args = ["fit", str(folder), "--source", "cnn_tiny", "--strategy", "scratch", "--epochs", "40", "--image-size",
+    args = ["fit", str(folder), "--source", "cnn_tiny", "--strategy", "scratch", "--epochs", "150", "--image-size",
             "64", "--out", "run"]
     env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system", "TRANSFERLAB_CACHE_DIR": str(tmp_path / "c"),
            "OMP_NUM_THREADS": "1"}
@@ -96,5 +96,5 @@ def test_a_two_process_checkpoint_resumes_in_one_process(folder: Path, tmp_path:
     resumed = run(*args, "--resume", cache=tmp_path / "c", cwd=tmp_path)  # one process now
     assert resumed.returncode == 0, resumed.stderr
     rows = metrics(tmp_path / "run")
-    assert [r["epoch"] for r in rows] == list(range(1, 41)) and done < 40
+    assert [r["epoch"] for r in rows] == list(range(1, 151)) and done < 150
     assert not (tmp_path / "run" / "INCOMPLETE").exists()

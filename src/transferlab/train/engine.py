@@ -248,14 +248,28 @@ def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callb
     distributed strategy and precision. Samplers are transferlab's own (``use_distributed_sampler=False``): the
     training order is sharded by :class:`EpochSampler` and evaluation is padded by :class:`Padded`, so that no
     example is dropped or counted twice."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from transferlab.errors import UserError
+
+    accelerator = getattr(cfg, "accelerator", "auto")
+    on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
+    if on_cpu and getattr(cfg, "precision", "32") == "16-mixed":
+        raise UserError("--precision 16-mixed needs a GPU; on the CPU use bf16-mixed (or the default 32)")
+    try:
+        return _trainer(out, epochs, progress, callbacks, cfg, accelerator, on_cpu)
+    except (MisconfigurationException, ValueError) as e:  # an accelerator, device count or strategy not available
+        raise UserError(f"--accelerator/--devices/--num-nodes/--distributed: {str(e).splitlines()[0]}") from None
+
+
+def _trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback], cfg: Any, accelerator: str,
+             on_cpu: bool) -> L.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     ckpt = ModelCheckpoint(  # checkpoints/last.ckpt after every epoch, once the epoch's rows are recorded
         dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    accelerator = getattr(cfg, "accelerator", "auto")
-    on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
     return L.Trainer(
         max_epochs=epochs,
         accelerator=accelerator,

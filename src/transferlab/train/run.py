@@ -278,6 +278,7 @@ def fit(
         },
         "versions": versions(),
     }
+    make_trainer(out, cfg.epochs, False, [], cfg)  # an unusable accelerator, device count or strategy: fail now
     zero = is_global_zero()  # under DDP every process runs this function; only rank 0 writes the run directory
     if zero:
         if prepare_out(out, resume, overwrite, resolved["config"]):
