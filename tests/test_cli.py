@@ -103,6 +103,7 @@ def test_strict_fails_before_training_with_the_list(bad_folder: Path, tmp_path: 
         (["fit", "fashion-mnist:classes=5-9", "--accelerator", "cpu", "--precision", "16-mixed", "--out", "{tmp}/o"],
          ["16-mixed needs a GPU"]),
         (["fit", "fashion-mnist:classes=5-9", "--precision", "8", "--out", "{tmp}/o"], ["--precision must be one of"]),
+        (["fit", "fashion-mnist:classes=5-9", "--distributed", "fsdp", "--out", "{tmp}/o"], ["not supported"]),
         (["predict", "{tmp}", "{tmp}"], ["not a transferlab run directory"]),
         (["predict", "/nonexistent/run", "x.png"], ["/nonexistent/run"]),
     ],

@@ -375,6 +375,39 @@ def test_modality_mismatch_is_a_clear_error(text_csv: Path, image_folder: Path, 
     with pytest.raises(UserError, match="exceeds the 1 blocks of minilm"):
         api.fit(str(text_csv), out=tmp_path / "m", source="minilm", strategy="frozen", reuse=2,
                 text_column="sentence", label_column="topic")
+    with pytest.raises(UserError, match="test split of .* is empty"):
+        api.fit(str(text_csv), out=tmp_path / "t", source="words", test_fraction=0.0, text_column="sentence",
+                label_column="topic")
+    assert not (tmp_path / "t").exists()
     with pytest.raises(UserError, match="pretrained block"):
         api.fit(str(text_csv), out=tmp_path / "r", source="words", strategy="frozen", reuse=2,
                 text_column="sentence", label_column="topic")
+
+
+def test_latin1_header_file_is_read_as_text_not_binary(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.bin"  # a text file with a misleading suffix and a non-UTF-8 word
+    path.write_bytes("2 3\ncafé 0.1 0.2 0.3\ndog 1 2 3\n".encode("latin-1"))
+    with pytest.raises(VectorsError, match="line 2 is not valid UTF-8"):
+        read_vectors(path)
+    w, m = read_vectors(path, encoding_errors="replace")
+    assert w == ["caf\ufffd", "dog"] and m[1].tolist() == [1, 2, 3]
+
+
+def test_jsonl_allows_line_separators_inside_strings_and_rejects_odd_splits(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    rows = [{"text": "a\u2028dog", "label": "animal"}, {"text": "bread", "label": "food"}] * 3
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert "a\u2028dog" in load_texts(str(path), val_fraction=0.2, test_fraction=0.2).corpus
+    path.write_text('{"text": "a dog", "label": "animal", "split": 0}\n')
+    with pytest.raises(UserError, match="split must be train, val or test"):
+        load_texts(str(path))
+
+
+def test_cnn_encoder_runs_under_half_precision_autocast() -> None:
+    from transferlab.sources.text import CNNEncoder
+
+    enc = CNNEncoder(8)
+    x, mask = torch.randn(2, 5, 8), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = enc((x, mask))
+    assert out.shape == (2, 300) and torch.isfinite(out.float()).all()

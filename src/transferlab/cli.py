@@ -96,7 +96,7 @@ BackboneLrMult = Annotated[float | None, typer.Option(help="finetune: reused blo
 Accelerator = Annotated[str, typer.Option(help="cpu, gpu, mps or auto (a GPU when there is one).")]
 Devices = Annotated[str, typer.Option(help="Devices per node: a count, 'auto', or indices such as 0,1.")]
 NumNodes = Annotated[int, typer.Option(help="Machines (see the README on torchrun and SLURM).")]
-Distributed = Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")]
+Distributed = Annotated[str, typer.Option(help="Lightning strategy: auto, ddp or ddp_find_unused_parameters_true.")]
 Precision = Annotated[str, typer.Option(help="32, bf16-mixed or 16-mixed (never mixed by default).")]
 Compile = Annotated[bool, typer.Option(help="torch.compile the trained network.")]
 ChannelsLast = Annotated[bool, typer.Option(help="Images in channels_last memory layout.")]

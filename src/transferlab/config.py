@@ -50,7 +50,7 @@ class FitConfig:
     accelerator: str = "auto"  # auto: a GPU when there is one
     devices: str = "1"  # a count, "auto", or a list such as "0,1"
     num_nodes: int = 1
-    distributed: str = "auto"  # Lightning's strategy: auto, ddp, ddp_spawn, fsdp, ...
+    distributed: str = "auto"  # Lightning's strategy: auto, ddp or ddp_find_unused_parameters_true
     precision: str = "32"  # 32, bf16-mixed or 16-mixed; never mixed by default (9-20x slower on CPUs without bf16)
     curve: bool = False  # evaluate on the test split within the first epoch and after every epoch (curve.csv)
     # text

@@ -101,9 +101,11 @@ def _check_row(where: str, text: str, label: str) -> None:
         raise UserError(f"{where}: the label is empty")
 
 
-def _split_of(where: str, value: str | None) -> str | None:
+def _split_of(where: str, value: object) -> str | None:
     if value is None or value == "":
         return None
+    if not isinstance(value, str):
+        raise UserError(f"{where}: split must be train, val or test, not {value!r}")
     value = value.strip().lower()
     if value not in SPLITS:
         raise UserError(f"{where}: split {value!r} is not one of train, val, test{did_you_mean(value, SPLITS)}")
@@ -144,7 +146,8 @@ def _read_table(path: Path, text_column: str, label_column: str, errors: str) ->
 
 def _read_jsonl(path: Path, text_column: str, label_column: str, errors: str) -> Rows:
     rows: Rows = []
-    for number, line in enumerate(_read_text_file(path, errors).splitlines(), 1):
+    for number, line in enumerate(_read_text_file(path, errors).split("\n"), 1):  # JSON strings may hold U+2028
+        line = line.rstrip("\r")
         if not line.strip():
             continue
         where = f"{path} line {number}"

@@ -50,17 +50,14 @@ def _header(line: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _looks_binary(path: Path, start: int) -> bool:
+def _looks_binary(path: Path, start: int, dim: int) -> bool:
+    """After a ``count dim`` header: binary unless the first entry reads as a text row (a word, then ``dim``
+    numbers), whatever the file's suffix or the encoding of its words."""
     with open(path, "rb") as f:
         f.seek(start)
-        chunk = f.read(4096)
-    if b"\0" in chunk:
-        return True
-    try:
-        chunk.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return e.start < len(chunk) - 4  # a multi-byte character cut at the chunk's end is still text
-    return False
+        line = f.read(65536).split(b"\n", 1)[0]
+    parts = line.decode("latin-1").rstrip("\r ").split(" ")
+    return not (len(parts) >= dim + 1 and all(map(_is_number, parts[len(parts) - dim :])))
 
 
 def read_vectors(
@@ -79,7 +76,7 @@ def read_vectors(
     header = _header(first)
     if header is not None and header[1] < 1:
         raise VectorsError(f"{path} line 1: the header gives dimension {header[1]}; it must be at least 1")
-    if header is not None and (path.suffix == ".bin" or _looks_binary(path, len(first))):
+    if header is not None and _looks_binary(path, len(first), header[1]):
         words, matrix = _read_binary(path, header, max_vectors, encoding_errors)
     else:
         words, matrix = _read_text(path, header, max_vectors, encoding_errors)
@@ -261,6 +258,10 @@ def load_vectors(path: str | Path, *, max_vectors: int | None = None, encoding_e
         save_store(tmp, words, matrix, {"file": str(path.resolve())})
         if not is_store(store):
             tmp.replace(store)
+        else:  # another process stored it meanwhile
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
         log.info("parsed %d vectors of dimension %d from %s", len(words), matrix.shape[1], path)
     return open_store(store)
 

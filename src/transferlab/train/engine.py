@@ -25,6 +25,7 @@ from transferlab.report import write_csv
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
+DISTRIBUTED = ("auto", "ddp", "ddp_find_unused_parameters_true")  # replicated models, launched as subprocesses
 
 
 class LitClassifier(L.LightningModule):
@@ -237,10 +238,14 @@ def trainer_devices(devices: str) -> int | str | list[int]:
 def is_global_zero() -> bool:
     """Whether this process is rank 0, from the environment the launcher set (Lightning, torchrun or SLURM), so it
     is known before the Trainer exists. Only rank 0 writes run directories and reports."""
-    for var in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+    if os.environ.get("RANK") is not None:  # torchrun
+        return int(os.environ["RANK"]) == 0
+    if os.environ.get("LOCAL_RANK") is not None:  # Lightning's own launcher (also inside an interactive SLURM shell)
+        return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ["LOCAL_RANK"]) == 0
+    for var in ("SLURM_PROCID", "JSM_NAMESPACE_RANK"):  # srun, jsrun
         if os.environ.get(var) is not None:
             return int(os.environ[var]) == 0
-    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+    return True
 
 
 def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback], cfg: Any = None) -> L.Trainer:
@@ -254,6 +259,10 @@ def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callb
 
     accelerator = getattr(cfg, "accelerator", "auto")
     on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
+    strategy = getattr(cfg, "distributed", "auto")
+    if strategy not in DISTRIBUTED:
+        raise UserError(f"--distributed {strategy!r}: transferlab supports {', '.join(DISTRIBUTED)} (strategies that "
+                        "shard the model, such as fsdp, are not supported: rank 0 evaluates and saves the whole model)")
     if on_cpu and getattr(cfg, "precision", "32") == "16-mixed":
         raise UserError("--precision 16-mixed needs a GPU; on the CPU use bf16-mixed (or the default 32)")
     try:
@@ -309,7 +318,7 @@ def run_inference(module: nn.Module, loader: DataLoader, desc: str = "", progres
         if x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         outs.append(module(x).float().cpu().contiguous())
-    return torch.cat(outs)
+    return torch.cat(outs) if outs else torch.zeros(0)
 
 
 def cache_dir() -> Path:
@@ -334,6 +343,13 @@ def cached_features(
     """
     path = cache_dir() / "features" / f"{key}.safetensors"
     hit = _read_cache(path, loaders)
+    if world > 1:  # every process must take the same branch, or the gathering below waits forever
+        import torch.distributed as dist
+
+        hits: list[Any] = [None] * world
+        dist.all_gather_object(hits, hit is not None)
+        if not all(hits):
+            hit = None
     if hit is not None:
         return hit
     tick = time.perf_counter()
@@ -344,6 +360,9 @@ def cached_features(
         feats = {}
         for split, dl in loaders.items():
             n = len(dl.dataset)
+            if n == 0:
+                feats[split] = torch.zeros(0)
+                continue
             share = DataLoader(torch.utils.data.Subset(dl.dataset, range(rank, n, world)), batch_size=dl.batch_size,
                                collate_fn=dl.collate_fn, num_workers=dl.num_workers)
             mine = run_inference(prefix, share, f"features ({split}, rank {rank})", progress) if rank < n else None

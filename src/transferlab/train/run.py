@@ -260,6 +260,9 @@ def fit(
     if data is None:
         data = data_for(cfg, source.modality)
     source = adapt_source(source, data, cfg)
+    if len(data.test) == 0:
+        raise UserError(f"the test split of {data.name} is empty: transferlab measures every run on held-out data; "
+                        "raise --test-fraction or give a test split")
     reuse = resolve_reuse(cfg, source)
     pre = source.preprocessing.resized(cfg.image_size)
     resolved = {
@@ -279,7 +282,9 @@ def fit(
         "versions": versions(),
     }
     make_trainer(out, cfg.epochs, False, [], cfg)  # an unusable accelerator, device count or strategy: fail now
-    zero = is_global_zero()  # under DDP every process runs this function; only rank 0 writes the run directory
+    # under DDP every process runs this function; only rank 0 writes the run directory (Lightning's own rank is
+    # not set before fit, so it comes from the launcher's environment)
+    zero = is_global_zero()
     if zero:
         if prepare_out(out, resume, overwrite, resolved["config"]):
             log.info("%s is already complete; nothing to resume", out)
