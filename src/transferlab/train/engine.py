@@ -216,6 +216,12 @@ class TestCurve(L.Callback):
         if trainer.current_epoch == 0 and batch_idx + 1 in points:
             self._evaluate(trainer, pl_module, epoch_end=False)
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.train_seconds += time.perf_counter() - self._tick  # the validation pass is not training time either
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._tick = time.perf_counter()
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._evaluate(trainer, pl_module, epoch_end=True)
 
