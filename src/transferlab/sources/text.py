@@ -21,7 +21,7 @@ import logging
 import re
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +60,33 @@ def pad_collate(batch: list[tuple[torch.Tensor, int]], pad_id: int = 0) -> tuple
     return ids, torch.as_tensor([y for _, y in batch], dtype=torch.long)
 
 
+class _TextInput:
+    """What both text preprocessings share: text -> 1-D id tensor (``encode``), padded batches, no resizing."""
+
+    pad_id: int
+    modality = "text"
+
+    def encode(self, text: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def transform(self, augment: bool = False) -> Callable[[str], torch.Tensor]:
+        return self.encode
+
+    @property
+    def collate(self) -> Callable:
+        return functools.partial(pad_collate, pad_id=self.pad_id)
+
+    def resized(self, size: int | None) -> _TextInput:
+        return self
+
+
 @dataclass(frozen=True)
-class WordPreprocessing:
+class WordPreprocessing(_TextInput):
     """Word tokens -> ids over a fixed vocabulary (0 = padding, 1 = unknown), at most ``max_length`` tokens."""
 
     vocab: tuple[str, ...]
     max_length: int = 256
     kind: str = "words"
-    modality: str = "text"
     pad_id: int = 0
 
     @functools.cached_property
@@ -77,16 +96,6 @@ class WordPreprocessing:
     def encode(self, text: str) -> torch.Tensor:
         ids = [self.index.get(w, 1) for w in words(text)][: self.max_length] or [1]
         return torch.tensor(ids, dtype=torch.long)
-
-    def transform(self, augment: bool = False) -> Callable[[str], torch.Tensor]:
-        return self.encode
-
-    @property
-    def collate(self) -> Callable:
-        return functools.partial(pad_collate, pad_id=self.pad_id)
-
-    def resized(self, size: int | None) -> WordPreprocessing:
-        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "max_length": self.max_length, "vocab": list(self.vocab)}
@@ -100,29 +109,17 @@ def _tokenizer(path: str) -> Any:
 
 
 @dataclass(frozen=True)
-class TokenizerPreprocessing:
+class TokenizerPreprocessing(_TextInput):
     """A Hugging Face tokenizer (the sentence encoder's own), truncating at ``max_length`` tokens."""
 
     path: str
     max_length: int
     pad_id: int
     kind: str = "tokenizer"
-    modality: str = "text"
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def encode(self, text: str) -> torch.Tensor:
         ids = _tokenizer(self.path)(text, truncation=True, max_length=self.max_length)["input_ids"]
         return torch.tensor(ids, dtype=torch.long)
-
-    def transform(self, augment: bool = False) -> Callable[[str], torch.Tensor]:
-        return self.encode
-
-    @property
-    def collate(self) -> Callable:
-        return functools.partial(pad_collate, pad_id=self.pad_id)
-
-    def resized(self, size: int | None) -> TokenizerPreprocessing:
-        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": self.path, "max_length": self.max_length, "pad_id": self.pad_id}

@@ -60,6 +60,29 @@ def _looks_binary(path: Path, start: int, dim: int) -> bool:
     return not (len(parts) >= dim + 1 and all(map(_is_number, parts[len(parts) - dim :])))
 
 
+class _Collected:
+    """Words and their vectors in file order; a repeated word keeps its first vector (and is counted)."""
+
+    def __init__(self) -> None:
+        self.words: list[str] = []
+        self.rows: list[np.ndarray] = []
+        self.seen: set[str] = set()
+        self.duplicates = 0
+
+    def add(self, word: str, vector: np.ndarray) -> None:
+        if word in self.seen:
+            self.duplicates += 1
+            return
+        self.seen.add(word)
+        self.words.append(word)
+        self.rows.append(vector)
+
+    def result(self, path: Path, dim: int) -> tuple[list[str], np.ndarray]:
+        if self.duplicates:
+            log.warning("%s repeats %d word(s); each keeps its first vector", path, self.duplicates)
+        return self.words, np.stack(self.rows) if self.rows else np.zeros((0, dim), np.float32)
+
+
 def read_vectors(
     path: str | Path, *, max_vectors: int | None = None, encoding_errors: str = "strict"
 ) -> tuple[list[str], np.ndarray]:
@@ -89,10 +112,7 @@ def _read_text(
     path: Path, header: tuple[int, int] | None, max_vectors: int | None, errors: str
 ) -> tuple[list[str], np.ndarray]:
     dim = header[1] if header else None
-    words: list[str] = []
-    rows: list[np.ndarray] = []
-    seen: set[str] = set()
-    duplicates = 0
+    got = _Collected()
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             if number == 1 and header:
@@ -128,19 +148,14 @@ def _read_text(
             word = " ".join(token_parts)
             if not word:
                 raise VectorsError(f"{path} line {number} has an empty word")
-            if word in seen:
-                duplicates += 1
-                continue
-            seen.add(word)
-            words.append(word)
-            rows.append(vector)
-            if max_vectors is not None and len(words) >= max_vectors:
+            got.add(word, vector)
+            if max_vectors is not None and len(got.words) >= max_vectors:
                 break
-    if header and max_vectors is None and len(words) + duplicates != header[0]:
-        raise VectorsError(f"{path}: its header promises {header[0]} vectors but the file holds "
-                           f"{len(words) + duplicates}; the file is truncated or its header is wrong")
-    _report_duplicates(path, duplicates)
-    return words, np.stack(rows) if rows else np.zeros((0, dim or 0), np.float32)
+    held = len(got.words) + got.duplicates
+    if header and max_vectors is None and held != header[0]:
+        raise VectorsError(f"{path}: its header promises {header[0]} vectors but the file holds {held}; the file "
+                           "is truncated or its header is wrong")
+    return got.result(path, dim or 0)
 
 
 def _read_binary(
@@ -148,15 +163,12 @@ def _read_binary(
 ) -> tuple[list[str], np.ndarray]:
     count, dim = header
     want = count if max_vectors is None else min(count, max_vectors)
-    words: list[str] = []
-    rows: list[np.ndarray] = []
-    seen: set[str] = set()
-    duplicates = 0
+    got = _Collected()
     width = 4 * dim
     with open(path, "rb") as f:
         f.readline()
         for i in range(count):
-            if len(words) >= want:
+            if len(got.words) >= want:
                 break
             token = bytearray()
             while True:
@@ -184,19 +196,8 @@ def _read_binary(
                 vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
             if not np.isfinite(vector).all():
                 raise VectorsError(f"{path}: vector {i + 1} ({word!r}) holds a non-finite value")
-            if word in seen:
-                duplicates += 1
-                continue
-            seen.add(word)
-            words.append(word)
-            rows.append(vector)
-    _report_duplicates(path, duplicates)
-    return words, np.stack(rows) if rows else np.zeros((0, dim), np.float32)
-
-
-def _report_duplicates(path: Path, duplicates: int) -> None:
-    if duplicates:
-        log.warning("%s repeats %d word(s); each keeps its first vector", path, duplicates)
+            got.add(word, vector)
+    return got.result(path, dim)
 
 
 def save_store(folder: Path, words: list[str], matrix: np.ndarray, info: dict | None = None) -> None:
