@@ -25,6 +25,7 @@ from transferlab.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
 SCHEMA = "transferlab.compare/1"
+SET_BY_COMPARE = ("data", "source", "strategy", "per_class", "curve", "split_seed")  # not options of **options
 ARM_OPTIONS = ("source", "reuse", "lr", "backbone_lr_mult", "weight_decay", "cache", "freeze_bn", "text_model")
 
 
@@ -148,7 +149,7 @@ def compare(
         raise UserError(f"--seeds {seeds}: confidence intervals need at least 2 seeds")
     if not 0 < threshold <= 1:
         raise UserError("--threshold must lie in (0, 1]")
-    names = {f.name for f in fields(FitConfig)} - {"data", "strategy", "per_class", "curve", "split_seed"}
+    names = {f.name for f in fields(FitConfig)} - set(SET_BY_COMPARE)
     for key in options:
         if key not in names:
             raise UserError(f"unknown option {key!r}{did_you_mean(key, names)}")

@@ -152,12 +152,9 @@ def _validate(data: str, out: Path, specs: list[str], results: dict[str, dict[st
     """Fine-tune every candidate through ``compare`` and measure how well each score predicted the outcome."""
     from scipy import stats
 
-    from transferlab.compare import compare
+    from transferlab.compare import SET_BY_COMPARE, compare
 
-    keep = {"epochs", "batch_size", "lr", "backbone_lr_mult", "image_size", "eval_per_class", "seed", "weight_decay",
-            "val_fraction", "test_fraction", "text_model", "max_vectors", "text_column", "label_column",
-            "encoding_errors", "weights", "strict", "num_workers"}
-    options = {k: v for k, v in base.to_dict().items() if k in keep}
+    options = {k: v for k, v in base.to_dict().items() if k not in SET_BY_COMPARE}  # devices and precision too
     arms = {spec: f"finetune:source={spec}" for spec in specs}
     size = None if base.per_class is None else str(base.per_class)
     # compare's scratch arm trains the architecture of the scratch:<source> control when there is one (a random

@@ -163,6 +163,11 @@ def make_loader(
                       pin_memory=pin_memory, persistent_workers=cfg.num_workers > 0)
 
 
+def plain_loaders(splits: dict[str, Any], pre: Any, cfg: FitConfig) -> dict[str, DataLoader]:
+    """Every split, unaugmented and in order: what a frozen prefix's features are computed from."""
+    return {s: make_loader(SplitDataset(d, pre.transform(False)), cfg, False, pre.collate) for s, d in splits.items()}
+
+
 class RunData(L.LightningDataModule):
     """The run's loaders, built once Lightning knows this process's rank and world size. A frozen run's features
     are extracted here (shard by shard under DDP, through the cache) and the loaders then serve them."""
@@ -188,10 +193,8 @@ class RunData(L.LightningDataModule):
             rank, world, _ = self._where()
             if self.trainer is not None:
                 self.prefix.to(self.trainer.strategy.root_device)
-            plain = {s: make_loader(SplitDataset(d, self.pre.transform(False)), self.cfg, False, self.pre.collate)
-                     for s, d in self.splits.items()}
             self.feats, self.cache_hit, self.feature_seconds = cached_features(
-                self.key, self.prefix, plain, self.progress, rank, world)
+                self.key, self.prefix, plain_loaders(self.splits, self.pre, self.cfg), self.progress, rank, world)
             self.prefix.cpu()
 
     def dataset(self, split: str, augment: bool = False) -> torch.utils.data.Dataset:
@@ -232,9 +235,8 @@ def frozen_features(
 ) -> tuple[dict[str, torch.Tensor], bool, float]:
     """Outputs of a frozen ``prefix`` (the first ``reuse`` blocks) on ``splits`` through the on-disk cache, in one
     process (``rank`` uses this; ``fit`` goes through :class:`RunData`, which shards it under DDP)."""
-    key = feature_key(prefix, source, reuse, splits, pre)
-    plain = {s: make_loader(SplitDataset(d, pre.transform(False)), cfg, False, pre.collate) for s, d in splits.items()}
-    return cached_features(key, prefix, plain, progress)
+    return cached_features(feature_key(prefix, source, reuse, splits, pre), prefix, plain_loaders(splits, pre, cfg),
+                           progress)
 
 
 def fit(
