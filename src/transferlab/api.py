@@ -89,7 +89,6 @@ def predict(
     Image runs take image files (folders are searched recursively); text runs take ``texts`` and text files
     whose every non-empty line is one text.
     """
-    import torch
     from PIL import Image
 
     from transferlab.data import open_image
@@ -119,19 +118,24 @@ def predict(
             raise UserError(f"{p} does not exist" if not p.exists() else f"{p} is a folder; give text files")
     if not items:
         raise UserError("nothing to classify in " + ", ".join(map(str, paths)))
-    tf = pre.transform(augment=False)
-    load = (lambda item: item) if text_run else open_image
-    collate = pre.collate or (lambda batch: (torch.stack([x for x, _ in batch]), None))
-    rows = []
-    with torch.inference_mode():
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            x, _ = collate([(tf(load(item)), 0) for item in chunk])
-            if x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            prob, idx = model(x).softmax(1).max(1)
-            rows += [(str(f), card["classes"][i], float(p)) for f, i, p in zip(chunk, idx.tolist(), prob, strict=True)]
-    return rows
+    from torch.utils.data import DataLoader
+
+    from transferlab.data import SplitDataset
+    from transferlab.train.engine import run_inference
+
+    class Inputs:  # what SplitDataset reads: item i and a label (unused here)
+        labels = [0] * len(items)
+
+        def load(self, i: int) -> Any:
+            return items[i] if text_run else open_image(items[i])
+
+        def __len__(self) -> int:
+            return len(items)
+
+    loader = DataLoader(SplitDataset(Inputs(), pre.transform(augment=False)), batch_size=batch_size,
+                        collate_fn=pre.collate)
+    prob, idx = run_inference(model, loader).softmax(1).max(1)
+    return [(str(f), card["classes"][i], float(p)) for f, i, p in zip(items, idx.tolist(), prob, strict=True)]
 
 
 def run_card(run_dir: str | Path) -> dict[str, Any]:
