@@ -77,7 +77,10 @@ def test_a_two_process_checkpoint_resumes_in_one_process(tmp_path: Path) -> None
     env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system", "TRANSFERLAB_CACHE_DIR": str(tmp_path / "c"),
            "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "transferlab", *args, *DDP], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # a SIGINT ignored by the test process (an earlier in-process run can leave it so) is
+                            # inherited, and Python then never raises KeyboardInterrupt: restore the default
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     def epochs_done() -> int:
