@@ -21,6 +21,8 @@ import numpy as np
 from transferlab.config import RUNTIME_OPTIONS, FitConfig
 from transferlab.errors import UserError, did_you_mean
 from transferlab.evaluate.curves import Curve, asymptote, benefits, bootstrap
+from transferlab.files import LOCK, DirLock, atomic_write, check_overwritable, clear_output, mark, write_json
+from transferlab.report import write_csv
 from transferlab.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,7 @@ def compare(
     seeds: int = 3,
     per_class: str | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     threshold: float = 0.9,
     **options: Any,
@@ -154,6 +157,11 @@ def compare(
         if key not in names:
             raise UserError(f"unknown option {key!r}{did_you_mean(key, names)}")
     base = FitConfig(data=data, source=source, curve=True, **options)
+    for arm in parsed:  # an arm's bad option (lr=inf, reuse=0) is found now, not after other cells have trained
+        try:
+            base.replace(strategy=arm.strategy, **arm.options)
+        except UserError as e:
+            raise UserError(f"arm {arm.name!r}: {e}") from None
     sizes = parse_sizes(per_class)
     out = Path(out)
     config = {
@@ -175,59 +183,59 @@ def compare(
     from transferlab.train.engine import is_global_zero
 
     zero = is_global_zero()  # under DDP every process runs the cells together; rank 0 writes
-    if zero:
-        prepare_experiment(out, config, resume)  # only after every input has been checked
+    lock = prepare_experiment(out, config, resume, overwrite=overwrite) if zero else None  # inputs checked
+    try:
+        curves: dict[str, dict[str, dict[int, Curve]]] = {}
+        cells = []
+        total = len(sizes) * len(parsed) * seeds
+        done = 0
+        for size in sizes:
+            key = size_key(size)
+            curves[key] = {a.name: {} for a in parsed}
+            for seed in range(base.seed, base.seed + seeds):
+                for arm in parsed:
+                    done += 1
+                    cell_dir = out / "cells" / key / re.sub(r"[^\w.=+-]+", "_", arm.name) / f"seed{seed}"
+                    cfg = base.replace(
+                        strategy=arm.strategy, seed=seed, split_seed=base.seed, per_class=size, **arm.options
+                    )
+                    log.info("cell %d/%d: %s, %s per class, seed %d", done, total, arm.name, key, seed)
+                    finished = (cell_dir / "model.json").is_file() and not (cell_dir / "INCOMPLETE").exists()
+                    src = loaded[arm.options.get("source", source), STRATEGIES.get(arm.strategy).pretrained]
+                    result = fit(cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size], source=src)
+                    if not zero:
+                        continue
+                    curves[key][arm.name][seed] = read_curve(cell_dir)
+                    cells.append({
+                        "arm": arm.name, "per_class": key, "seed": seed, "run_dir": str(cell_dir.relative_to(out)),
+                        "test_accuracy": result.test_accuracy, "train_wall_seconds": result.wall_seconds,
+                        "reused": finished,
+                    })
 
-    curves: dict[str, dict[str, dict[int, Curve]]] = {}
-    cells = []
-    total = len(sizes) * len(parsed) * seeds
-    done = 0
-    for size in sizes:
-        key = size_key(size)
-        curves[key] = {a.name: {} for a in parsed}
-        for seed in range(base.seed, base.seed + seeds):
-            for arm in parsed:
-                done += 1
-                cell_dir = out / "cells" / key / re.sub(r"[^\w.=+-]+", "_", arm.name) / f"seed{seed}"
-                cfg = base.replace(
-                    strategy=arm.strategy, seed=seed, split_seed=base.seed, per_class=size, **arm.options
-                )
-                log.info("cell %d/%d: %s, %s per class, seed %d", done, total, arm.name, key, seed)
-                finished = (cell_dir / "model.json").is_file() and not (cell_dir / "INCOMPLETE").exists()
-                src = loaded[arm.options.get("source", source), STRATEGIES.get(arm.strategy).pretrained]
-                result = fit(cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size], source=src)
-                if not zero:
-                    continue
-                curves[key][arm.name][seed] = read_curve(cell_dir)
-                cells.append({
-                    "arm": arm.name, "per_class": key, "seed": seed, "run_dir": str(cell_dir.relative_to(out)),
-                    "test_accuracy": result.test_accuracy, "train_wall_seconds": result.wall_seconds,
-                    "reused": finished,
-                })
-
-    if not zero:
-        return {}
-    results = summarise(curves, parsed, sizes, threshold)
-    results.update({
-        "schema": SCHEMA, "config": config, "versions": versions(), "cells": cells,
-        "arms": [{"name": a.name, "strategy": a.strategy, "options": a.options} for a in parsed],
-        "curves": {k: {a: {str(s): {"examples": c.examples.tolist(), "wall_seconds": c.wall.tolist(),
-                                     "test_accuracy": c.skill.tolist(), "epoch_end": c.epoch_end.tolist()}
-                           for s, c in per_seed.items()} for a, per_seed in per_arm.items()}
-                   for k, per_arm in curves.items()},
-    })
-    results = clean_json(results)
-    _write_curves_csv(out / "curves.csv", curves)
-    write_compare_report(out / "report.html", results)
-    finish_experiment(out, results)
-    return results
+        if not zero:
+            return {}
+        results = summarise(curves, parsed, sizes, threshold)
+        results.update({
+            "schema": SCHEMA, "config": config, "versions": versions(), "cells": cells,
+            "arms": [{"name": a.name, "strategy": a.strategy, "options": a.options} for a in parsed],
+            "curves": {k: {a: {str(s): {"examples": c.examples.tolist(), "wall_seconds": c.wall.tolist(),
+                                         "test_accuracy": c.skill.tolist(), "epoch_end": c.epoch_end.tolist()}
+                               for s, c in per_seed.items()} for a, per_seed in per_arm.items()}
+                       for k, per_arm in curves.items()},
+        })
+        results = clean_json(results)
+        _write_curves_csv(out / "curves.csv", curves)
+        write_compare_report(out / "report.html", results)
+        finish_experiment(out, results)
+        return results
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def finish_experiment(out: Path, results: dict[str, Any]) -> None:
     """Write ``results.json`` atomically, then drop the INCOMPLETE marker: the experiment is complete."""
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(out / "results.json")
+    write_json(out / "results.json", results)
     (out / "INCOMPLETE").unlink(missing_ok=True)
 
 
@@ -270,38 +278,52 @@ def summarise(
     }
 
 
-def prepare_experiment(
-    out: Path, config: dict[str, Any], resume: bool, marker: str = "compare.json", what: str = "comparison"
-) -> None:
-    """Create ``out`` for an experiment, or accept it for ``--resume`` when it holds the same one."""
-    path = out / marker
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not path.is_file():
-            raise UserError(f"--out {out} holds files that are not a transferlab {what}; choose another --out")
-        old = json.loads(path.read_text())
-        if old != config:
-            diff = next(k for k in config if old.get(k) != config[k])
-            raise UserError(
-                f"--out {out} holds another experiment (its {diff} is {old.get(diff)!r}, now {config[diff]!r}); "
-                "choose another --out"
-            )
-        if not resume:
-            raise UserError(f"--out {out} already holds this {what}: pass --resume to continue or reuse it")
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / "results.json").is_file():
-        (out / "INCOMPLETE").write_text(f"this {what} has not finished; `--resume` continues it\n")
-    path.write_text(json.dumps(config, indent=1))
+EXPERIMENTS = {"compare": "comparison", "layers": "layer sweep", "rank": "ranking"}
+
+
+def prepare_experiment(out: Path, config: dict[str, Any], resume: bool, kind: str = "compare",
+                       overwrite: bool = False) -> DirLock:
+    """Create and lock ``out`` for an experiment (``kind``: compare, layers or rank), or accept it for ``--resume``
+    when it holds the same one; ``--overwrite`` empties it only when it is wholly a transferlab ``kind`` folder.
+    The caller releases the returned lock when the experiment ends."""
+    from transferlab.train.run import lock_out
+
+    what, path = EXPERIMENTS[kind], out / f"{kind}.json"
+    lock = lock_out(out, f"the {what} folder")
+    try:
+        if any(p.name != LOCK for p in out.iterdir()):
+            if overwrite:
+                check_overwritable(out, kind)
+                clear_output(out)
+            elif not path.is_file():
+                raise UserError(f"--out {out} holds files that are not a transferlab {what}; choose another --out")
+            else:
+                try:
+                    old = json.loads(path.read_text())
+                except ValueError:
+                    raise UserError(f"{path} is not valid JSON: --overwrite starts the {what} over") from None
+                if old != config:
+                    diff = next((k for k in config if old.get(k) != config[k]), "configuration")
+                    raise UserError(
+                        f"--out {out} holds another experiment (its {diff} is {old.get(diff)!r}, now "
+                        f"{config.get(diff)!r}); choose another --out or pass --overwrite"
+                    )
+                if not resume:
+                    raise UserError(f"--out {out} already holds this {what}: pass --resume to continue or reuse "
+                                    "it, or --overwrite to start over")
+        mark(out, kind)
+        if not (out / "results.json").is_file():
+            atomic_write(out / "INCOMPLETE", f"this {what} has not finished; `--resume` continues it\n")
+        write_json(path, config)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _write_curves_csv(path: Path, curves: dict[str, dict[str, dict[int, Curve]]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["per_class", "arm", "seed", "examples", "wall_seconds", "test_accuracy", "epoch_end"])
-        for key, per_arm in curves.items():
-            for arm, per_seed in per_arm.items():
-                for seed, c in sorted(per_seed.items()):
-                    for i in range(len(c.examples)):
-                        w.writerow([key, arm, seed, int(c.examples[i]), f"{c.wall[i]:.4f}", f"{c.skill[i]:.6f}",
-                                    int(c.epoch_end[i])])
+    write_csv(path, ["per_class", "arm", "seed", "examples", "wall_seconds", "test_accuracy", "epoch_end"], [
+        [key, arm, seed, int(c.examples[i]), f"{c.wall[i]:.4f}", f"{c.skill[i]:.6f}", int(c.epoch_end[i])]
+        for key, per_arm in curves.items() for arm, per_seed in per_arm.items()
+        for seed, c in sorted(per_seed.items()) for i in range(len(c.examples))
+    ])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -61,11 +62,16 @@ class FitConfig:
     encoding_errors: str = "strict"  # "replace" accepts invalid UTF-8
 
     def __post_init__(self) -> None:
+        for name in ("lr", "backbone_lr_mult", "weight_decay", "val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise UserError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
         checks = [
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.lr is None or self.lr > 0, "--lr must be positive"),
             (self.backbone_lr_mult is None or self.backbone_lr_mult >= 0, "--backbone-lr-mult must not be negative"),
+            (self.weight_decay >= 0, "--weight-decay must not be negative"),
             (self.reuse is None or self.reuse >= 1, "--reuse must be 'all' or a block count of at least 1"),
             (self.image_size is None or self.image_size >= 16, "--image-size must be at least 16"),
             (self.per_class is None or self.per_class >= 1, "--per-class must be at least 1"),

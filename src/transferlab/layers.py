@@ -32,6 +32,7 @@ def layers(
     source: str | None = None,
     seeds: int = 3,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
@@ -54,58 +55,61 @@ def layers(
     from transferlab.train.engine import is_global_zero
 
     zero = is_global_zero()  # under DDP every process runs the cells together; rank 0 writes
-    if zero:
-        prepare_experiment(out, config, resume, marker="layers.json", what="layer sweep")
+    lock = prepare_experiment(out, config, resume, "layers", overwrite) if zero else None
+    try:
 
-    train = {k: v for k, v in base.to_dict().items() if k in (
-        "epochs", "batch_size", "lr", "image_size", "eval_per_class", "weight_decay", "accelerator", "devices",
-        "num_nodes", "distributed", "precision", "compile", "channels_last", "pin_memory", "num_workers",
-        "deterministic")}
-    seed_range = range(base.seed, base.seed + seeds)
-    base_b = []
-    sources: dict[str, Any] = {}
-    if source_data is not None:
-        for task, task_data in (("A", source_data), ("B", target_data)):
-            for seed in seed_range if task == "B" else [base.seed]:
-                run_dir = out / "base" / f"{task}_seed{seed}"
-                result, _ = pretrain(task_data, arch=arch, out=run_dir, resume=True, progress=progress, seed=seed,
-                                     split_seed=base.seed, **train)
-                if task == "B":
-                    base_b.append(result.test_accuracy)
-            sources[task] = load_source(str(out / "base" / f"{task}_seed{base.seed}"))
-        series = list(SERIES)
-    else:
-        sources["A"] = adapt_source(ready, data, base)
-        series = ["AnB", "AnB+"]
-    n_blocks = len(sources["A"].blocks) if sources["A"].reusable is None else sources["A"].reusable
+        train = {k: v for k, v in base.to_dict().items() if k in (
+            "epochs", "batch_size", "lr", "image_size", "eval_per_class", "weight_decay", "accelerator", "devices",
+            "num_nodes", "distributed", "precision", "compile", "channels_last", "pin_memory", "num_workers",
+            "deterministic")}
+        seed_range = range(base.seed, base.seed + seeds)
+        base_b = []
+        sources: dict[str, Any] = {}
+        if source_data is not None:
+            for task, task_data in (("A", source_data), ("B", target_data)):
+                for seed in seed_range if task == "B" else [base.seed]:
+                    run_dir = out / "base" / f"{task}_seed{seed}"
+                    result, _ = pretrain(task_data, arch=arch, out=run_dir, resume=True, progress=progress, seed=seed,
+                                         split_seed=base.seed, **train)
+                    if task == "B":
+                        base_b.append(result.test_accuracy)
+                sources[task] = load_source(str(out / "base" / f"{task}_seed{base.seed}"))
+            series = list(SERIES)
+        else:
+            sources["A"] = adapt_source(ready, data, base)
+            series = ["AnB", "AnB+"]
+        n_blocks = len(sources["A"].blocks) if sources["A"].reusable is None else sources["A"].reusable
 
-    acc: dict[str, dict[int, list[float]]] = {name: {} for name in series}
-    for name in series:
-        task, strategy = SERIES[name]
-        for n in range(1, n_blocks + 1):
-            for seed in seed_range:
-                cfg = base.replace(strategy=strategy, reuse=n, seed=seed, split_seed=base.seed,
-                                   source=str(sources[task].name), backbone_lr_mult=1.0)
-                cell = out / "cells" / name / f"n{n}" / f"seed{seed}"
-                log.info("%s n=%d seed %d", name, n, seed)
-                result = fit(cfg, cell, resume=True, progress=progress, data=data, source=sources[task])
-                acc[name].setdefault(n, []).append(result.test_accuracy)
+        acc: dict[str, dict[int, list[float]]] = {name: {} for name in series}
+        for name in series:
+            task, strategy = SERIES[name]
+            for n in range(1, n_blocks + 1):
+                for seed in seed_range:
+                    cfg = base.replace(strategy=strategy, reuse=n, seed=seed, split_seed=base.seed,
+                                       source=str(sources[task].name), backbone_lr_mult=1.0)
+                    cell = out / "cells" / name / f"n{n}" / f"seed{seed}"
+                    log.info("%s n=%d seed %d", name, n, seed)
+                    result = fit(cfg, cell, resume=True, progress=progress, data=data, source=sources[task])
+                    acc[name].setdefault(n, []).append(result.test_accuracy)
 
-    if not zero:
-        return {}
+        if not zero:
+            return {}
 
-    def interval(values: list[float]) -> dict[str, float]:
-        iv = bootstrap(values)
-        return {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "values": values}
+        def interval(values: list[float]) -> dict[str, float]:
+            iv = bootstrap(values)
+            return {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "values": values}
 
-    results = clean_json({
-        "schema": SCHEMA,
-        "config": config,
-        "versions": versions(),
-        "blocks": list(sources["A"].blocks),
-        "series": {name: {str(n): interval(v) for n, v in per_n.items()} for name, per_n in acc.items()},
-        "base": interval(base_b) if base_b else None,
-    })
-    write_layers_report(out / "report.html", results)
-    finish_experiment(out, results)
-    return results
+        results = clean_json({
+            "schema": SCHEMA,
+            "config": config,
+            "versions": versions(),
+            "blocks": list(sources["A"].blocks),
+            "series": {name: {str(n): interval(v) for n, v in per_n.items()} for name, per_n in acc.items()},
+            "base": interval(base_b) if base_b else None,
+        })
+        write_layers_report(out / "report.html", results)
+        finish_experiment(out, results)
+        return results
+    finally:
+        if lock is not None:
+            lock.release()

@@ -62,6 +62,7 @@ def rank(
     seeds: int = 2,
     per_class: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
@@ -106,45 +107,49 @@ def rank(
                         "has not; drop it from --scores or pass --skip-missing")
     config = {"data": data, "sources": specs, "scores": wanted, "validate": validate, "seeds": seeds,
               "base": {k: v for k, v in base.to_dict().items() if k not in RUNTIME_OPTIONS}}
-    prepare_experiment(out, config, resume, marker="rank.json", what="ranking")
+    lock = prepare_experiment(out, config, resume, "rank", overwrite)
+    try:
 
-    results: dict[str, dict[str, float]] = {}
-    seconds: dict[str, dict[str, float]] = {}
-    for spec, source in loaded.items():
-        log.info("features of %s", spec)
-        source = adapt_source(source, dataset, base)
-        model = build_model(source, len(dataset.classes), None, pretrained=True)
-        reuse = len(source.blocks) if source.reusable is None else source.reusable
-        pre = source.preprocessing.resized(base.image_size)
-        prefix, cut = model.prefix(reuse), reuse
-        if reuse < len(source.blocks) and not source.cache_partial:  # word vectors: their mean over the tokens
-            prefix, cut = torch.nn.Sequential(prefix, TokenMean()), f"{reuse}+mean"
-        feats, _, feature_seconds = frozen_features(prefix, source, cut, {"train": dataset.train}, pre, base,
-                                                    progress)
-        tick = time.perf_counter()
-        x = feats["train"].double()
-        probs = None
-        if source.classifier is not None and reuse == len(source.blocks):
-            with torch.inference_mode():
-                probs = source.classifier.eval()(feats["train"]).double().softmax(1).numpy()
-        results[spec] = score_features(x.numpy(), labels, probs, wanted)
-        seconds[spec] = {"features": feature_seconds, "scores": time.perf_counter() - tick}
-        seconds[spec]["total"] = seconds[spec]["features"] + seconds[spec]["scores"]
+        results: dict[str, dict[str, float]] = {}
+        seconds: dict[str, dict[str, float]] = {}
+        for spec, source in loaded.items():
+            log.info("features of %s", spec)
+            source = adapt_source(source, dataset, base)
+            model = build_model(source, len(dataset.classes), None, pretrained=True)
+            reuse = len(source.blocks) if source.reusable is None else source.reusable
+            pre = source.preprocessing.resized(base.image_size)
+            prefix, cut = model.prefix(reuse), reuse
+            if reuse < len(source.blocks) and not source.cache_partial:  # word vectors: their mean over the tokens
+                prefix, cut = torch.nn.Sequential(prefix, TokenMean()), f"{reuse}+mean"
+            feats, _, feature_seconds = frozen_features(prefix, source, cut, {"train": dataset.train}, pre, base,
+                                                        progress)
+            tick = time.perf_counter()
+            x = feats["train"].double()
+            probs = None
+            if source.classifier is not None and reuse == len(source.blocks):
+                with torch.inference_mode():
+                    probs = source.classifier.eval()(feats["train"]).double().softmax(1).numpy()
+            results[spec] = score_features(x.numpy(), labels, probs, wanted)
+            seconds[spec] = {"features": feature_seconds, "scores": time.perf_counter() - tick}
+            seconds[spec]["total"] = seconds[spec]["features"] + seconds[spec]["scores"]
 
-    ranking = {s: sorted((spec for spec in results if s in results[spec] and math.isfinite(results[spec][s])),
-                         key=lambda spec, s=s: -results[spec][s]) for s in wanted}
-    summary: dict[str, Any] = {
-        "schema": SCHEMA, "config": config, "versions": versions(), "classes": dataset.classes,
-        "train_size": len(labels), "sources": list(loaded), "skipped": skipped, "scores": results,
-        "ranking": ranking, "seconds": seconds,
-        "not_applicable": {spec: [s for s in wanted if s not in results[spec]] for spec in results},
-    }
-    if validate:
-        summary.update(_validate(data, out, list(loaded), results, wanted, seeds, seconds, base, progress))
-    summary = clean_json(summary)
-    write_rank_report(out / "report.html", summary)
-    finish_experiment(out, summary)
-    return summary
+        ranking = {s: sorted((spec for spec in results if s in results[spec] and math.isfinite(results[spec][s])),
+                             key=lambda spec, s=s: -results[spec][s]) for s in wanted}
+        summary: dict[str, Any] = {
+            "schema": SCHEMA, "config": config, "versions": versions(), "classes": dataset.classes,
+            "train_size": len(labels), "sources": list(loaded), "skipped": skipped, "scores": results,
+            "ranking": ranking, "seconds": seconds,
+            "not_applicable": {spec: [s for s in wanted if s not in results[spec]] for spec in results},
+        }
+        if validate:
+            summary.update(_validate(data, out, list(loaded), results, wanted, seeds, seconds, base, progress))
+        summary = clean_json(summary)
+        write_rank_report(out / "report.html", summary)
+        finish_experiment(out, summary)
+        return summary
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _validate(data: str, out: Path, specs: list[str], results: dict[str, dict[str, float]], wanted: list[str],

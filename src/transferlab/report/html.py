@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from transferlab.evaluate.curves import bootstrap
+from transferlab.files import atomic_write
 
 MEASURE_LABELS = {
     "jumpstart": "higher start: jumpstart (accuracy)",
@@ -33,7 +34,7 @@ def _png(fig: Any, path: Any = None) -> str:
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     if path is not None:
-        path.write_bytes(buf.getvalue())
+        atomic_write(path, buf.getvalue())
     return '<img alt="plot" src="data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode() + '">'
 
 
@@ -148,9 +149,7 @@ def write_compare_report(path: Any, results: dict[str, Any]) -> None:
             parts += [f"<h3>Benefits at {size} per class</h3>", benefit_table(results["benefits_by_size"][size])]
     parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(cfg, indent=1))}</pre>",
               f"<pre>{html.escape(json.dumps(results['versions'], indent=1))}</pre>", "</body></html>"]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, "\n".join(parts))
 
 
 def layers_figure(results: dict[str, Any]) -> Any:
@@ -204,9 +203,7 @@ def write_layers_report(path: Any, results: dict[str, Any]) -> None:
         figure, "\n".join(rows) + "</table>",
         "<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(cfg, indent=1))}</pre>", "</body></html>",
     ]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, "\n".join(parts))
 
 
 SCORE_LABELS = {
@@ -292,6 +289,4 @@ def write_rank_report(path: Any, results: dict[str, Any]) -> None:
             _png(rank_figure(results), path.with_name("rank.png")),
         ]
     parts += ["<h2>Configuration</h2>", f"<pre>{esc(json.dumps(cfg, indent=1))}</pre>", "</body></html>"]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, "\n".join(parts))

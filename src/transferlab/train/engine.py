@@ -7,24 +7,29 @@ import json
 import logging
 import math
 import os
+import random
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from transferlab.errors import UserError
+from transferlab.files import atomic_write
 from transferlab.report import write_csv
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the payload's sha256 is in the metadata
 DISTRIBUTED = ("auto", "ddp", "ddp_find_unused_parameters_true")  # replicated models, launched as subprocesses
 
 
@@ -33,10 +38,12 @@ class LitClassifier(L.LightningModule):
 
     def __init__(
         self, net: nn.Module, param_groups: list[dict[str, Any]], weight_decay: float, on_epoch_start=None,
-        channels_last: bool = False, compile: bool = False,
+        channels_last: bool = False, compile: bool = False, seed: int = 0,
     ):
         super().__init__()
         self.net = net
+        self.seed = seed
+        self.first_nonfinite: torch.Tensor | None = None  # global step of the first non-finite loss, on the device
         self.param_groups = [g for g in param_groups if g["params"]]
         self.weight_decay = weight_decay
         self.on_epoch_start = on_epoch_start
@@ -57,10 +64,20 @@ class LitClassifier(L.LightningModule):
             self.on_epoch_start(self.current_epoch)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # dropout and other randomness of the step depend on (seed, epoch, batch) only: a resumed run draws the same
+        torch.manual_seed(mix_seed(self.seed, self.current_epoch, batch_idx, 1))
         x, y = batch
         loss = F.cross_entropy(self(x), y)
+        self._watch(loss.detach())
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
+
+    def _watch(self, loss: torch.Tensor) -> None:
+        """Remember the first step whose loss is not finite, without a host sync (checked once per epoch)."""
+        if self.first_nonfinite is None or self.first_nonfinite.device != loss.device:
+            self.first_nonfinite = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss) & (self.first_nonfinite < 0)
+        self.first_nonfinite = torch.where(bad, self.global_step, self.first_nonfinite)
 
     def on_validation_epoch_start(self) -> None:
         self._val = torch.zeros(3, dtype=torch.float64)
@@ -91,9 +108,16 @@ class LitClassifier(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-class EpochSampler(torch.utils.data.Sampler[int]):
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (seed, epoch, item, ...): independent streams that do not depend on history."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+
+
+class EpochSampler(torch.utils.data.Sampler[tuple[int, int]]):
     """Shuffles with ``seed + epoch``: the order of every epoch is fixed, so a resumed run sees the same batches.
 
+    It yields ``(index, epoch)``: :class:`EpochSeeded` seeds each example's augmentation from the pair, so that a
+    resumed run (or another number of workers) draws the same crops and flips as an uninterrupted one.
     Under DDP each of ``world`` processes takes every ``world``-th index of that order, padded by wrapping round to
     a multiple of ``world`` (every process must take the same number of steps). Lightning calls ``set_epoch``
     before each epoch.
@@ -109,10 +133,31 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
         if self.world > 1:
             order = (order * self.world)[: len(self) * self.world][self.rank :: self.world]
-        return iter(order)
+        return iter([(i, self.epoch) for i in order])
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.world)
+
+
+class EpochSeeded(torch.utils.data.Dataset):
+    """Training examples keyed by ``(index, epoch)`` (see :class:`EpochSampler`). With ``reseed``, the torch,
+    NumPy and Python generators are seeded from (seed, epoch, index) before the example is transformed: its
+    augmentation is then the same whichever process, worker or resumed run loads it."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int, reseed: bool) -> None:
+        self.dataset, self.seed, self.reseed = dataset, seed, reseed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        i, epoch = key
+        if self.reseed:
+            s = mix_seed(self.seed, epoch, i)
+            torch.random.default_generator.manual_seed(s)
+            random.seed(s)
+            np.random.seed(s % 2**32)
+        return self.dataset[i]
 
 
 class Padded(torch.utils.data.Dataset):
@@ -233,6 +278,65 @@ class TestCurve(L.Callback):
         self.examples, self.train_seconds = int(state_dict["examples"]), float(state_dict["train_seconds"])
 
 
+class Diverged(UserError):
+    """Training produced a non-finite loss: the run stops, its last good checkpoint kept."""
+
+
+class StopOnNonFinite(L.Callback):
+    """At the end of every epoch, before its checkpoint is written, stop the run if any step's loss was NaN or
+    infinite (the module records the first such step on the device, so no step waits for the host)."""
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        first = getattr(pl_module, "first_nonfinite", None)
+        mine = torch.zeros(()) if first is None else (first >= 0).float()
+        if float(trainer.strategy.reduce(mine.to(pl_module.device), reduce_op="sum")) > 0:  # every process stops
+            where = f"step {int(first) + 1}" if float(mine) > 0 else "a step of another process"
+            raise Diverged(f"training diverged: the loss became NaN or infinite at epoch {trainer.current_epoch + 1}, "
+                           f"{where}; lower --lr (now {self.lr:g}) and start over with --overwrite")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written atomically in their own folder (temporary file, fsync, rename: a full disk or a kill
+    never leaves a truncated ``last.ckpt``) and read only with ``weights_only=True``; an unreadable one is one
+    sentence. :meth:`check` reads a checkpoint before training starts and hands it to Lightning, so it is read
+    once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._read: tuple[str, dict[str, Any]] | None = None
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+    def check(self, path: Path) -> None:
+        self._read = (str(path), read_checkpoint(path))
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if self._read is not None and self._read[0] == str(path):
+            ckpt, self._read = self._read[1], None
+            return ckpt
+        return read_checkpoint(Path(path))
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint read with ``weights_only=True``, or one sentence saying why it cannot be resumed."""
+    hint = "delete it to restart from scratch, or start over with --overwrite"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, not a zip, a refused pickle: all mean "cannot resume from this"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(f"{path} is not a readable checkpoint (truncated, corrupt or not a checkpoint: {first}); "
+                        f"{hint}") from None
+    if not isinstance(ckpt, dict) or not {"state_dict", "epoch", "global_step"} <= set(ckpt):
+        raise UserError(f"{path} is not a transferlab training checkpoint; {hint}")
+    return ckpt
+
+
 def trainer_devices(devices: str) -> int | str | list[int]:
     """``--devices`` as Lightning takes it: a count, "auto", or a list of device indices."""
     if devices == "auto":
@@ -261,8 +365,6 @@ def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callb
     example is dropped or counted twice."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from transferlab.errors import UserError
-
     accelerator = getattr(cfg, "accelerator", "auto")
     on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
     strategy = getattr(cfg, "distributed", "auto")
@@ -279,6 +381,7 @@ def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callb
 
 def _trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback], cfg: Any, accelerator: str,
              on_cpu: bool) -> L.Trainer:
+    """Its ``checkpoint_io`` is an :class:`AtomicCheckpointIO`."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     ckpt = ModelCheckpoint(  # checkpoints/last.ckpt after every epoch, once the epoch's rows are recorded
@@ -298,6 +401,7 @@ def _trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback]
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()],
         deterministic=(True if on_cpu else "warn") if getattr(cfg, "deterministic", False) else None,
     )
 
@@ -385,21 +489,36 @@ def cached_features(
     seconds = time.perf_counter() - tick
     if rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file(feats, str(tmp), metadata={"seconds": f"{seconds:.4f}"})
-        tmp.replace(path)
+        meta = {"seconds": f"{seconds:.4f}", "sha256": payload_digest(feats)}
+        atomic_write(path, lambda tmp: save_file(feats, str(tmp), metadata=meta))
     return feats, False, seconds
 
 
+def payload_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, shapes, dtypes and bytes of a cache entry's tensors."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def _read_cache(path: Path, loaders: dict[str, DataLoader]) -> tuple[dict[str, torch.Tensor], bool, float] | None:
-    if path.is_file():
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                seconds = float((f.metadata() or {}).get("seconds", "nan"))
-            feats = load_file(str(path))
-            if set(feats) == set(loaders):
-                log.info("features loaded from cache %s", path)
-                return feats, True, seconds
-        except Exception as e:  # a damaged cache file is recomputed, never trusted
-            log.warning("ignoring unreadable feature cache %s (%s)", path, e)
-    return None
+    """A cache entry whose payload matches its recorded checksum, or None (then it is recomputed, with a warning
+    when the file was there but damaged)."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        feats = load_file(str(path))
+        problem = ("it holds other splits" if set(feats) != set(loaders) else
+                   "its checksum does not match its contents" if meta.get("sha256") != payload_digest(feats) else None)
+    except Exception as e:  # a damaged cache file is recomputed, never trusted
+        problem = f"it is unreadable: {(str(e).splitlines() or [type(e).__name__])[0][:120]}"
+    if problem is not None:
+        log.warning("recomputing the cached features in %s: %s", path, problem)
+        return None
+    log.info("features loaded from cache %s", path)
+    return feats, True, float(meta.get("seconds", "nan"))

@@ -20,6 +20,16 @@ from transferlab.config import RUNTIME_OPTIONS, FitConfig
 from transferlab.data import ImageData, SplitDataset, TextData, load_data
 from transferlab.errors import UserError
 from transferlab.evaluate import accuracy, confusion_matrix
+from transferlab.files import (
+    LOCK,
+    DirLock,
+    atomic_write,
+    check_overwritable,
+    clear_output,
+    disk_full,
+    is_disk_full,
+    mark,
+)
 from transferlab.model import build_model
 from transferlab.report import plot_confusion, write_csv
 from transferlab.sources import Source
@@ -28,9 +38,11 @@ from transferlab.sources.rundir import write_model
 from transferlab.strategies import STRATEGIES, make_strategy
 from transferlab.train.engine import (
     EpochSampler,
+    EpochSeeded,
     LitClassifier,
     MetricsCSV,
     Padded,
+    StopOnNonFinite,
     TestCurve,
     cache_key,
     cached_features,
@@ -76,30 +88,41 @@ def versions() -> dict[str, str]:
 
 
 def prepare_out(out: Path, resume: bool, overwrite: bool, config: dict[str, Any]) -> bool:
-    """Create or check the run directory. Returns True when a finished run with this config is already there."""
+    """Check the (locked) run directory and make it ready. Returns True when a finished run with this config is
+    already there. ``--overwrite`` empties only a directory that is wholly a transferlab run."""
     config_path = out / "config.json"
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()):
+    if any(p.name != LOCK for p in out.iterdir()):
         if resume:
-            if not config_path.is_file():
-                raise UserError(f"--resume: {out} holds no transferlab run (no config.json)")
-            old = json.loads(config_path.read_text())["config"]
+            try:
+                old = json.loads(config_path.read_text())["config"]
+            except (OSError, ValueError, KeyError, TypeError):
+                raise UserError(f"--resume: {out} holds no transferlab run (no readable config.json)") from None
             diff = [k for k in config if old.get(k) != config[k] and k not in RUNTIME_OPTIONS]
             if diff:
                 raise UserError(
                     f"--resume: {out} was run with a different --{diff[0].replace('_', '-')} "
                     f"({old.get(diff[0])!r}, now {config[diff[0]]!r})"
                 )
+            mark(out, "run")  # a run directory written before markers existed
             return not (out / "INCOMPLETE").exists()
-        if overwrite and config_path.is_file():
-            shutil.rmtree(out)
-        elif overwrite:
-            raise UserError(f"--overwrite refused: {out} is not a transferlab run directory")
-        else:
+        if not overwrite:
             raise UserError(f"--out {out} already holds files: pass --resume to continue that run or --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+        check_overwritable(out, "run")
+        clear_output(out)
+    mark(out, "run")
     return False
+
+
+def lock_out(out: Path, what: str = "run directory") -> DirLock:
+    """Create ``out`` if needed and take its lock (one writer per directory)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise (disk_full(out) if is_disk_full(e) else UserError(f"--out {out} cannot be created: {e.strerror}")) \
+            from None
+    return DirLock(out, what).acquire()
 
 
 def resolve_reuse(cfg: FitConfig, source: Source) -> int:
@@ -146,13 +169,15 @@ def adapt_source(source: Source, data: ImageData, cfg: FitConfig) -> Source:
 
 def make_loader(
     ds: torch.utils.data.Dataset, cfg: FitConfig, shuffle: bool, collate: Any = None, rank: int = 0, world: int = 1,
-    pin_memory: bool = False,
+    pin_memory: bool = False, augment: bool = False,
 ) -> DataLoader:
-    """Training batches at --batch-size in a seeded per-epoch order (this process's share of it under DDP);
-    inference at least 64 at a time (benchmarks/overhead.py: extraction is up to 9% faster at 64 than at 32 on
-    2 cores), under DDP every ``world``-th example of the split padded as :class:`Padded` says."""
+    """Training batches at --batch-size in a seeded per-epoch order (this process's share of it under DDP), each
+    example's augmentation seeded by (seed, epoch, index); inference at least 64 at a time (benchmarks/overhead.py:
+    extraction is up to 9% faster at 64 than at 32 on 2 cores), under DDP every ``world``-th example of the split
+    padded as :class:`Padded` says."""
     if shuffle:
         sampler, size = EpochSampler(len(ds), cfg.seed, rank, world), cfg.batch_size
+        ds = EpochSeeded(ds, cfg.seed, reseed=augment)
     else:
         size = max(cfg.batch_size, INFERENCE_BATCH)
         sampler = None
@@ -207,7 +232,8 @@ class RunData(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world, pin = self._where()
-        return make_loader(self.dataset("train", self.augment), self.cfg, True, self._collate(), rank, world, pin)
+        return make_loader(self.dataset("train", self.augment), self.cfg, True, self._collate(), rank, world, pin,
+                           augment=self.augment and self.feats is None)
 
     def val_dataloader(self) -> DataLoader:
         rank, world, pin = self._where()
@@ -284,15 +310,31 @@ def fit(
         "versions": versions(),
     }
     make_trainer(out, cfg.epochs, False, [], cfg)  # an unusable accelerator, device count or strategy: fail now
-    # under DDP every process runs this function; only rank 0 writes the run directory (Lightning's own rank is
-    # not set before fit, so it comes from the launcher's environment)
+    # under DDP every process runs this function; only rank 0 locks and writes the run directory (Lightning's own
+    # rank is not set before fit, so it comes from the launcher's environment)
     zero = is_global_zero()
+    lock = lock_out(out) if zero else None
+    try:
+        return _train(cfg, out, resume, overwrite, progress, data, source, strategy, reuse, pre, lr, resolved, zero)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full(e.filename or out) from None
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: bool, data: ImageData,
+           source: Source, strategy: Any, reuse: int, pre: Any, lr: float, resolved: dict[str, Any],
+           zero: bool) -> RunResult:
+    """The part of :func:`fit` that runs with the run directory locked."""
     if zero:
         if prepare_out(out, resume, overwrite, resolved["config"]):
             log.info("%s is already complete; nothing to resume", out)
             return load_result(out)
-        (out / "INCOMPLETE").write_text("this run has not finished; `--resume` continues it\n")
-        (out / "config.json").write_text(json.dumps(resolved, indent=2))
+        atomic_write(out / "INCOMPLETE", "this run has not finished; `--resume` continues it\n")
+        atomic_write(out / "config.json", json.dumps(resolved, indent=2))
         if data.skipped:
             write_csv(out / "skipped_files.csv", ["path", "reason"], data.skipped)
     elif resume and (out / "model.json").is_file() and not (out / "INCOMPLETE").exists():
@@ -311,14 +353,17 @@ def fit(
         net = model
 
     lit = LitClassifier(net, groups, cfg.weight_decay, lambda epoch: strategy.on_epoch_start(model, epoch),
-                        channels_last=cfg.channels_last and pre.modality == "image", compile=cfg.compile)
+                        channels_last=cfg.channels_last and pre.modality == "image", compile=cfg.compile,
+                        seed=cfg.seed)
     metrics = MetricsCSV(out / "metrics.csv")
-    callbacks: list[L.Callback] = [metrics]
+    callbacks: list[L.Callback] = [StopOnNonFinite(lr), metrics]
     if cfg.curve:
         callbacks.append(TestCurve(out / "curve.csv", dm, torch.as_tensor(data.test.labels)))
     trainer = make_trainer(out, cfg.epochs, progress, callbacks, cfg)
     last = out / "checkpoints" / "last.ckpt"
     ckpt = str(last) if resume and last.is_file() else None
+    if ckpt is not None:  # a damaged checkpoint is one sentence now, before any data is touched
+        trainer.strategy.checkpoint_io.check(last)
     try:
         trainer.fit(lit, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1): the directory stays marked INCOMPLETE
@@ -335,6 +380,9 @@ def fit(
     y = np.asarray(data.test.labels)
     pred = logits.argmax(1).numpy()
     test_loss = float(F.cross_entropy(logits, torch.as_tensor(y, dtype=torch.long)))
+    if not (torch.isfinite(logits).all() and np.isfinite(test_loss)):
+        raise UserError(f"training diverged: the model's test outputs are NaN or infinite; lower --lr (now {lr:g}) "
+                        "and start over with --overwrite")
     test_acc = accuracy(y, pred)
     majority = accuracy(y, np.full_like(y, np.bincount(data.train.labels).argmax()))
     plot_confusion(confusion_matrix(y, pred, len(data.classes)), data.classes, out / "confusion_matrix.png")
