@@ -31,7 +31,7 @@ def test_results_schema(comparison) -> None:
         for measure in MEASURES:
             b = results["benefits"][arm][measure]
             assert {"mean", "ci_low", "ci_high", "verdict"} <= set(b)
-            assert b["verdict"] in ("yes", "no", "inconclusive")
+            assert b["verdict"] == "too few seeds" and b["interval_method"] == "student t"  # 2 seeds decide nothing
         for size in ("4", "all"):
             assert set(MEASURES) <= set(results["benefits_by_size"][size][arm])
     assert "scratch" not in results["benefits"]
@@ -40,6 +40,8 @@ def test_results_schema(comparison) -> None:
     assert curve["examples"][0] == 0 and curve["epoch_end"][-1] is True
     assert len(curve["examples"]) >= 4  # step 0, within the first epoch, every epoch
     assert set(results["data_efficiency"]["frozen"]) == {"4", "all"}
+    assert all(isinstance(v["plateau"], bool) for v in results["data_efficiency"]["frozen"].values())
+    assert results["asymptote_by_size"]["frozen"]["summary"] == "too few seeds to tell at any size"
     for name in ("results.json", "curves.csv", "report.html", "curves_all.png", "data_efficiency.png"):
         assert (out / name).is_file()
     assert not (out / "INCOMPLETE").exists()
@@ -87,3 +89,17 @@ def test_bad_input(comparison, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="unknown option 'rouse'"):
         compare(data, out=tmp_path / "a", source=src, arms="finetune:rouse=2")
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("verdicts, sentence", [
+    ({"10": "yes", "50": "yes"}, "paid at every size measured (10 to 50 per class)"),
+    ({"10": "inconclusive", "all": "no"}, "never clearly paid; negative from all per class"),
+    ({"10": "yes", "50": "inconclusive", "200": "no"}, "paid up to 10 per class, not at 50 (inconclusive); "
+     "negative from 200 per class"),
+    ({"10": "no", "50": "yes"}, "paid at 50 per class only; negative at 10 per class"),
+    ({"10": "too few seeds", "50": "too few seeds"}, "too few seeds to tell at any size"),
+])
+def test_what_the_asymptote_benefit_did_across_sizes_is_stated_as_it_happened(verdicts, sentence) -> None:
+    from transferlab.compare import paying_summary
+
+    assert paying_summary(verdicts) == sentence

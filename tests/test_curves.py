@@ -14,7 +14,10 @@ from transferlab.evaluate.curves import (
     benefits,
     bootstrap,
     early_slope,
+    interval,
     start,
+    still_rising,
+    t_interval,
     time_to_threshold,
     verdict,
 )
@@ -68,7 +71,8 @@ def test_identical_curves_give_zero_benefit_everywhere(runs) -> None:
     curves = {s: curve(r) for s, r in enumerate(runs)}
     b = benefits(curves, curves)
     for name in ("jumpstart", "early_slope", "asymptote", "time_to_threshold"):
-        assert b[name]["mean"] == pytest.approx(0) and b[name]["verdict"] == "inconclusive"
+        expected = "inconclusive" if len(runs) >= 3 else "too few seeds"
+        assert b[name]["mean"] == pytest.approx(0) and b[name]["verdict"] == expected
     if all(area(c) > 0 for c in curves.values()):
         assert b["transfer_ratio"]["mean"] == pytest.approx(1)
 
@@ -97,7 +101,7 @@ def test_results_do_not_depend_on_seed_order(runs, rnd) -> None:
 
 def test_bootstrap_interval_contains_the_mean_and_verdicts() -> None:
     iv = bootstrap([0.1, 0.2, 0.3, 0.4])
-    assert iv.ci_low <= iv.mean <= iv.ci_high and iv.mean == pytest.approx(0.25)
+    assert iv.ci_low <= iv.mean <= iv.ci_high and iv.mean == pytest.approx(0.25) and iv.n == 4
     assert verdict(iv) == "yes" and verdict(iv, null=0.5) == "no" and verdict(iv, null=0.25) == "inconclusive"
     assert bootstrap([0.3]).ci_low == bootstrap([0.3]).ci_high == 0.3
 
@@ -107,3 +111,32 @@ def test_bad_curves_are_rejected() -> None:
         Curve.of([0], [0.5])
     with pytest.raises(ValueError):
         Curve.of([0, 10, 5], [0.1, 0.2, 0.3])
+
+
+def test_student_t_interval_has_known_answers_at_few_seeds() -> None:
+    iv = t_interval([1.0, 2.0, 3.0])  # sd 1, t(0.975, 2) = 4.302653
+    assert (iv.mean, iv.ci_low, iv.ci_high) == pytest.approx((2.0, 2 - 4.302653 / 3**0.5, 2 + 4.302653 / 3**0.5))
+    two = t_interval([0.1, 0.3])  # sd 0.141421, t(0.975, 1) = 12.706205: far wider than the seeds' min and max
+    assert (two.ci_low, two.ci_high) == pytest.approx((0.2 - 1.2706205, 0.2 + 1.2706205))
+    assert bootstrap([0.1, 0.3]).ci_low == pytest.approx(0.1)  # what a bootstrap over 2 seeds would have said
+    assert verdict(two) == "too few seeds" and verdict(t_interval([0.5, 0.6])) == "too few seeds"
+    assert verdict(t_interval([0.5, 0.6, 0.55])) == "yes"
+    assert interval([0.1] * 5).method == "student t" and interval(list(np.linspace(0, 1, 12))).method == (
+        "percentile bootstrap")
+
+
+def test_every_benefit_names_its_interval_and_two_seeds_get_no_verdict() -> None:
+    scratch = {s: curve([0.2, 0.3, 0.4, 0.5, 0.6, 0.6 + s / 100]) for s in range(2)}
+    arm = {s: curve([0.2, 0.7, 0.8, 0.85, 0.9, 0.9]) for s in range(2)}
+    for b in benefits(arm, scratch).values():
+        assert b["interval_method"] == "student t" and b["verdict"] == "too few seeds"
+
+
+def test_a_curve_still_climbing_at_its_last_epoch_is_not_a_plateau() -> None:
+    rising = [curve([0.2, 0.3, 0.4, 0.45, 0.5, 0.57]) for _ in range(2)]
+    flat = [curve([0.2, 0.7, 0.8, 0.85, 0.9, 0.901]) for _ in range(2)]
+    assert still_rising(rising, test_size=500)
+    assert not still_rising(flat, test_size=500)
+    assert not still_rising(rising, test_size=20)  # 7 points on 20 test images is within noise
+    one_epoch = [curve([0.2, 0.3, 0.4, 0.45, 0.5, 0.57], epoch_end=[False] * 5 + [True])]
+    assert still_rising(one_epoch, test_size=500)  # a single epoch-end point shows no plateau

@@ -89,3 +89,18 @@ def test_rank_command_skips_missing_only_when_asked(base_run: Path, image_folder
     assert proc.returncode == 0, proc.stderr
     assert "LogME" in proc.stdout and "skipped efficientnet_lite1" in proc.stderr
     assert json.loads((tmp_path / "b" / "results.json").read_text())["sources"] == [str(base_run), "scratch:cnn_tiny"]
+
+
+def test_equal_scores_share_a_rank(base_run: Path, image_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from transferlab.rank import competition_ranks
+
+    assert competition_ranks({"a": 0.5, "b": 0.5, "c": 0.1}) == {"a": 1, "b": 1, "c": 3}
+    twin = tmp_path / "twin"
+    shutil.copytree(base_run, twin)  # the same weights: every score ties
+    results = api.rank(str(image_folder), sources=f"{base_run},{twin},scratch:cnn_tiny", out=tmp_path / "r",
+                       scores="logme,knn", progress=False)
+    for score in ("logme", "knn"):
+        assert results["ranks"][score][str(base_run)] == results["ranks"][score][str(twin)] == 1
+    assert results["ranks"]["logme"]["scratch:cnn_tiny"] == 3

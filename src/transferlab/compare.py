@@ -20,7 +20,7 @@ import numpy as np
 
 from transferlab.config import RUNTIME_OPTIONS, FitConfig
 from transferlab.errors import UserError, did_you_mean
-from transferlab.evaluate.curves import Curve, asymptote, benefits, bootstrap
+from transferlab.evaluate.curves import Curve, asymptote, benefits, interval, still_rising
 from transferlab.files import LOCK, DirLock, atomic_write, check_overwritable, clear_output, mark, write_json
 from transferlab.report import write_csv
 from transferlab.strategies import STRATEGIES
@@ -214,9 +214,13 @@ def compare(
 
         if not zero:
             return {}
-        results = summarise(curves, parsed, sizes, threshold)
+        results = summarise(curves, parsed, sizes, threshold,
+                            {size_key(s): len(d.test) for s, d in data_by_size.items()})
+        lr, mult = base.learning_rates(modality)
         results.update({
-            "schema": SCHEMA, "config": config, "versions": versions(), "cells": cells,
+            "schema": SCHEMA, "config": config, "versions": versions(), "cells": cells, "modality": modality,
+            "resolved": {"lr": lr, "backbone_lr_mult": mult},
+            "test_size": {size_key(s): len(d.test) for s, d in data_by_size.items()},
             "arms": [{"name": a.name, "strategy": a.strategy, "options": a.options} for a in parsed],
             "curves": {k: {a: {str(s): {"examples": c.examples.tolist(), "wall_seconds": c.wall.tolist(),
                                          "test_accuracy": c.skill.tolist(), "epoch_end": c.epoch_end.tolist()}
@@ -240,9 +244,11 @@ def finish_experiment(out: Path, results: dict[str, Any]) -> None:
 
 
 def summarise(
-    curves: dict[str, dict[str, dict[int, Curve]]], arms: list[Arm], sizes: list[int | None], threshold: float
+    curves: dict[str, dict[str, dict[int, Curve]]], arms: list[Arm], sizes: list[int | None], threshold: float,
+    test_sizes: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Benefits per size and arm, data efficiency, where transfer stops paying, and negative transfer."""
+    """Benefits per size and arm, data efficiency, whether each curve had levelled off, what happened to the
+    asymptote benefit across sizes, and negative transfer. ``test_sizes[size]``: examples behind each curve point."""
     scratch = next(a.name for a in arms if a.strategy == "scratch")
     by_size: dict[str, dict[str, Any]] = {}
     efficiency: dict[str, dict[str, Any]] = {}
@@ -253,16 +259,22 @@ def summarise(
             for a in arms if a.name != scratch
         }
         for a in arms:
-            iv = bootstrap([asymptote(c) for c in curves[key][a.name].values()])
-            efficiency.setdefault(a.name, {})[key] = {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high}
+            runs = list(curves[key][a.name].values())
+            iv = interval([asymptote(c) for c in runs])
+            efficiency.setdefault(a.name, {})[key] = {
+                "mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "interval_method": iv.method,
+                "plateau": not still_rising(runs, (test_sizes or {}).get(key, 0)),
+            }
     largest = size_key(sizes[-1])
-    stops, negative = {}, []
+    stops, paying, negative = {}, {}, []
     for a in arms:
         if a.name == scratch:
             continue
-        paying = [size_key(s) for s in sizes if by_size[size_key(s)][a.name]["asymptote"]["verdict"] == "yes"]
-        not_paying = [size_key(s) for s in sizes if size_key(s) not in paying]
-        stops[a.name] = not_paying[0] if not_paying else None
+        verdicts = {size_key(s): by_size[size_key(s)][a.name]["asymptote"]["verdict"] for s in sizes}
+        paying[a.name] = {"verdicts": verdicts, "summary": paying_summary(verdicts)}
+        keys = list(verdicts)
+        first_not = next((i for i, k in enumerate(keys) if verdicts[k] != "yes"), None)
+        stops[a.name] = keys[first_not] if first_not else None  # only after it paid at a smaller size
         for key, per_arm in by_size.items():
             for measure, b in per_arm[a.name].items():
                 if b["verdict"] == "no":
@@ -270,12 +282,37 @@ def summarise(
     return {
         "baseline": scratch,
         "largest_size": largest,
+        "interval_method": next(iter(next(iter(by_size[largest].values())).values()))["interval_method"],
         "benefits": by_size[largest],
         "benefits_by_size": by_size,
         "data_efficiency": efficiency,
+        "asymptote_by_size": paying,
         "transfer_stops_paying": stops,
         "negative_transfer": negative,
     }
+
+
+def paying_summary(verdicts: dict[str, str]) -> str:
+    """What the asymptote benefit did across labelled sizes (ascending), in words: never paid, paid at every
+    size, paid until N, negative from N."""
+    keys = list(verdicts)
+    yes = [k for k in keys if verdicts[k] == "yes"]
+    no = [k for k in keys if verdicts[k] == "no"]
+    if all(v == "too few seeds" for v in verdicts.values()):
+        return "too few seeds to tell at any size"
+    if len(yes) == len(keys):
+        return "paid at every size measured" + (f" ({keys[0]} to {keys[-1]} per class)" if len(keys) > 1 else "")
+    parts = []
+    if not yes:
+        parts.append("never clearly paid")
+    elif keys[: len(yes)] == yes:
+        parts.append(f"paid up to {yes[-1]} per class, not at {keys[len(yes)]} ({verdicts[keys[len(yes)]]})")
+    else:
+        parts.append("paid at " + ", ".join(yes) + " per class only")
+    if no:
+        parts.append(f"negative from {no[0]} per class" if keys[keys.index(no[0]):] == no else
+                     "negative at " + ", ".join(no) + " per class")
+    return "; ".join(parts)
 
 
 EXPERIMENTS = {"compare": "comparison", "layers": "layer sweep", "rank": "ranking"}

@@ -16,7 +16,7 @@ from typing import Any
 from transferlab.compare import clean_json, finish_experiment, prepare_experiment
 from transferlab.config import RUNTIME_OPTIONS, FitConfig
 from transferlab.errors import UserError
-from transferlab.evaluate.curves import bootstrap
+from transferlab.evaluate.curves import interval
 
 log = logging.getLogger(__name__)
 SCHEMA = "transferlab.layers/1"
@@ -95,17 +95,18 @@ def layers(
         if not zero:
             return {}
 
-        def interval(values: list[float]) -> dict[str, float]:
-            iv = bootstrap(values)
-            return {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "values": values}
+        def summary(values: list[float]) -> dict[str, Any]:
+            iv = interval(values)
+            return {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "interval_method": iv.method,
+                    "values": values}
 
         results = clean_json({
             "schema": SCHEMA,
             "config": config,
             "versions": versions(),
             "blocks": list(sources["A"].blocks),
-            "series": {name: {str(n): interval(v) for n, v in per_n.items()} for name, per_n in acc.items()},
-            "base": interval(base_b) if base_b else None,
+            "series": {name: {str(n): summary(v) for n, v in per_n.items()} for name, per_n in acc.items()},
+            "base": summary(base_b) if base_b else None,
         })
         write_layers_report(out / "report.html", results)
         finish_experiment(out, results)

@@ -37,6 +37,11 @@ def parse_scores(text: str | None) -> tuple[list[str], bool]:
     return list(dict.fromkeys(scores)), True
 
 
+def competition_ranks(scores: dict[str, float]) -> dict[str, int]:
+    """Rank 1 for the highest score; equal scores share a rank and the next rank is skipped (1, 1, 3)."""
+    return {spec: 1 + sum(other > value for other in scores.values()) for spec, value in scores.items()}
+
+
 def score_features(features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None,
                    scores: list[str]) -> dict[str, float]:
     """Every asked-for score that applies (the head scores need ``source_probs``)."""
@@ -135,10 +140,11 @@ def rank(
 
         ranking = {s: sorted((spec for spec in results if s in results[spec] and math.isfinite(results[spec][s])),
                              key=lambda spec, s=s: -results[spec][s]) for s in wanted}
+        ranks = {s: competition_ranks({spec: results[spec][s] for spec in order}) for s, order in ranking.items()}
         summary: dict[str, Any] = {
             "schema": SCHEMA, "config": config, "versions": versions(), "classes": dataset.classes,
             "train_size": len(labels), "sources": list(loaded), "skipped": skipped, "scores": results,
-            "ranking": ranking, "seconds": seconds,
+            "ranking": ranking, "ranks": ranks, "seconds": seconds,
             "not_applicable": {spec: [s for s in wanted if s not in results[spec]] for spec in results},
         }
         if validate:

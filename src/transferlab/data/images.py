@@ -10,7 +10,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +210,13 @@ class ImageData:
     test: ImageSplit
     skipped: list[tuple[str, str]]
     name: str
+    # examples per class in the training split before --per-class balanced it: what a naive model learns from
+    train_counts: list[int] = field(default_factory=list)
+
+    def majority_class(self) -> int:
+        """The commonest training class as the data came (before balancing): the naive model's prediction."""
+        counts = self.train_counts or np.bincount(self.train.labels, minlength=len(self.classes)).tolist()
+        return int(np.argmax(counts))
 
     def fingerprint(self) -> str:
         """SHA-256 over the class names and the three split fingerprints."""
@@ -569,9 +576,11 @@ def _build(
     carve_test = 0.0 if "test" in given else test_fraction
     train_idx, val_idx, test_idx = _stratified_split(pool.labels, carve_val, carve_test, seed)
     train = pool.subset(train_idx)
+    counts = np.bincount(train.labels, minlength=len(classes)).tolist()
     if per_class is not None:
         train = train.subset(_cap_per_class(train.labels, per_class, seed, classes))
     data = ImageData(
+        train_counts=counts,
         classes=classes,
         train=train,
         val=given["val"] if "val" in given else pool.subset(val_idx),
@@ -595,6 +604,7 @@ def _load_fashion_mnist(
     pool = np.flatnonzero(np.isin(arrays.train_labels, chosen))
     pool_labels = arrays.train_labels[pool]
     train_idx, val_idx, _ = _stratified_split(pool_labels, val_fraction, 0.0, seed)
+    counts = np.bincount(relabel[pool_labels[train_idx]], minlength=len(chosen)).tolist()
     if per_class is not None:
         hint = "" if spec.full else ", or use the full set (set=full)"
         train_idx = train_idx[
@@ -606,6 +616,7 @@ def _load_fashion_mnist(
         return ImageSplit(relabel[original[idx]], arrays=images[idx])
 
     data = ImageData(
+        train_counts=counts,
         classes=[FASHION_MNIST_CLASSES[c] for c in spec.classes],
         train=split(arrays.train_images, arrays.train_labels, pool[train_idx]),
         val=split(arrays.train_images, arrays.train_labels, pool[val_idx]),

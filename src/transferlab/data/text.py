@@ -256,9 +256,11 @@ def load_texts(
     carve_test = 0.0 if "test" in given else test_fraction
     train_idx, val_idx, test_idx = _stratified_split(pool.labels, carve_val, carve_test, seed)
     train = pool.subset(train_idx)
+    counts = np.bincount(train.labels, minlength=len(classes)).tolist()
     if per_class is not None:
         train = train.subset(_cap_per_class(train.labels, per_class, seed, classes))
     data = TextData(
+        train_counts=counts,
         classes=classes,
         train=train,
         val=given["val"] if "val" in given else pool.subset(val_idx),

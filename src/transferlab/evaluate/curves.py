@@ -1,4 +1,4 @@
-"""Did transfer help? Learning-curve measures of the three benefits, with bootstrap intervals over seeds.
+"""Did transfer help? Learning-curve measures of the three benefits, with intervals over seeds.
 
 Torrey & Shavlik (2009) name three benefits: a higher start, a higher slope and a higher asymptote. Taylor & Stone
 (2009) make them measurable: jumpstart, time to threshold, asymptotic performance and the transfer ratio (area
@@ -80,37 +80,88 @@ class Interval:
     mean: float
     ci_low: float
     ci_high: float
+    method: str = "percentile bootstrap"
+    n: int = 0
+
+
+MIN_VERDICT_SEEDS = 3  # below this no interval is worth a verdict
+MIN_BOOTSTRAP_SEEDS = 10  # below this a percentile bootstrap is far too narrow: Student's t instead
+T_METHOD, BOOTSTRAP_METHOD = "student t", "percentile bootstrap"
 
 
 def bootstrap(values: Sequence[float], n_resamples: int = 10_000, level: float = 0.95, seed: int = 0) -> Interval:
-    """Mean with a percentile bootstrap interval. Values are sorted first, so their order does not matter."""
+    """Mean with a percentile bootstrap interval. Values are sorted first, so their order does not matter.
+
+    Over n values it can only return means of resamples of those n values: over 2 it is their min and max, and
+    below about 10 it is too narrow (Efron & Tibshirani 1993, ch. 13). :func:`interval` chooses for you."""
     v = np.sort(np.asarray(values, dtype=float))
     if v.size == 0:
         raise ValueError("bootstrap needs at least one value")
     if np.isnan(v).any():
-        return Interval(float("nan"), float("nan"), float("nan"))
+        return Interval(float("nan"), float("nan"), float("nan"), BOOTSTRAP_METHOD, int(v.size))
     if v.size == 1:
-        return Interval(float(v[0]), float(v[0]), float(v[0]))
+        return Interval(float(v[0]), float(v[0]), float(v[0]), BOOTSTRAP_METHOD, 1)
     idx = np.random.default_rng(seed).integers(0, v.size, size=(n_resamples, v.size))
     means = v[idx].mean(axis=1)
     alpha = (1 - level) / 2
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return Interval(float(v.mean()), float(lo), float(hi))
+    return Interval(float(v.mean()), float(lo), float(hi), BOOTSTRAP_METHOD, int(v.size))
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
+    """Mean +- t_{(1+level)/2, n-1} * sd / sqrt(n): Student's interval for a mean over few paired seeds. Over one
+    value it is undefined (NaN bounds)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        raise ValueError("an interval needs at least one value")
+    mean = float(v.mean())
+    if v.size < 2 or np.isnan(v).any():
+        return Interval(mean, float("nan"), float("nan"), T_METHOD, int(v.size))
+    half = float(stats.t.ppf((1 + level) / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    return Interval(mean, mean - half, mean + half, T_METHOD, int(v.size))
+
+
+def interval(values: Sequence[float], level: float = 0.95) -> Interval:
+    """The interval that is honest at this many seeds: Student's t below :data:`MIN_BOOTSTRAP_SEEDS` values, the
+    percentile bootstrap from there on."""
+    n = len(values)
+    return t_interval(values, level) if n < MIN_BOOTSTRAP_SEEDS else bootstrap(values, level=level)
 
 
 def verdict(iv: Interval, null: float = 0.0, higher_is_better: bool = True) -> str:
     """'yes' when the interval lies on the good side of ``null``, 'no' when it lies on the bad side (negative
-    transfer for a benefit measure), 'inconclusive' when it contains it."""
+    transfer for a benefit measure), 'inconclusive' when it contains it, and 'too few seeds' below
+    :data:`MIN_VERDICT_SEEDS` values (an interval over 2 seeds decides nothing)."""
+    if iv.n < MIN_VERDICT_SEEDS or not (np.isfinite(iv.ci_low) and np.isfinite(iv.ci_high)):
+        return "too few seeds"
     above, below = iv.ci_low > null, iv.ci_high < null
     if not higher_is_better:
         above, below = below, above
     return "yes" if above else "no" if below else "inconclusive"
 
 
+def still_rising(curves: Sequence[Curve], test_size: int) -> bool:
+    """Whether the last epoch still improved beyond noise: the mean gain from the second-to-last to the last
+    epoch-end evaluation, over seeds, exceeds two standard errors of that gain from test-set sampling alone
+    (binomial, ``test_size`` examples per evaluation). A curve with one epoch-end point cannot show a plateau."""
+    gains, levels = [], []
+    for c in curves:
+        pts = c.skill[c.epoch_end] if c.epoch_end is not None and c.epoch_end.any() else c.skill
+        if len(pts) < 2:
+            return True
+        gains.append(pts[-1] - pts[-2])
+        levels.append(pts[-1])
+    p = float(np.clip(np.mean(levels), 0.01, 0.99))
+    noise = np.sqrt(2 * p * (1 - p) / max(test_size, 1) / len(gains))
+    return bool(np.mean(gains) > 2 * noise)
+
+
 def benefits(
     arm: Mapping[int, Curve], scratch: Mapping[int, Curve], threshold_fraction: float = 0.9, last: int = 3
 ) -> dict[str, dict]:
-    """Each benefit of ``arm`` over ``scratch``, paired by seed: mean, 95% interval and verdict.
+    """Each benefit of ``arm`` over ``scratch``, paired by seed: mean, 95% interval (:func:`interval`) and verdict.
 
     - jumpstart: start(arm) - start(scratch)
     - early_slope: early_slope(arm) - early_slope(scratch)
@@ -126,9 +177,9 @@ def benefits(
     out: dict[str, dict] = {}
 
     def record(name: str, values: list[float], null: float = 0.0, **extra) -> None:
-        iv = bootstrap(values)
-        out[name] = {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high,
-                     "verdict": verdict(iv, null), "per_seed": dict(zip(seeds, values, strict=True)), **extra}
+        iv = interval(values)
+        out[name] = {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "verdict": verdict(iv, null),
+                     "interval_method": iv.method, "per_seed": dict(zip(seeds, values, strict=True)), **extra}
 
     record("jumpstart", [start(arm[s]) - start(scratch[s]) for s in seeds])
     record("early_slope", [early_slope(arm[s]) - early_slope(scratch[s]) for s in seeds])

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from transferlab.evaluate.curves import bootstrap
+from transferlab.evaluate.curves import interval
 from transferlab.files import atomic_write
 
 MEASURE_LABELS = {
@@ -23,7 +23,7 @@ MEASURE_LABELS = {
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}.yes{background:#d9f2d9}.no{background:#f7d4d4}
-.inconclusive{background:#f3f3f3}img{max-width:100%}pre{background:#f8f8f8;padding:1em;overflow:auto}"""
+.inconclusive{background:#f3f3f3}.too{background:#fff8e0}img{max-width:100%}pre{background:#f8f8f8;padding:1em;overflow:auto}"""
 
 
 def _png(fig: Any, path: Any = None) -> str:
@@ -39,9 +39,9 @@ def _png(fig: Any, path: Any = None) -> str:
 
 
 def _band(runs: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and 95% bootstrap band per evaluation point over seeds (curves cut to the shortest)."""
+    """Mean and 95% band per evaluation point over seeds (:func:`interval`; curves cut to the shortest)."""
     n = min(len(r) for r in runs)
-    ivs = [bootstrap([r[i] for r in runs]) for i in range(n)]
+    ivs = [interval([r[i] for r in runs]) for i in range(n)]
     return tuple(np.array([getattr(iv, k) for iv in ivs]) for k in ("mean", "ci_low", "ci_high"))
 
 
@@ -98,10 +98,48 @@ def efficiency_figure(results: dict[str, Any]) -> Any:
 
 
 def fmt_interval(b: dict[str, Any]) -> str:
+    """``mean [low, high]``; counts of examples as whole numbers, other measures to 3 decimals."""
     if b["mean"] is None:
         return "n/a"
-    digits = 0 if abs(b["mean"]) >= 100 else 3
-    return f"{b['mean']:.{digits}f} [{b['ci_low']:.{digits}f}, {b['ci_high']:.{digits}f}]"
+    whole = b.get("unit") == "examples"
+
+    def f(x: float | None) -> str:
+        return "?" if x is None else f"{x:,.0f}" if whole else f"{x:.3f}"
+
+    return f"{f(b['mean'])} [{f(b['ci_low'])}, {f(b['ci_high'])}]"
+
+
+IMAGE_ONLY = ("image_size", "channels_last", "strict")
+TEXT_ONLY = ("text_model", "max_vectors", "text_column", "label_column", "encoding_errors")
+
+
+def shown_config(results: dict[str, Any]) -> dict[str, Any]:
+    """The configuration as it ran: defaults resolved (the learning rates), only the options of the data's
+    modality, and the test-set size."""
+    cfg = json.loads(json.dumps(results["config"]))
+    other = TEXT_ONLY if results.get("modality", "image") == "image" else IMAGE_ONLY
+    base = {k: v for k, v in cfg.pop("base", {}).items() if k not in other}
+    base.update({k: v for k, v in results.get("resolved", {}).items() if base.get(k) is None})
+    return {**cfg, "base": base, "test_size": results.get("test_size")}
+
+
+def accuracy_table(results: dict[str, Any]) -> str:
+    """Each arm's absolute asymptotic test accuracy per labelled size (mean [interval]); lower bounds marked."""
+    sizes = results["config"]["per_class"]
+    rows = ["<table><tr><th class=l>arm</th>" + "".join(f"<th>{html.escape(s)} per class</th>" for s in sizes)
+            + "</tr>"]
+    for arm, per_size in results["data_efficiency"].items():
+        cells = "".join(f"<td>{fmt_interval(per_size[s])}{'' if per_size[s].get('plateau', True) else ' ↗'}</td>"
+                        for s in sizes)
+        rows.append(f"<tr><td class=l>{html.escape(arm)}</td>{cells}</tr>")
+    return "\n".join(rows) + "</table>"
+
+
+def rising_notes(results: dict[str, Any]) -> list[str]:
+    """One sentence per arm and size whose curve was still rising at its last epoch."""
+    return [f"{arm} at {size} per class was still rising at its last epoch: its asymptote is a lower bound"
+            for arm, per_size in results["data_efficiency"].items() for size, v in per_size.items()
+            if not v.get("plateau", True)]
 
 
 def benefit_table(per_arm: dict[str, dict[str, Any]]) -> str:
@@ -109,7 +147,8 @@ def benefit_table(per_arm: dict[str, dict[str, Any]]) -> str:
                                                          for m in MEASURE_LABELS) + "</tr>"]
     for arm, measures in per_arm.items():
         cells = "".join(
-            f"<td class={measures[m]['verdict']}>{fmt_interval(measures[m])}<br><b>{measures[m]['verdict']}</b></td>"
+            f"<td class={measures[m]['verdict'].split()[0]}>{fmt_interval(measures[m])}<br>"
+            f"<b>{measures[m]['verdict']}</b></td>"
             for m in MEASURE_LABELS
         )
         rows.append(f"<tr><td class=l>{html.escape(arm)}</td>{cells}</tr>")
@@ -119,35 +158,36 @@ def benefit_table(per_arm: dict[str, dict[str, Any]]) -> str:
 def write_compare_report(path: Any, results: dict[str, Any]) -> None:
     """One self-contained ``report.html`` for a comparison; its plots are also saved as PNG beside it."""
     cfg = results["config"]
+    method = results.get("interval_method", "student t")
     parts = [
         f"<!doctype html><html><head><meta charset=utf-8><title>transferlab compare</title><style>{_CSS}</style>",
         "</head><body>",
         f"<h1>Did transfer help? {html.escape(cfg['source'])} → {html.escape(cfg['data'])}</h1>",
         f"<p>Arms {', '.join(map(html.escape, cfg['arms']))}; {cfg['seeds']} seeds; benefits against "
-        f"<b>{html.escape(results['baseline'])}</b> with 95% bootstrap intervals over seeds. Skill is test accuracy; "
-        "areas are over examples seen with accuracy's own zero; the threshold is "
-        f"{cfg['threshold']:.0%} of scratch's asymptote.</p>",
-        f"<h2>Benefits at {results['largest_size']} labelled examples per class</h2>",
-        benefit_table(results["benefits"]),
+        f"<b>{html.escape(results['baseline'])}</b>, paired by seed, with 95% {html.escape(method)} intervals over "
+        "seeds (Student's t below 10 seeds, where a bootstrap is too narrow; no verdict below 3 seeds). Skill is "
+        "test accuracy; areas are over examples seen with accuracy's own zero; the threshold is "
+        f"{cfg['threshold']:.0%} of scratch's asymptote. ↗: still rising at the last epoch (the asymptote is a "
+        "lower bound).</p>",
+        "<h2>Test accuracy per arm (asymptote)</h2>", accuracy_table(results),
     ]
+    notes = rising_notes(results)
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     if results["negative_transfer"]:
         items = "".join(f"<li>{html.escape(n['arm'])}: {n['measure']} at {n['per_class']} per class</li>"
                         for n in results["negative_transfer"])
         parts.append(f"<h3>Negative transfer</h3><ul>{items}</ul>")
-    for size in cfg["per_class"]:
-        figure = _png(curves_figure(results, size), path.with_name(f"curves_{size}.png"))
-        parts += [f"<h2>Learning curves, {size} per class</h2>", figure]
     if len(cfg["per_class"]) > 1:
-        stops = "".join(
-            f"<li>{html.escape(arm)}: " + (f"the asymptote benefit is no longer clear at {s} per class" if s
-                                           else "pays at every size measured") + "</li>"
-            for arm, s in results["transfer_stops_paying"].items()
-        )
+        paying = "".join(f"<li>{html.escape(arm)}: the asymptote benefit {html.escape(v['summary'])}</li>"
+                         for arm, v in results.get("asymptote_by_size", {}).items())
         figure = _png(efficiency_figure(results), path.with_name("data_efficiency.png"))
-        parts += ["<h2>Data efficiency</h2>", figure, f"<ul>{stops}</ul>"]
-        for size in cfg["per_class"]:
-            parts += [f"<h3>Benefits at {size} per class</h3>", benefit_table(results["benefits_by_size"][size])]
-    parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(cfg, indent=1))}</pre>",
+        parts += ["<h2>Data efficiency</h2>", figure, f"<ul>{paying}</ul>"]
+    for size in cfg["per_class"]:
+        parts += [f"<h2>Benefits at {html.escape(size)} labelled examples per class</h2>",
+                  benefit_table(results["benefits_by_size"][size]),
+                  _png(curves_figure(results, size), path.with_name(f"curves_{size}.png"))]
+    parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(shown_config(results), indent=1))}</pre>",
               f"<pre>{html.escape(json.dumps(results['versions'], indent=1))}</pre>", "</body></html>"]
     atomic_write(path, "\n".join(parts))
 
@@ -194,18 +234,21 @@ def write_layers_report(path: Any, results: dict[str, Any]) -> None:
     if results.get("base"):
         rows.append(f"<tr><td class=l>base B</td><td colspan={len(ns)}>{fmt_interval(results['base'])}</td></tr>")
     figure = _png(layers_figure(results), path.with_name("layers.png"))
+    method = next(iter(next(iter(results["series"].values())).values())).get("interval_method", "student t")
     parts = [
         f"<!doctype html><html><head><meta charset=utf-8><title>transferlab layers</title><style>{_CSS}</style>",
         "</head><body><h1>How much of the source to reuse?</h1>",
         f"<p>Target {html.escape(cfg['target_data'])}; source "
         f"{html.escape(str(cfg['source'] or cfg['source_data']))}; {cfg['seeds']} seeds; "
-        "test accuracy, mean [95% bootstrap interval].</p>",
+        f"test accuracy, mean [95% {html.escape(method)} interval].</p>",
         figure, "\n".join(rows) + "</table>",
         "<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(cfg, indent=1))}</pre>", "</body></html>",
     ]
     atomic_write(path, "\n".join(parts))
 
 
+SHORT_SCORE_LABELS = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score", "knn": "kNN",
+                      "linear": "linear"}
 SCORE_LABELS = {
     "logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score", "knn": "kNN accuracy (CV)",
     "linear": "linear probe accuracy (CV)",
@@ -259,8 +302,8 @@ def write_rank_report(path: Any, results: dict[str, Any]) -> None:
         "classes. Higher is better for every score.</p>",
     ]
     for s in cfg["scores"]:
-        rows = "".join(f"<tr><td>{i}</td><td class=l>{esc(spec)}</td><td>{results['scores'][spec][s]:.4f}</td></tr>"
-                       for i, spec in enumerate(results["ranking"][s], 1))
+        rows = "".join(f"<tr><td>{results['ranks'][s][spec]}</td><td class=l>{esc(spec)}</td>"
+                       f"<td>{results['scores'][spec][s]:.4f}</td></tr>" for spec in results["ranking"][s])
         missing = [spec for spec in results["sources"] if spec not in results["ranking"][s]]
         note = f"<p>Not applicable (no source head): {esc(', '.join(missing))}</p>" if missing else ""
         parts.append(f"<h2>{SCORE_LABELS[s]}</h2><table><tr><th>rank</th><th class=l>source</th><th>score</th></tr>"

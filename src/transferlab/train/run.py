@@ -384,7 +384,7 @@ def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: b
         raise UserError(f"training diverged: the model's test outputs are NaN or infinite; lower --lr (now {lr:g}) "
                         "and start over with --overwrite")
     test_acc = accuracy(y, pred)
-    majority = accuracy(y, np.full_like(y, np.bincount(data.train.labels).argmax()))
+    majority = accuracy(y, np.full_like(y, data.majority_class()))  # the commonest class before balancing
     plot_confusion(confusion_matrix(y, pred, len(data.classes)), data.classes, out / "confusion_matrix.png")
     wall = metrics.rows[-1]["wall_seconds"] if metrics.rows else 0.0
     card = {
