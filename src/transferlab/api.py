@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from transferlab import preflight
 from transferlab.config import FitConfig
 from transferlab.errors import UserError
-from transferlab.train.run import RunResult  # noqa: F401  (re-exported for type hints)
+
+if TYPE_CHECKING:  # importing torch and Lightning takes seconds: only after the input has been checked
+    from transferlab.train.run import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +35,13 @@ def fit(
     >>> fit("fashion-mnist:classes=5-9,per_class=50", source="efficientnet_lite0", strategy="frozen",
     ...     epochs=3, image_size=64, out="runs/frozen")  # doctest: +SKIP
     """
+    cfg = FitConfig.from_dict({"data": data, **options})  # unknown options: a clear error with suggestions
+    preflight.check_fit(cfg.data, cfg.source, Path(out), resume, overwrite)
+    from transferlab.strategies import STRATEGIES
+
+    STRATEGIES.get(cfg.strategy)
     from transferlab.train.run import fit as run_fit
 
-    cfg = FitConfig.from_dict({"data": data, **options})  # unknown options: a clear error with suggestions
     return run_fit(cfg, Path(out), resume=resume, overwrite=overwrite, progress=progress)
 
 
@@ -76,66 +84,134 @@ def pretrain(data: str, *, arch: str, out: str | Path, **options: Any) -> tuple[
 def layers(target_data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
     """The layer-transfer sweep of Yosinski et al. 2014: AnB, AnB+, BnB, BnB+ for every cut n (see
     :mod:`transferlab.layers`). Writes ``results.json`` and ``report.html`` to ``out``."""
+    preflight.check_data(target_data, "--target-data")
+    for key, option in (("source_data", "--source-data"),):
+        if options.get(key) is not None:
+            preflight.check_data(options[key], option)
+    if options.get("source") is not None:
+        preflight.check_source(options["source"])
+    preflight.check_out(Path(out), options.get("resume", False), options.get("overwrite", False), "layers")
     from transferlab.layers import layers as run_layers
 
     return run_layers(target_data, out=out, **options)
 
 
 def predict(
-    run_dir: str | Path, paths: list[str | Path], batch_size: int = 64, texts: list[str] | None = None
+    run_dir: str | Path,
+    paths: list[str | Path],
+    batch_size: int = 64,
+    texts: list[str] | None = None,
+    *,
+    strict: bool = False,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> list[tuple[str, str, float]]:
-    """Classify with a finished run: (input, label, probability) per input.
+    """Classify with a finished run: (input, label, probability) per input, in input order.
 
     Image runs take image files (folders are searched recursively); text runs take ``texts`` and text files
-    whose every non-empty line is one text.
+    whose every non-empty line is one text. Like ``fit``, files that cannot be read (zero-byte, not an image,
+    truncated or corrupt, over Pillow's decompression-bomb limit; for text, unreadable or not valid UTF-8) are
+    skipped: ``(path, reason)`` for each is appended to ``skipped`` when a list is given, also when this raises
+    because nothing was left. ``strict=True`` refuses instead, naming the first such file and how many there are.
+    Each file is opened and decoded once; inputs are transformed as they are read and the model runs per batch.
     """
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
     from PIL import Image
 
-    from transferlab.data import open_image
+    from transferlab.data.images import _decode, _files_under, _Unusable
     from transferlab.sources import load_run
     from transferlab.sources.base import preprocessing_from_dict
+    from transferlab.train.engine import run_inference
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist")
+    if batch_size < 1:
+        raise UserError(f"the batch size must be at least 1, not {batch_size}")
     model, card = load_run(run_dir)
     pre = preprocessing_from_dict(card["preprocessing"])
     text_run = card.get("modality") == "text"
-    items: list[Any] = list(texts or [])
-    if items and not text_run:
+    given = list(texts or [])
+    if given and not text_run:
         raise UserError(f"--text needs a text run; {run_dir} classifies images")
+    bad: list[tuple[str, str]] = skipped if skipped is not None else []
+    first_bad = len(bad)
+    # (what the row shows, what to read: a text, or None for an image file, read by the worker)
+    items: list[tuple[str, str | None]] = [(t, t) for t in given]
+    files: list[Path] = []
     extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
     for p in map(Path, paths):
         if p.is_dir() and not text_run:
-            items += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in extensions)
-        elif p.is_file() and text_run:
-            from transferlab.data.text import _read_text_file
-
-            items += [line for line in _read_text_file(p, "strict").splitlines() if line.strip()]
+            files += sorted(f for f in _files_under(p) if f.suffix.lower() in extensions)  # not hidden ones
         elif p.is_file():
-            items.append(p)
+            files.append(p)
         else:
             raise UserError(f"{p} does not exist" if not p.exists() else f"{p} is a folder; give text files")
-    if not items:
+    if text_run:
+        for f in files:
+            try:
+                raw = f.read_bytes()
+            except OSError as e:
+                bad.append((str(f), f"unreadable ({e.strerror or e})"))
+                continue
+            try:
+                content = raw.decode("utf-8-sig")
+            except UnicodeDecodeError as e:
+                line = raw[: e.start].count(b"\n") + 1
+                bad.append((str(f), f"line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x})"))
+                continue
+            items += [(line, line) for line in content.splitlines() if line.strip()]
+    else:
+        items += [(str(f), None) for f in files]
+    if not items and len(bad) == first_bad:
         raise UserError("nothing to classify in " + ", ".join(map(str, paths)))
-    from torch.utils.data import DataLoader
 
-    from transferlab.data import SplitDataset
-    from transferlab.train.engine import run_inference
+    transform = pre.transform(augment=False)
+    collate = pre.collate or (lambda batch: (torch.stack([x for x, _ in batch]), None))
+    rows: list[tuple[str, str, float]] = []
 
-    class Inputs:  # what SplitDataset reads: item i and a label (unused here)
-        labels = [0] * len(items)
+    def load(item: tuple[str, str | None]) -> torch.Tensor | str:
+        """The input's tensor, or the reason its file cannot be used."""
+        shown, value = item
+        if value is not None:
+            return transform(value)
+        try:
+            return transform(_decode(Path(shown)))
+        except _Unusable as e:
+            return str(e)
 
-        def load(self, i: int) -> Any:
-            return items[i] if text_run else open_image(items[i])
-
-        def __len__(self) -> int:
-            return len(items)
-
-    loader = DataLoader(SplitDataset(Inputs(), pre.transform(augment=False)), batch_size=batch_size,
-                        collate_fn=pre.collate)
-    prob, idx = run_inference(model, loader).softmax(1).max(1)
-    return [(str(f), card["classes"][i], float(p)) for f, i, p in zip(items, idx.tolist(), prob, strict=True)]
+    with warnings.catch_warnings(), torch.inference_mode():
+        # the decoder turns this warning into an error itself; setting it here keeps it in force while the worker
+        # threads enter and leave their own catch_warnings blocks (the filter list is process-global)
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        workers = 1 if text_run else min(4, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for start in range(0, len(items), batch_size):
+                chunk = items[start:start + batch_size]
+                batch = []
+                for (shown, _), loaded in zip(chunk, pool.map(load, chunk), strict=True):
+                    if isinstance(loaded, str):
+                        bad.append((shown, loaded))
+                    else:
+                        batch.append((shown, loaded))
+                if not batch or (strict and len(bad) > first_bad):  # a refusal is coming: spare the model
+                    continue
+                x, _ = collate([(t, 0) for _, t in batch])
+                prob, idx = run_inference(model, [(x, None)]).softmax(1).max(1)
+                rows.extend((shown, card["classes"][i], float(q))
+                            for (shown, _), i, q in zip(batch, idx.tolist(), prob.tolist(), strict=True))
+    new_bad = bad[first_bad:]
+    if new_bad and strict:
+        raise UserError(f"{len(new_bad)} of {len(files)} files cannot be read, the first {new_bad[0][0]} "
+                        f"({new_bad[0][1]}): fix or remove them, or run without --strict to skip them")
+    if not rows:
+        raise UserError(f"none of the {len(files)} files given could be read (the first, {new_bad[0][0]}: "
+                        f"{new_bad[0][1]}), so nothing was classified")
+    if new_bad:
+        log.debug("skipped %d of %d files that cannot be read", len(new_bad), len(files))
+    return rows
 
 
 def run_card(run_dir: str | Path) -> dict[str, Any]:
@@ -182,6 +258,8 @@ def compare(data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
     >>> compare("fashion-mnist:classes=5-9", source="efficientnet_lite0", arms="scratch,frozen,finetune",
     ...         seeds=3, epochs=4, per_class="10,100", image_size=64, out="runs/cmp")  # doctest: +SKIP
     """
+    preflight.check_data(data)
+    preflight.check_out(Path(out), options.get("resume", False), options.get("overwrite", False), "compare")
     from transferlab.compare import compare as run_compare
 
     return run_compare(data, out=out, **options)
@@ -194,6 +272,13 @@ def rank(data: str, *, sources: str | list[str], out: str | Path, **options: Any
     >>> rank("fashion-mnist:classes=5-9,per_class=200", sources="efficientnet_lite0,scratch:efficientnet_lite0",
     ...      image_size=64, out="runs/rank")  # doctest: +SKIP
     """
+    preflight.check_data(data)
+    specs = [s.strip() for s in (sources.split(",") if isinstance(sources, str) else sources) if s.strip()]
+    if not options.get("skip_missing"):
+        for spec in specs:
+            preflight.check_source(spec, "--sources")
+        preflight.check_modalities(data, specs)
+    preflight.check_out(Path(out), options.get("resume", False), options.get("overwrite", False), "rank")
     from transferlab.rank import rank as run_rank
 
     return run_rank(data, sources=sources, out=out, **options)

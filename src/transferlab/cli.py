@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import logging
 import os
@@ -23,8 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Transfer learning you can measure: reuse all or part of a source model, frozen or tuned.",
 )
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)  # sentences and paths are not broken; tables still fit the terminal
+err = Console(stderr=True, soft_wrap=True)  # one sentence stays on one line
 
 _TCMALLOC = [
     "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -86,10 +87,17 @@ MaxVectors = Annotated[int | None, typer.Option(help="Read at most this many vec
 TextColumn = Annotated[str, typer.Option(help="CSV/TSV/JSONL column holding the text.")]
 LabelColumn = Annotated[str, typer.Option(help="CSV/TSV/JSONL column holding the label.")]
 EncodingErrors = Annotated[str, typer.Option(help="strict: invalid UTF-8 is an error; replace: accept it.")]
-Lr = Annotated[float | None, typer.Option(help="Learning rate of the head and new blocks [default: 1e-3 images, "
-                                          "1e-2 text].")]
-BackboneLrMult = Annotated[float | None, typer.Option(help="finetune: reused blocks' lr = lr x this [default: 0.1 "
-                                                       "images, 0.01 text].")]
+Lr = Annotated[float | None, typer.Option(help="Learning rate of the head and new blocks. Default: 1e-3 for "
+                                          "images, 1e-2 for text.")]
+BackboneLrMult = Annotated[float | None, typer.Option(help="finetune: the reused blocks train at lr x this. Default: "
+                                                       "0.1 for images, 0.01 for text.")]
+Epochs = Annotated[int, typer.Option(help="Passes over the training data.")]
+BatchSize = Annotated[int, typer.Option(help="Training examples per step.")]
+Seed = Annotated[int, typer.Option(help="Random seed (weights, order, augmentation; also the split).")]
+
+
+Overwrite = Annotated[bool, typer.Option(help="Start over in --out: deletes what transferlab wrote there, and only "
+                                          "that (refused when the folder holds anything else).")]
 
 
 # Where and how training runs (fit, pretrain, compare, layers): passed to Lightning's Trainer.
@@ -100,7 +108,7 @@ Distributed = Annotated[str, typer.Option(help="Lightning strategy: auto, ddp or
 Precision = Annotated[str, typer.Option(help="32, bf16-mixed or 16-mixed (never mixed by default).")]
 Compile = Annotated[bool, typer.Option(help="torch.compile the trained network.")]
 ChannelsLast = Annotated[bool, typer.Option(help="Images in channels_last memory layout.")]
-PinMemory = Annotated[bool | None, typer.Option(help="Pinned host memory for batches [default: on with a GPU].")]
+PinMemory = Annotated[bool | None, typer.Option(help="Pinned host memory for batches. Default: on with a GPU.")]
 Deterministic = Annotated[bool, typer.Option(help="Deterministic algorithms only (bit-identical reruns; measured "
                                              "12% slower fine-tuning on the CPU).")]
 
@@ -120,8 +128,9 @@ def _zero() -> bool:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, metavar="",
+                                          help="Show the version and the memory allocator, and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="Log more.")] = False,
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("transferlab").setLevel(logging.INFO)
@@ -135,8 +144,8 @@ def fit(
     source: Annotated[str, typer.Option(help="Source model (see `transferlab sources`).")] = "efficientnet_lite0",
     strategy: Annotated[str, typer.Option(help="scratch, frozen or finetune.")] = "finetune",
     reuse: Annotated[str, typer.Option(help="Reuse the first N blocks of the source, or 'all'.")] = "all",
-    epochs: Annotated[int, typer.Option()] = 5,
-    batch_size: Annotated[int, typer.Option()] = 32,
+    epochs: Epochs = 5,
+    batch_size: BatchSize = 32,
     lr: Lr = None,
     backbone_lr_mult: BackboneLrMult = None,
     freeze_bn: Annotated[bool, typer.Option(
@@ -144,7 +153,7 @@ def fit(
     image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the source's).")] = None,
     per_class: Annotated[int | None, typer.Option(help="Training examples per class.")] = None,
     eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Seed = 0,
     weights: Annotated[str | None, typer.Option(help="Weights file for the source (.safetensors or .pth).")] = None,
     strict: Annotated[bool, typer.Option(help="Fail on unreadable images instead of skipping them.")] = False,
     cache: Annotated[bool, typer.Option(help="frozen: train on cached features.")] = True,
@@ -164,7 +173,7 @@ def fit(
     pin_memory: PinMemory = None,
     deterministic: Deterministic = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Train a target model from a source and write a run directory."""
     from transferlab import api
@@ -185,7 +194,8 @@ def fit(
         console.print(f"vectors cover {coverage['types']:.1%} of the target's word types and {coverage['tokens']:.1%} "
                       "of its tokens", markup=False)
     console.print(
-        f"test accuracy {result.test_accuracy:.4f} · {result.wall_seconds:.1f} s training · run directory {out}",
+        f"test accuracy {result.test_accuracy:.4f} (always guessing the commonest training class: "
+        f"{result.majority_baseline:.4f}) · {result.wall_seconds:.1f} s training · run directory {out}",
         markup=False,
     )
 
@@ -195,13 +205,13 @@ def pretrain(
     data: Annotated[str, typer.Argument(help="Source task data (abundant, related to the target).")],
     out: Annotated[Path, typer.Option(help="Run directory to write; then use it as --source.")],
     arch: Annotated[str, typer.Option(help="cnn_tiny, cnn_small or timm:<arch>, trained from scratch.")] = "cnn_small",
-    epochs: Annotated[int, typer.Option()] = 5,
-    batch_size: Annotated[int, typer.Option()] = 32,
+    epochs: Epochs = 5,
+    batch_size: BatchSize = 32,
     lr: Lr = None,
     image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the architecture's).")] = None,
     per_class: Annotated[int | None, typer.Option(help="Training examples per class.")] = None,
     eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Seed = 0,
     accelerator: Accelerator = "auto",
     devices: Devices = "1",
     num_nodes: NumNodes = 1,
@@ -212,7 +222,7 @@ def pretrain(
     pin_memory: PinMemory = None,
     deterministic: Deterministic = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Develop your own source: train ARCH from scratch on a source task and check it beats a naive model."""
     from transferlab import api
@@ -245,8 +255,8 @@ def layers(
     source_data: Annotated[str | None, typer.Option("--source-data", help="Task A: train base A on it.")] = None,
     arch: Annotated[str, typer.Option(help="Architecture of base A and base B.")] = "cnn_small",
     source: Annotated[str | None, typer.Option(help="A ready source instead of --source-data.")] = None,
-    seeds: Annotated[int, typer.Option()] = 3,
-    epochs: Annotated[int, typer.Option()] = 5,
+    seeds: Annotated[int, typer.Option(help="Seeds per arm (3 or more for a verdict).")] = 3,
+    epochs: Epochs = 5,
     image_size: Annotated[int | None, typer.Option(help="Input size in px.")] = None,
     per_class: Annotated[int | None, typer.Option(help="Target training examples per class.")] = None,
     eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
@@ -261,6 +271,7 @@ def layers(
     pin_memory: PinMemory = None,
     deterministic: Deterministic = False,
     resume: Annotated[bool, typer.Option(help="Continue a killed sweep, reusing finished cells.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """How much of the source to reuse? The layer-transfer sweep of Yosinski et al. 2014."""
     from transferlab import api
@@ -268,6 +279,7 @@ def layers(
     results = api.layers(
         target_data, out=out, source_data=source_data, arch=arch, source=source, seeds=seeds, epochs=epochs,
         image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, lr=lr, resume=resume,
+        overwrite=overwrite,
         **_hardware(accelerator, devices, num_nodes, distributed, precision, compile, channels_last, pin_memory,
                     deterministic),
     )
@@ -295,13 +307,46 @@ def predict(
                                                         "text run, text files with one text per line.")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="A text to classify (repeatable).")] = None,
     output: Annotated[Path | None, typer.Option(help="CSV file to write instead of stdout.")] = None,
+    skipped: Annotated[Path | None, typer.Option(
+        help="CSV file (path,reason) listing the files that could not be read; default with --output X: "
+             "X's name with .skipped.csv (pred.csv -> pred.skipped.csv), written when files were skipped.")] = None,
+    strict: Annotated[bool, typer.Option(help="Refuse, naming the first unreadable file, instead of skipping "
+                                              "unreadable files.")] = False,
 ) -> None:
-    """Classify images or texts with a trained run: CSV with path (or text),label,probability."""
+    """Classify images or texts with a trained run: CSV with path (or text),label,probability.
+
+    Unreadable files (zero-byte, corrupt, not an image, not UTF-8 text) are skipped and listed; --strict refuses."""
     from transferlab import api
+    from transferlab.files import atomic_write
 
     if not inputs and not text:
         raise UserError("give image or text files to classify, or --text")
-    rows = api.predict(run_dir, inputs or [], texts=text)
+    unread: list[tuple[str, str]] = []
+    listing = skipped
+    if listing is None and output is not None:
+        beside = output.with_name(output.stem + ".skipped.csv")
+        listing = beside if beside != output else output.with_name(output.name + ".skipped.csv")
+
+    def write_skipped() -> None:
+        # an explicit --skipped is always written; the default one beside --output when there is something to list
+        # or an older list there to replace
+        if listing is None or not (unread or skipped is not None or listing.exists()):
+            return
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([("path", "reason"), *unread])
+        atomic_write(listing, buf.getvalue())
+
+    try:
+        rows = api.predict(run_dir, inputs or [], texts=text, strict=strict, skipped=unread)
+    except UserError:
+        write_skipped()
+        raise
+    write_skipped()
+    if unread:
+        shown = "; ".join(f"{path} ({reason})" for path, reason in unread[:5])
+        more = f"; and {len(unread) - 5} more" if len(unread) > 5 else ""
+        where = f"listed in {listing}" if listing is not None else "--skipped FILE lists them"
+        err.print(f"skipped {len(unread)} files that cannot be read: {shown}{more} ({where})", markup=False)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["text" if api.run_card(run_dir).get("modality") == "text" else "path", "label", "probability"])
@@ -309,9 +354,7 @@ def predict(
     if output is None:
         sys.stdout.write(buf.getvalue())
     else:
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(buf.getvalue())
-        tmp.replace(output)
+        atomic_write(output, buf.getvalue())
 
 
 @app.command()
@@ -333,7 +376,7 @@ def sources(
         return
     table = Table(title="sources (also: timm:<arch>, torchvision:<arch>, scratch:<source>, a run directory)")
     for col in ("source", "weights", "offline"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for row in api.list_sources():
         table.add_row(row["source"], row["weights"], row["offline"])
     console.print(table)
@@ -348,12 +391,12 @@ def compare(
     arms: Annotated[str, typer.Option(help="Comma-separated arms: strategy[:source=S,reuse=N,lr=X,...].")] = (
         "scratch,frozen,finetune"
     ),
-    seeds: Annotated[int, typer.Option(help="Seeds per arm and size (>= 2 for intervals).")] = 3,
-    epochs: Annotated[int, typer.Option()] = 5,
+    seeds: Annotated[int, typer.Option(help="Seeds per arm and size (3 or more for a verdict).")] = 3,
+    epochs: Epochs = 5,
     per_class: Annotated[str | None, typer.Option(help="Labelled sizes, e.g. 10,30,100,all.")] = None,
     eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the source's).")] = None,
-    batch_size: Annotated[int, typer.Option()] = 32,
+    batch_size: BatchSize = 32,
     lr: Lr = None,
     backbone_lr_mult: BackboneLrMult = None,
     text_model: TextModel = "bag",
@@ -374,6 +417,7 @@ def compare(
     seed: Annotated[int, typer.Option(help="First seed; also fixes the split.")] = 0,
     weights: Annotated[str | None, typer.Option(help="Weights file for the source.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed comparison, reusing finished cells.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Did transfer help? Learning curves and the three benefits against scratch, with intervals."""
     from transferlab import api
@@ -382,7 +426,7 @@ def compare(
         data, out=out, source=source, arms=arms, seeds=seeds, epochs=epochs, per_class=per_class,
         eval_per_class=eval_per_class,
         image_size=image_size, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult,
-        threshold=threshold, seed=seed, weights=weights, resume=resume, text_model=text_model,
+        threshold=threshold, seed=seed, weights=weights, resume=resume, overwrite=overwrite, text_model=text_model,
         max_vectors=max_vectors, text_column=text_column, label_column=label_column, encoding_errors=encoding_errors,
         **_hardware(accelerator, devices, num_nodes, distributed, precision, compile, channels_last, pin_memory,
                     deterministic),
@@ -396,8 +440,8 @@ def rank(
     data: Annotated[str, typer.Argument(help="Target data, as for fit (its training split is scored).")],
     sources: Annotated[str, typer.Option(help="Comma-separated candidate sources (scratch:<source> is a control).")],
     out: Annotated[Path, typer.Option(help="Directory for results.json and report.html.")],
-    scores: Annotated[str | None, typer.Option(help="Comma-separated: logme,leep,nce,hscore,knn,linear [default: "
-                                               "all; LEEP and NCE where the source has its own head].")] = None,
+    scores: Annotated[str | None, typer.Option(help="Comma-separated: logme,leep,nce,hscore,knn,linear. Default: "
+                                               "all (LEEP and NCE where the source has its own head).")] = None,
     validate: Annotated[bool, typer.Option(help="Also fine-tune every candidate and report Kendall's and weighted "
                                            "tau between each score and the fine-tuned accuracy.")] = False,
     skip_missing: Annotated[bool, typer.Option(help="Rank the others when a candidate cannot be loaded or lacks "
@@ -413,32 +457,34 @@ def rank(
     label_column: LabelColumn = "label",
     encoding_errors: EncodingErrors = "strict",
     resume: Annotated[bool, typer.Option(help="Reuse a finished ranking or validation cells in --out.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Which source? Rank candidates by transferability scores from one forward pass each."""
     from transferlab import api
-    from transferlab.report.html import SCORE_LABELS, fmt_number
+    from transferlab.report.html import SCORE_LABELS, SHORT_SCORE_LABELS, fmt_number
 
     results = api.rank(
         data, sources=sources, out=out, scores=scores, validate=validate, skip_missing=skip_missing,
         per_class=per_class, image_size=image_size, seeds=seeds, epochs=epochs, eval_per_class=eval_per_class,
         text_model=text_model, max_vectors=max_vectors, text_column=text_column, label_column=label_column,
-        encoding_errors=encoding_errors, resume=resume,
+        encoding_errors=encoding_errors, resume=resume, overwrite=overwrite,
     )
     wanted = results["config"]["scores"]
     first = wanted[0]
-    table = Table(title=f"transferability on {data} ({results['train_size']} examples): score (rank), by {first}")
-    table.add_column("source")
+    table = Table(title=f"transferability on {data} ({results['train_size']} examples): score and rank (#1 is "
+                  f"best; ties share a rank), by {first}")
+    table.add_column("source", overflow="fold", min_width=12)  # wrapped, never cut: it names the row
     for s in wanted:
-        table.add_column(SCORE_LABELS[s])
-    table.add_column("seconds")
+        table.add_column(SHORT_SCORE_LABELS[s], justify="right")
+    table.add_column("s", justify="right")
     if validate:
-        table.add_column("fine-tuned accuracy")
+        table.add_column("tuned", justify="right")
     order = results["ranking"][first] + [s for s in results["sources"] if s not in results["ranking"][first]]
     for spec in order:
         cells = []
         for s in wanted:
             value = results["scores"][spec].get(s)
-            cells.append("n/a" if value is None else f"{value:.4f} (#{results['ranking'][s].index(spec) + 1})")
+            cells.append("n/a" if value is None else f"{value:.3f}\n#{results['ranks'][s][spec]}")
         row = [spec, *cells, f"{results['seconds'][spec]['total']:.1f}"]
         if validate:
             row.append(f"{results['finetune_accuracy'][spec]:.4f}")
@@ -459,21 +505,30 @@ def rank(
 
 
 def _print_benefits(results: dict, out: Path) -> None:
-    from transferlab.report.html import MEASURE_LABELS, fmt_interval
+    from transferlab.report.html import MEASURE_LABELS, fmt_interval, rising_notes
 
-    colours = {"yes": "green", "no": "red", "inconclusive": "yellow"}
+    colours = {"yes": "green", "no": "red", "inconclusive": "yellow", "too few seeds": "magenta"}
+    method = results.get("interval_method", "student t")
     for size in results["config"]["per_class"]:
         table = Table(title=f"did transfer help? {size} labelled examples per class, vs {results['baseline']} "
-                      "(mean [95% CI] over seeds)")
-        table.add_column("arm")
+                      f"(mean [95% {method} interval] over {results['config']['seeds']} seeds)")
+        table.add_column("arm", overflow="fold")
         for m in MEASURE_LABELS.values():
-            table.add_column(m)
+            table.add_column(m, overflow="fold")
         for arm, measures in results["benefits_by_size"][size].items():
             table.add_row(arm, *[
                 Text(f"{fmt_interval(measures[m])} {measures[m]['verdict']}", style=colours[measures[m]["verdict"]])
                 for m in MEASURE_LABELS
             ])
         console.print(table)
+    if results["config"]["seeds"] < 3:
+        err.print(Text(f"{results['config']['seeds']} seeds give no verdict: rerun with --seeds 3 or more",
+                       style="magenta"))
+    for note in rising_notes(results):
+        err.print(Text(f"note: {note}; train longer (--epochs) to measure it", style="yellow"))
+    if len(results["config"]["per_class"]) > 1:
+        for arm, v in results.get("asymptote_by_size", {}).items():
+            console.print(f"{arm}: the asymptote benefit {v['summary']}", markup=False)
     for item in results["negative_transfer"]:
         console.print(f"negative transfer: {item['arm']} on {item['measure']} at {item['per_class']} per class",
                       style="red", markup=False)
@@ -520,9 +575,9 @@ def pretrain_vectors(
     dim: Annotated[int, typer.Option(help="Vector dimension.")] = 100,
     window: Annotated[int, typer.Option(help="Context window (words each side).")] = 5,
     min_count: Annotated[int, typer.Option(help="Ignore words rarer than this.")] = 2,
-    epochs: Annotated[int, typer.Option()] = 5,
+    epochs: Epochs = 5,
     skipgram: Annotated[bool, typer.Option("--skipgram/--cbow", help="word2vec architecture.")] = True,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Seed = 0,
     workers: Annotated[int, typer.Option(help="Threads; above 1 is faster but not bit-reproducible.")] = 1,
     encoding_errors: EncodingErrors = "strict",
 ) -> None:
@@ -548,6 +603,12 @@ def main() -> None:
         app()
     except UserError as e:
         err.print(Text(f"error: {e}", style="red"))
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        err.print(Text(f"error: No space left on device while writing {e.filename or 'a file'}: free some space, "
+                       "then --resume continues the run", style="red"))
         sys.exit(2)
     except KeyboardInterrupt:
         err.print(Text("interrupted: the run directory is marked INCOMPLETE; --resume continues it", style="yellow"))

@@ -18,10 +18,20 @@ from typing import Any
 
 import numpy as np
 
+from transferlab import preflight
 from transferlab.config import RUNTIME_OPTIONS, FitConfig
 from transferlab.errors import UserError, did_you_mean
 from transferlab.evaluate.curves import Curve, asymptote, benefits, interval, still_rising
-from transferlab.files import LOCK, DirLock, atomic_write, check_overwritable, clear_output, mark, write_json
+from transferlab.files import (
+    LOCK,
+    DirLock,
+    atomic_write,
+    check_overwritable,
+    clear_output,
+    lock_folder,
+    mark,
+    write_json,
+)
 from transferlab.report import write_csv
 from transferlab.strategies import STRATEGIES
 
@@ -136,9 +146,6 @@ def compare(
     **options: Any,
 ) -> dict[str, Any]:
     """Run the comparison and write ``results.json``, ``curves.csv`` and ``report.html`` to ``out``."""
-    from transferlab.report.html import write_compare_report
-    from transferlab.train.run import data_for, fit, open_source, versions
-
     arm_specs = arms.split(",") if isinstance(arms, str) else list(arms)
     parsed = [Arm.parse(a) for a in arm_specs if a.strip()]
     if len({a.name for a in parsed}) != len(parsed):
@@ -156,6 +163,10 @@ def compare(
     for key in options:
         if key not in names:
             raise UserError(f"unknown option {key!r}{did_you_mean(key, names)}")
+    arm_sources = list(dict.fromkeys(a.options.get("source", source) for a in parsed))
+    for spec in arm_sources:
+        preflight.check_source(spec, "--source" if spec == source else "an arm's source=")
+    preflight.check_modalities(data, arm_sources)
     base = FitConfig(data=data, source=source, curve=True, **options)
     for arm in parsed:  # an arm's bad option (lr=inf, reuse=0) is found now, not after other cells have trained
         try:
@@ -169,6 +180,9 @@ def compare(
         "per_class": [size_key(s) for s in sizes], "threshold": threshold,
         "base": {k: v for k, v in base.to_dict().items() if k not in RUNTIME_OPTIONS},
     }
+    from transferlab.report.html import write_compare_report  # slow imports (torch, Lightning) after the checks
+    from transferlab.train.run import check_input_size, data_for, fit, open_source, resolve_reuse, versions
+
     loaded: dict[tuple[str, bool], Any] = {}  # every source once, pretrained or fresh, before training anything
     for arm in parsed:
         spec, pretrained = arm.options.get("source", source), STRATEGIES.get(arm.strategy).pretrained
@@ -178,6 +192,15 @@ def compare(
     if len(modalities) > 1:
         raise UserError("--arms mix image and text sources; compare sources of one modality")
     modality = modalities.pop()
+    for arm in parsed:  # --reuse beyond a source's blocks, an input size it cannot take: before the first cell
+        src = loaded[arm.options.get("source", source), STRATEGIES.get(arm.strategy).pretrained]
+        if src.adapt is None:
+            try:
+                resolve_reuse(base.replace(**{k: v for k, v in arm.options.items() if k != "source"}), src)
+            except UserError as e:
+                raise UserError(f"arm {arm.name!r}: {e}") from None
+        if modality == "image" and base.image_size is not None:
+            check_input_size(src, base.image_size)
     data_by_size = {size: data_for(base.replace(split_seed=base.seed, per_class=size), modality)
                     for size in sizes}  # every size checked before training anything
     from transferlab.train.engine import is_global_zero
@@ -323,10 +346,8 @@ def prepare_experiment(out: Path, config: dict[str, Any], resume: bool, kind: st
     """Create and lock ``out`` for an experiment (``kind``: compare, layers or rank), or accept it for ``--resume``
     when it holds the same one; ``--overwrite`` empties it only when it is wholly a transferlab ``kind`` folder.
     The caller releases the returned lock when the experiment ends."""
-    from transferlab.train.run import lock_out
-
     what, path = EXPERIMENTS[kind], out / f"{kind}.json"
-    lock = lock_out(out, f"the {what} folder")
+    lock = lock_folder(out, f"the {what} folder")
     try:
         if any(p.name != LOCK for p in out.iterdir()):
             if overwrite:

@@ -19,7 +19,7 @@ import fnmatch
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,32 @@ class DirLock:
         self.release()
 
 
+def lock_folder(out: Path, what: str = "run directory") -> DirLock:
+    """Create ``out`` if needed and take its lock (one writer per folder)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full(out) from None
+        raise UserError(f"--out {out} cannot be created: {e.strerror}") from None
+    return DirLock(out, what).acquire()
+
+
+def is_global_zero() -> bool:
+    """Whether this process is rank 0, from the environment the launcher set (Lightning, torchrun or SLURM), so it
+    is known before the Trainer exists. Only rank 0 writes run directories and reports."""
+    if os.environ.get("RANK") is not None:  # torchrun
+        return int(os.environ["RANK"]) == 0
+    if os.environ.get("LOCAL_RANK") is not None:  # Lightning's own launcher (also inside an interactive SLURM shell)
+        return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ["LOCAL_RANK"]) == 0
+    for var in ("SLURM_PROCID", "JSM_NAMESPACE_RANK"):  # srun, jsrun
+        if os.environ.get(var) is not None:
+            return int(os.environ[var]) == 0
+    return True
+
+
 def mark(folder: Path, kind: str) -> None:
     """Record that transferlab created ``folder`` as a ``kind`` folder (see :data:`OWNED`)."""
     if not (folder / MARKER).is_file():
@@ -203,7 +229,3 @@ def clear_output(folder: Path) -> None:
             entry.unlink()
 
 
-def iter_files(folder: Path) -> Iterator[Path]:
-    for root, _, files in os.walk(folder):
-        for name in files:
-            yield Path(root) / name

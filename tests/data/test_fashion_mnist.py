@@ -126,7 +126,8 @@ def test_seed_changes_the_split() -> None:
 
 def test_per_class_too_large() -> None:
     with pytest.raises(
-        UserError, match=r"per_class=426 is more than the 425 training images of class 'Coat'.*set=full"
+        UserError, match=r"--per-class 426 is more than the 425 training images of class 'Coat', the smallest class; "
+        r"use --per-class 425 or less.*set=full"
     ):
         load_images("fashion-mnist:classes=4+5,per_class=426")
 

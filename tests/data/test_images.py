@@ -128,7 +128,8 @@ def test_per_class_caps_train_and_nests(make_folder: MakeFolder) -> None:
     assert per_class(small.train) == {0: 3, 1: 3}
     assert set(small.train.paths) <= set(large.train.paths)
     assert small.val.fingerprint() == large.val.fingerprint()
-    with pytest.raises(UserError, match=r"per_class=15 is more than the 14 training images of class 'a'"):
+    with pytest.raises(UserError, match=r"--per-class 15 is more than the 14 training images of class 'a', "
+                       r"the smallest class; use --per-class 14"):
         load_images(str(root), per_class=15)
 
 

@@ -1,55 +1,26 @@
-"""Image datasets for transfer learning: loading, validation, splits and the built-in Fashion-MNIST."""
+"""Datasets for transfer learning: loading, validation, splits and the built-in Fashion-MNIST and WordNet tasks.
 
-from transferlab.data.fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist_dir, read_idx
-from transferlab.data.images import (
-    ImageData,
-    ImageDataset,
-    ImageSplit,
-    check_image,
-    load_images,
-    open_image,
-)
-from transferlab.data.text import TextData, TextSplit, load_texts
+The names below are imported on first use (PEP 562), so that parsing a built-in data spec
+(``transferlab.data.fashion_mnist``, ``transferlab.data.wordnet``) does not import torch: the CLI checks a
+command's input before any slow import.
+"""
 
-SplitDataset = ImageDataset  # item i is (transform(split.load(i)), label) for image and text splits alike
+from __future__ import annotations
 
+import importlib
+from typing import Any
 
-def load_data(
-    spec: str,
-    modality: str = "image",
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    per_class: int | None = None,
-    strict: bool = False,
-    eval_per_class: int | None = None,
-    text_column: str = "text",
-    label_column: str = "label",
-    encoding_errors: str = "strict",
-) -> ImageData:
-    """Load ``spec`` as the source's modality asks: :func:`load_images` or :func:`load_texts`."""
-    common = dict(seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, per_class=per_class,
-                  eval_per_class=eval_per_class)
-    if modality == "text":
-        return load_texts(spec, text_column=text_column, label_column=label_column, encoding_errors=encoding_errors,
-                          **common)
-    return load_images(spec, strict=strict, **common)
+_WHERE = {
+    "FASHION_MNIST_CLASSES": "fashion_mnist", "find_fashion_mnist_dir": "fashion_mnist", "read_idx": "fashion_mnist",
+    "ImageData": "images", "ImageDataset": "images", "ImageSplit": "images", "check_image": "images",
+    "load_images": "images", "open_image": "images", "SplitDataset": "images",
+    "TextData": "text", "TextSplit": "text", "load_texts": "text", "load_data": "images",
+}
+__all__ = sorted(_WHERE)
 
 
-__all__ = [
-    "SplitDataset",
-    "TextData",
-    "TextSplit",
-    "load_data",
-    "load_texts",
-    "FASHION_MNIST_CLASSES",
-    "ImageData",
-    "ImageDataset",
-    "ImageSplit",
-    "check_image",
-    "find_fashion_mnist_dir",
-    "load_images",
-    "open_image",
-    "read_idx",
-]
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(name)
+    module = importlib.import_module(f"transferlab.data.{_WHERE[name]}")
+    return getattr(module, "ImageDataset" if name == "SplitDataset" else name)

@@ -285,20 +285,23 @@ def _stratified_split(
 
 
 def _cap_per_class(
-    labels: np.ndarray, per_class: int, seed: int, names: Sequence[str], hint: str = ""
+    labels: np.ndarray, per_class: int, seed: int, names: Sequence[str], hint: str = "", word: str = "images"
 ) -> np.ndarray:
     """Positions (sorted) of the first ``per_class`` items of each class in a seeded permutation.
 
-    The permutation does not depend on ``per_class``, so smaller caps select subsets of larger ones.
+    The permutation does not depend on ``per_class``, so smaller caps select subsets of larger ones. A cap larger
+    than the smallest class names that class and the largest cap every class can meet.
     """
+    keys, counts = np.unique(labels, return_counts=True)
+    if per_class > counts.min():
+        small = int(keys[np.argmin(counts)])
+        raise UserError(
+            f"--per-class {per_class} is more than the {counts.min()} training {word} of class {names[small]!r}, "
+            f"the smallest class; use --per-class {counts.min()} or less{hint}"
+        )
     chosen = []
-    for key in np.unique(labels):
+    for key in keys:
         members = np.flatnonzero(labels == key)
-        if per_class > len(members):
-            raise UserError(
-                f"per_class={per_class} is more than the {len(members)} training images of class "
-                f"{names[int(key)]!r}; use per_class={len(members)} or less{hint}"
-            )
         chosen.append(np.random.default_rng([seed, int(key), 1]).permutation(members)[:per_class])
     return np.sort(np.concatenate(chosen))
 
@@ -544,7 +547,8 @@ def _build(
                 f"({listing}); fix or remove them, or load without strict to skip them"
             )
         logger.warning(
-            "skipping %d of %d files in %s that are not usable images (%s); ImageData.skipped lists them all",
+            "skipping %d of %d files in %s that are not usable images (%s); skipped_files.csv in the run directory "
+            "lists them all",
             len(skipped),
             len(files),
             source.location,
@@ -696,3 +700,28 @@ def _load_images(
         per_class=per_class,
         strict=strict,
     )
+
+
+def load_data(
+    spec: str,
+    modality: str = "image",
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    per_class: int | None = None,
+    strict: bool = False,
+    eval_per_class: int | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    encoding_errors: str = "strict",
+) -> ImageData:
+    """Load ``spec`` as the source's modality asks: :func:`load_images` or :func:`load_texts`."""
+    common = dict(seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, per_class=per_class,
+                  eval_per_class=eval_per_class)
+    if modality == "text":
+        from transferlab.data.text import load_texts
+
+        return load_texts(spec, text_column=text_column, label_column=label_column, encoding_errors=encoding_errors,
+                          **common)
+    return load_images(spec, strict=strict, **common)

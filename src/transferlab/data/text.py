@@ -28,6 +28,7 @@ from transferlab.data.images import (
 )
 from transferlab.data.wordnet import SPEC_NAME, load_wordnet_rows, parse_wordnet_spec
 from transferlab.errors import UserError, did_you_mean
+from transferlab.preflight import IMAGE_SUFFIXES
 
 ENCODING_ERRORS = ("strict", "replace")
 
@@ -180,7 +181,10 @@ def _read_folder(root: Path, errors: str) -> Rows:
         for label, folder in classes.items():
             files = [f for f in _files_under(folder) if f.suffix.lower() == ".txt"]
             if not files:
-                raise UserError(f"{folder} holds no .txt files; put one text per .txt file in each class folder")
+                images = any(f.suffix.lower() in IMAGE_SUFFIXES for f in _files_under(folder))
+                raise UserError(f"{folder} holds images, not texts, but the source takes text: use an image source "
+                                "or give texts" if images else
+                                f"{folder} holds no .txt files; put one text per .txt file in each class folder")
             for f in files:
                 text = _read_text_file(f, errors)
                 _check_row(str(f), text, label)
@@ -258,7 +262,7 @@ def load_texts(
     train = pool.subset(train_idx)
     counts = np.bincount(train.labels, minlength=len(classes)).tolist()
     if per_class is not None:
-        train = train.subset(_cap_per_class(train.labels, per_class, seed, classes))
+        train = train.subset(_cap_per_class(train.labels, per_class, seed, classes, word="texts"))
     data = TextData(
         train_counts=counts,
         classes=classes,

@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 from transferlab.errors import UserError, did_you_mean
+from transferlab.preflight import BUILTIN_SOURCES, KNOWN_SOURCES, canonical_source
 from transferlab.registry import Registry
 from transferlab.sources.base import Preprocessing, Source
 from transferlab.sources.cnn import WIDTHS, simple_cnn
@@ -34,9 +35,8 @@ def _minilm(pretrained: bool, weights: Path | None) -> Source:
 
 
 VECTOR_SUFFIXES = (".txt", ".vec", ".bin")
-
-# Classic ImageNet models users ask for by name; listed by `transferlab sources`.
-KNOWN = ["torchvision:vgg16", "torchvision:inception_v3", "torchvision:resnet50", "timm:resnet50", "timm:resnet18"]
+KNOWN = list(KNOWN_SOURCES)  # classic ImageNet models users ask for by name; listed by `transferlab sources`
+assert set(BUILTIN) == set(BUILTIN_SOURCES), "preflight.BUILTIN_SOURCES must name exactly the registered built-ins"
 
 
 def load_source(
@@ -51,6 +51,7 @@ def load_source(
     or for text ``minilm``, ``sentence-transformers:<path or hub id>``, a word-vectors file or store (optionally
     ``vectors:<path>``) and ``words[:DIM]`` (random word embeddings)."""
     weights = Path(weights) if weights is not None else None
+    spec = canonical_source(spec)
     if spec.startswith("scratch:"):
         return load_source(spec.removeprefix("scratch:"), pretrained=False, max_vectors=max_vectors,
                            encoding_errors=encoding_errors)

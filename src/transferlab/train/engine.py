@@ -17,6 +17,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from transferlab.errors import UserError
-from transferlab.files import atomic_write
+from transferlab.files import atomic_write, is_global_zero  # noqa: F401  (is_global_zero: re-exported)
 from transferlab.report import write_csv
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class LitClassifier(L.LightningModule):
         x, y = batch
         loss = F.cross_entropy(self(x), y)
         self._watch(loss.detach())
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True, prog_bar=True)
         return loss
 
     def _watch(self, loss: torch.Tensor) -> None:
@@ -98,7 +99,7 @@ class LitClassifier(L.LightningModule):
         loss, correct, count = total.tolist()
         count = max(count, 1.0)
         self.log("val_loss", loss / count)
-        self.log("val_accuracy", correct / count)
+        self.log("val_accuracy", correct / count, prog_bar=True)
         self.log("val_count", float(total[2]))
 
     def configure_optimizers(self) -> Any:
@@ -278,6 +279,27 @@ class TestCurve(L.Callback):
         self.examples, self.train_seconds = int(state_dict["examples"]), float(state_dict["train_seconds"])
 
 
+class EpochBar(TQDMProgressBar):
+    """Lightning's bar with epochs counted from 1 (``Epoch 1/3``), the epoch's training loss and validation
+    accuracy beside it, and one log line per finished epoch (what stays on the terminal)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        m = trainer.callback_metrics
+        if trainer.is_global_zero and "train_loss" in m and "val_accuracy" in m:
+            log.info("epoch %d/%d: training loss %.4f, validation accuracy %.4f", trainer.current_epoch + 1,
+                     trainer.max_epochs, float(m["train_loss"]), float(m["val_accuracy"]))
+
+
 class Diverged(UserError):
     """Training produced a non-finite loss: the run stops, its last good checkpoint kept."""
 
@@ -313,8 +335,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
-    def check(self, path: Path) -> None:
+    def check(self, path: Path) -> int:
+        """Read and check ``path`` now; returns the epoch (counted from 0) the checkpoint closed."""
         self._read = (str(path), read_checkpoint(path))
+        return int(self._read[1]["epoch"])
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         if self._read is not None and self._read[0] == str(path):
@@ -343,19 +367,6 @@ def trainer_devices(devices: str) -> int | str | list[int]:
         return devices
     parts = [int(p) for p in str(devices).split(",") if p.strip()]
     return parts[0] if len(parts) == 1 and "," not in str(devices) else parts
-
-
-def is_global_zero() -> bool:
-    """Whether this process is rank 0, from the environment the launcher set (Lightning, torchrun or SLURM), so it
-    is known before the Trainer exists. Only rank 0 writes run directories and reports."""
-    if os.environ.get("RANK") is not None:  # torchrun
-        return int(os.environ["RANK"]) == 0
-    if os.environ.get("LOCAL_RANK") is not None:  # Lightning's own launcher (also inside an interactive SLURM shell)
-        return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ["LOCAL_RANK"]) == 0
-    for var in ("SLURM_PROCID", "JSM_NAMESPACE_RANK"):  # srun, jsrun
-        if os.environ.get(var) is not None:
-            return int(os.environ[var]) == 0
-    return True
 
 
 def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback], cfg: Any = None) -> L.Trainer:
@@ -397,7 +408,7 @@ def _trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback]
         precision=getattr(cfg, "precision", "32"),
         use_distributed_sampler=False,
         logger=False,
-        callbacks=[*callbacks, ckpt],
+        callbacks=[*callbacks, ckpt, *([EpochBar()] if progress else [])],
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -22,12 +22,12 @@ from transferlab.errors import UserError
 from transferlab.evaluate import accuracy, confusion_matrix
 from transferlab.files import (
     LOCK,
-    DirLock,
     atomic_write,
     check_overwritable,
     clear_output,
     disk_full,
     is_disk_full,
+    lock_folder,
     mark,
 )
 from transferlab.model import build_model
@@ -113,18 +113,6 @@ def prepare_out(out: Path, resume: bool, overwrite: bool, config: dict[str, Any]
     return False
 
 
-def lock_out(out: Path, what: str = "run directory") -> DirLock:
-    """Create ``out`` if needed and take its lock (one writer per directory)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise (disk_full(out) if is_disk_full(e) else UserError(f"--out {out} cannot be created: {e.strerror}")) \
-            from None
-    return DirLock(out, what).acquire()
-
-
 def resolve_reuse(cfg: FitConfig, source: Source) -> int:
     n_blocks = len(source.blocks)
     known = n_blocks if source.reusable is None else source.reusable
@@ -134,6 +122,37 @@ def resolve_reuse(cfg: FitConfig, source: Source) -> int:
             f"--reuse {cfg.reuse} exceeds {what} of {source.name} (see: transferlab sources --blocks {source.name})"
         )
     return known if cfg.reuse is None else cfg.reuse
+
+
+def _runs_at(source: Source, size: int) -> bool:
+    x = torch.zeros(1, 3, size, size)
+    try:
+        with torch.inference_mode():
+            for block in source.blocks.values():
+                x = block.eval()(x)
+            source.pool(x)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+def check_input_size(source: Source, size: int) -> None:
+    """Refuse an input size the source's blocks cannot process (e.g. Inception v3 below 75 px), naming the
+    smallest that works (found by dry forwards of one blank image: doubling the size, then bisecting), before the
+    run directory exists."""
+    if size >= source.preprocessing.input_size or _runs_at(source, size):
+        return
+    low, high = size, size * 2  # small failing forwards are cheap: double up from the size, then bisect
+    while not _runs_at(source, high):
+        low, high = high, high * 2
+        if high > 4096:
+            raise UserError(f"--image-size {size}: {source.name} does not run on square images of any size up to "
+                            "4096 px")
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if _runs_at(source, mid) else (mid, high)
+    raise UserError(f"--image-size {size} is too small for {source.name}: the smallest input it can process is "
+                    f"{high} px")
 
 
 def data_for(cfg: FitConfig, modality: str = "image") -> ImageData:
@@ -293,6 +312,8 @@ def fit(
                         "raise --test-fraction or give a test split")
     reuse = resolve_reuse(cfg, source)
     pre = source.preprocessing.resized(cfg.image_size)
+    if pre.modality == "image" and cfg.image_size is not None:
+        check_input_size(source, pre.input_size)
     resolved = {
         "config": cfg.to_dict(),
         "resolved": {
@@ -313,7 +334,7 @@ def fit(
     # under DDP every process runs this function; only rank 0 locks and writes the run directory (Lightning's own
     # rank is not set before fit, so it comes from the launcher's environment)
     zero = is_global_zero()
-    lock = lock_out(out) if zero else None
+    lock = lock_folder(out) if zero else None
     try:
         return _train(cfg, out, resume, overwrite, progress, data, source, strategy, reuse, pre, lr, resolved, zero)
     except OSError as e:
@@ -363,7 +384,8 @@ def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: b
     last = out / "checkpoints" / "last.ckpt"
     ckpt = str(last) if resume and last.is_file() else None
     if ckpt is not None:  # a damaged checkpoint is one sentence now, before any data is touched
-        trainer.strategy.checkpoint_io.check(last)
+        epoch = trainer.strategy.checkpoint_io.check(last)
+        log.info("resuming %s after epoch %d of %d", out, epoch + 1, cfg.epochs)
     try:
         trainer.fit(lit, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1): the directory stays marked INCOMPLETE
