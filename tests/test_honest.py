@@ -153,3 +153,36 @@ def test_rank_table_fits_80_columns_and_keeps_every_source_name(base_run: Path, 
     assert "…" not in table  # nothing cut, the source's full path included (wrapped)
     cells = "".join(line.split("│")[1].strip() for line in table.splitlines() if line.startswith("│"))
     assert str(long_name) in cells
+
+
+def test_fit_counts_epochs_from_one_and_reports_each_epoch(base_run: Path, tmp_path: Path, capsys, caplog) -> None:
+    data = json.loads((base_run / "model.json").read_text())["data"]
+    with caplog.at_level("INFO", logger="transferlab"):
+        fit(data, out=tmp_path / "r", source="cnn_tiny", strategy="scratch", epochs=2, progress=True)
+    bar = capsys.readouterr().err
+    assert "Epoch 1/2" in bar and "Epoch 2/2" in bar and "Epoch 0/" not in bar
+    assert "train_loss" in bar and "val_accuracy" in bar
+    assert "epoch 1/2: training loss" in caplog.text and "validation accuracy" in caplog.text
+
+
+def test_a_resumed_run_says_from_which_epoch(base_run: Path, tmp_path: Path, caplog) -> None:
+    from tests.test_trust import _interrupted
+
+    out = tmp_path / "r"
+    _interrupted(base_run, out)
+    data = json.loads((base_run / "model.json").read_text())["data"]
+    with caplog.at_level("INFO", logger="transferlab"):
+        fit(data, out=out, source="cnn_tiny", strategy="scratch", epochs=2, resume=True, progress=False)
+    assert "after epoch 1 of 2" in caplog.text
+
+
+def test_a_cpu_run_without_image_size_trains_near_the_datas_own_resolution(tmp_path: Path, caplog) -> None:
+    from transferlab.data import load_images
+    from transferlab.sources import load_source
+    from transferlab.train.run import cpu_input_size
+
+    data = load_images("fashion-mnist:classes=0-1,per_class=5")
+    assert data.train.native_size() == 28
+    lite = load_source("scratch:efficientnet_lite0")
+    assert cpu_input_size(lite, data) == 64  # 28 px rounded up to 32, at least 64, below the source's 224
+    assert cpu_input_size(load_source("scratch:cnn_tiny"), data) == 32  # never above the source's own size

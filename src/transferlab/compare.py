@@ -181,7 +181,18 @@ def compare(
         "base": {k: v for k, v in base.to_dict().items() if k not in RUNTIME_OPTIONS},
     }
     from transferlab.report.html import write_compare_report  # slow imports (torch, Lightning) after the checks
-    from transferlab.train.run import check_input_size, data_for, fit, open_source, resolve_reuse, versions
+    from transferlab.train.engine import is_global_zero, runs_on_cpu
+    from transferlab.train.run import (
+        adapt_source,
+        check_input_size,
+        cpu_input_size,
+        data_for,
+        fit,
+        open_source,
+        resolve_reuse,
+        seconds_per_step,
+        versions,
+    )
 
     loaded: dict[tuple[str, bool], Any] = {}  # every source once, pretrained or fresh, before training anything
     for arm in parsed:
@@ -203,9 +214,21 @@ def compare(
             check_input_size(src, base.image_size)
     data_by_size = {size: data_for(base.replace(split_seed=base.seed, per_class=size), modality)
                     for size in sizes}  # every size checked before training anything
-    from transferlab.train.engine import is_global_zero
-
+    scratch_arm = next(a for a in parsed if a.strategy == "scratch")
+    first = loaded[scratch_arm.options.get("source", source), False]  # the baseline's architecture
+    input_size = base.image_size
+    if input_size is None and modality == "image":
+        own = first.preprocessing.input_size
+        input_size = cpu_input_size(first, data_by_size[sizes[-1]]) if runs_on_cpu(base) else own
     zero = is_global_zero()  # under DDP every process runs the cells together; rank 0 writes
+    estimate = None
+    if zero and not resume:
+        largest = data_by_size[sizes[-1]]
+        step = seconds_per_step(adapt_source(first, largest, base), largest, base, input_size)
+        estimate = estimate_seconds(step, parsed, seeds, base, list(data_by_size.values()))
+        log.info("%d cells (%d sizes x %d arms x %d seeds)%s: about %s on this machine, estimated from one timed "
+                 "training step", len(sizes) * len(parsed) * seeds, len(sizes), len(parsed), seeds,
+                 f" at {input_size} px" if input_size else "", _duration(estimate))
     lock = prepare_experiment(out, config, resume, overwrite=overwrite) if zero else None  # inputs checked
     try:
         curves: dict[str, dict[str, dict[int, Curve]]] = {}
@@ -219,8 +242,9 @@ def compare(
                 for arm in parsed:
                     done += 1
                     cell_dir = out / "cells" / key / re.sub(r"[^\w.=+-]+", "_", arm.name) / f"seed{seed}"
-                    cfg = base.replace(
-                        strategy=arm.strategy, seed=seed, split_seed=base.seed, per_class=size, **arm.options
+                    cfg = base.replace(  # every cell at the one input size chosen above
+                        strategy=arm.strategy, seed=seed, split_seed=base.seed, per_class=size, image_size=input_size,
+                        **arm.options,
                     )
                     log.info("cell %d/%d: %s, %s per class, seed %d", done, total, arm.name, key, seed)
                     finished = (cell_dir / "model.json").is_file() and not (cell_dir / "INCOMPLETE").exists()
@@ -244,6 +268,7 @@ def compare(
             "schema": SCHEMA, "config": config, "versions": versions(), "cells": cells, "modality": modality,
             "resolved": {"lr": lr, "backbone_lr_mult": mult},
             "test_size": {size_key(s): len(d.test) for s, d in data_by_size.items()},
+            "input_size": input_size, "estimated_seconds": estimate,
             "arms": [{"name": a.name, "strategy": a.strategy, "options": a.options} for a in parsed],
             "curves": {k: {a: {str(s): {"examples": c.examples.tolist(), "wall_seconds": c.wall.tolist(),
                                          "test_accuracy": c.skill.tolist(), "epoch_end": c.epoch_end.tolist()}
@@ -313,6 +338,27 @@ def summarise(
         "transfer_stops_paying": stops,
         "negative_transfer": negative,
     }
+
+
+def estimate_seconds(step: float, arms: list[Arm], seeds: int, cfg: FitConfig, data: list[Any]) -> float:
+    """A comparison's wall time from one training step's: training steps of every tuned cell, evaluation passes
+    (validation each epoch, the curve points, the final test) at a third of a step per batch, and a frozen arm's
+    feature extraction once per size (later seeds read the cache)."""
+    total = 0.0
+    for d in data:
+        train, val, test = len(d.train), len(d.val), len(d.test)
+        steps = math.ceil(train / cfg.batch_size) * cfg.epochs
+        evaluated = cfg.epochs * val + 4 * min(test, 500) + (cfg.epochs + 2) * test
+        for arm in arms:
+            if STRATEGIES.get(arm.strategy).frozen_prefix:
+                total += (train + val + test) / cfg.batch_size * step / 3
+            else:
+                total += seeds * (steps * step + evaluated / cfg.batch_size * step / 3)
+    return total
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def paying_summary(verdicts: dict[str, str]) -> str:

@@ -170,6 +170,19 @@ class ImageSplit:
             image = np.repeat(image[..., None], 3, axis=2)
         return Image.fromarray(np.ascontiguousarray(image))
 
+    def native_size(self, sample: int = 32) -> int:
+        """The side of the split's images (the larger side; the median over up to ``sample`` of them)."""
+        if self.arrays is not None:
+            return int(max(self.arrays.shape[1:3]))
+        sides = []
+        for path in self.paths[:: max(1, len(self.paths) // sample)][:sample]:
+            try:
+                with Image.open(path) as im:  # reads the header only
+                    sides.append(max(im.size))
+            except (OSError, ValueError):
+                continue
+        return int(np.median(sides)) if sides else 0
+
     def subset(self, idx: np.ndarray) -> ImageSplit:
         """The images at integer positions ``idx`` (in that order) or where boolean mask ``idx`` is true."""
         idx = np.asarray(idx)

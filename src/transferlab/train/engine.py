@@ -216,16 +216,26 @@ class MetricsCSV(L.Callback):
         self._offset = self.rows[-1]["wall_seconds"] if self.rows else 0.0
 
 
+def fixed_subset(n: int, cap: int | None) -> np.ndarray | None:
+    """Positions of at most ``cap`` of ``n`` examples, the same every time (None: all of them)."""
+    if cap is None or n <= cap:
+        return None
+    return np.sort(np.random.default_rng(0).permutation(n)[:cap])
+
+
 class TestCurve(L.Callback):
     """Evaluates on the held-out test split at step 0, at a few points within the first epoch, then after every
-    epoch, and writes ``curve.csv``. ``wall_seconds`` counts training time only (evaluation pauses the clock) plus
-    ``offset`` (for example the one-off feature extraction of a frozen arm). Rows live in the checkpoint."""
+    epoch, and writes ``curve.csv``. Points before an epoch's end use at most ``within_epoch_cap`` test examples
+    (a fixed subset, so they do not dominate a short run's time); every epoch's end uses the whole split.
+    ``wall_seconds`` counts training time only (evaluation pauses the clock) plus ``offset`` (for example the
+    one-off feature extraction of a frozen arm). Rows live in the checkpoint."""
 
-    columns = ("step", "epoch", "examples", "wall_seconds", "test_accuracy", "test_loss", "epoch_end")
+    columns = ("step", "epoch", "examples", "wall_seconds", "test_accuracy", "test_loss", "epoch_end", "test_count")
     fractions = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
 
-    def __init__(self, path: Path, data: Any, labels: torch.Tensor) -> None:
+    def __init__(self, path: Path, data: Any, labels: torch.Tensor, within_epoch_cap: int | None = None) -> None:
         self.path, self.data, self.labels = path, data, labels  # data: the run's datamodule (loader, feature_seconds)
+        self.cap = within_epoch_cap  # points before an epoch's end use at most this many test examples
         self.rows: list[dict[str, float]] = []
         self.examples, self.train_seconds, self.offset = 0, 0.0, 0.0
         self._tick = time.perf_counter()
@@ -235,7 +245,9 @@ class TestCurve(L.Callback):
         if not trainer.is_global_zero:  # rank 0 evaluates the whole test split; the others train on
             self._tick = time.perf_counter()
             return
-        logits, labels = run_inference(pl_module.net, self.data.loader("test")), self.labels
+        keep = None if epoch_end else fixed_subset(len(self.labels), self.cap)
+        logits = run_inference(pl_module.net, self.data.loader("test", keep))
+        labels = self.labels if keep is None else self.labels[keep]
         pl_module.net.train()
         self.rows.append({
             "step": trainer.global_step,
@@ -245,6 +257,7 @@ class TestCurve(L.Callback):
             "test_accuracy": float((logits.argmax(1) == labels).float().mean()),
             "test_loss": float(F.cross_entropy(logits, labels)),
             "epoch_end": int(epoch_end),
+            "test_count": len(labels),
         })
         write_rows(self.path, self.columns, self.rows)
         self._tick = time.perf_counter()
@@ -369,6 +382,11 @@ def trainer_devices(devices: str) -> int | str | list[int]:
     return parts[0] if len(parts) == 1 and "," not in str(devices) else parts
 
 
+def runs_on_cpu(cfg: Any) -> bool:
+    """Whether training will run on the CPU (``--accelerator cpu``, or no GPU to be had)."""
+    return getattr(cfg, "accelerator", "auto") == "cpu" or not torch.cuda.is_available()
+
+
 def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback], cfg: Any = None) -> L.Trainer:
     """Lightning's Trainer with transferlab's checkpointing; ``cfg`` gives accelerator, devices, nodes, the
     distributed strategy and precision. Samplers are transferlab's own (``use_distributed_sampler=False``): the
@@ -377,7 +395,7 @@ def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callb
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     accelerator = getattr(cfg, "accelerator", "auto")
-    on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
+    on_cpu = runs_on_cpu(cfg)
     strategy = getattr(cfg, "distributed", "auto")
     if strategy not in DISTRIBUTED:
         raise UserError(f"--distributed {strategy!r}: transferlab supports {', '.join(DISTRIBUTED)} (strategies that "
