@@ -407,7 +407,8 @@ def stage_tests(spec: dict[str, Any], result: dict[str, Any], save, cap: float) 
     junit = Path(tempfile.mkdtemp()) / "junit.xml"
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-p", "no:cacheprovider", "-rfEs",
            "--durations=5", f"--junitxml={junit}"]
-    result.update(run_program(cmd, cap, gpu_env()), **junit_summary(junit))
+    env = {**gpu_env(), "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}  # as `fit --deterministic` sets it, before cuBLAS starts
+    result.update(run_program(cmd, cap, env), **junit_summary(junit))
 
 
 def stage_suite(spec: dict[str, Any], result: dict[str, Any], save, cap: float) -> None:
@@ -550,7 +551,8 @@ def main() -> None:
     payload: dict[str, Any] = {
         "what": "benchmarks/gpu_check.py: the GPU paths once, and the figures (see the script's docstring)",
         "gpu": gpu, "dry_run": not gpu, "budget_s": args.budget_s,
-        "machine": machine_info(), "gpu_info": gpu_info(), "repo": repo_state(), "stages": {},
+        "machine": machine_info(), "gpu_info": gpu_info(),
+        "repo": {**repo_state(), "snapshot_commit": os.environ.get("GPU_CHECK_COMMIT")}, "stages": {},
     }
     write_json("", payload, path)
     log(f"device: {payload['gpu_info'].get('name', 'CPU only')}; writing {path}")

@@ -71,8 +71,11 @@ def child_transferlab(per_class: int | None, epochs: int, accelerator: str, opti
 
 def _reset_peak_memory(accelerator: str) -> None:
     if accelerator == "gpu":
+        import gc
+
         import torch
 
+        gc.collect()
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
