@@ -44,9 +44,9 @@ sys.path.insert(0, str(HERE))
 from _common import RESULTS, machine_info, repo_state, table, write_json  # noqa: E402
 
 STAGES = ("tests", "train", "extract", "compare", "suite")
-CAPS = {"tests": 100, "train": 170, "extract": 60, "compare": 110, "suite": 120}  # seconds, at most
+CAPS = {"tests": 130, "train": 170, "extract": 45, "compare": 170, "suite": 120}  # seconds, at most
 DRY_CAPS = {"tests": 60, "train": 150, "extract": 60, "compare": 120}
-BUDGET_S = 450  # the whole run, under the issue's 8 minutes
+BUDGET_S = 470  # the whole run, under the issue's 8 minutes
 TARGET_RATIO = 0.9
 TARGET_PEAK_FRACTION = 0.30
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets (the "with sparsity" figures halved).
@@ -104,7 +104,12 @@ def lite0_model(classes: int, device: str):
 
 
 def flop_count(image_size: int, device: str) -> dict[str, float]:
-    """FLOPs per image of a forward pass and of a training step (forward + backward), counted by PyTorch."""
+    """FLOPs per image of a forward pass, counted by PyTorch; a training step counts as 3 forward passes.
+
+    (``FlopCounterMode`` also counts a whole step, kept for the record, but it overcounts the backward pass of
+    depthwise convolutions by their channel count: 76.7 MFLOP instead of 2.4 for a 64-channel 3x3 depthwise
+    convolution at 32x32, so its step count is ~40x the forward pass instead of ~3x.)
+    """
     import torch
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
@@ -116,8 +121,9 @@ def flop_count(image_size: int, device: str) -> dict[str, float]:
         model(x)
     with FlopCounterMode(display=False) as step:
         F.cross_entropy(model(x), y).backward()
-    return {"forward_gflop_per_image": fwd.get_total_flops() / 2 / 1e9,
-            "train_step_gflop_per_image": step.get_total_flops() / 2 / 1e9}
+    forward = fwd.get_total_flops() / 2 / 1e9
+    return {"forward_gflop_per_image": forward, "train_step_gflop_per_image": 3 * forward,
+            "flop_counter_train_step_gflop_per_image": step.get_total_flops() / 2 / 1e9}
 
 
 def synthetic_loop(batch: int, image_size: int, steps: int, precision: str) -> dict[str, float]:
@@ -152,6 +158,56 @@ def synthetic_loop(batch: int, image_size: int, steps: int, precision: str) -> d
             "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
+def instrument_fit() -> list[tuple[str, int, float]]:
+    """Timestamps inside transferlab's fit (seconds from on_fit_start) and checkpoint-save durations: where a
+    fit's time goes, without changing what it does (wrappers around MetricsCSV's hooks and Trainer.save_checkpoint)."""
+    import lightning.pytorch as pl
+
+    import transferlab.train.engine as engine
+
+    events: list[tuple[str, int, float]] = []
+    t0 = [time.perf_counter()]
+
+    def mark(name: str, epoch: int) -> None:
+        events.append((name, epoch, round(time.perf_counter() - t0[0], 4)))
+
+    real_save = pl.Trainer.save_checkpoint
+
+    def save_checkpoint(self, *a, **k):
+        start = time.perf_counter()
+        try:
+            return real_save(self, *a, **k)
+        finally:
+            events.append(("checkpoint_save_s", self.current_epoch, round(time.perf_counter() - start, 4)))
+
+    pl.Trainer.save_checkpoint = save_checkpoint
+    cls = engine.MetricsCSV
+    real_fit_start, real_epoch_end = cls.on_fit_start, cls.on_train_epoch_end
+
+    def on_fit_start(self, trainer, module):
+        t0[0] = time.perf_counter()
+        real_fit_start(self, trainer, module)
+
+    def on_train_epoch_end(self, trainer, module):
+        mark("train_epoch_end", trainer.current_epoch)
+        real_epoch_end(self, trainer, module)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx < 3:
+            mark(f"batch{batch_idx}_start", trainer.current_epoch)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if batch_idx < 3:
+            mark(f"batch{batch_idx}_end", trainer.current_epoch)
+
+    cls.on_fit_start, cls.on_train_epoch_end = on_fit_start, on_train_epoch_end
+    cls.on_train_batch_start, cls.on_train_batch_end = on_train_batch_start, on_train_batch_end
+    cls.on_train_epoch_start = lambda self, trainer, module: mark("train_epoch_start", trainer.current_epoch)
+    cls.on_validation_start = lambda self, trainer, module: mark("validation_start", trainer.current_epoch)
+    cls.on_validation_end = lambda self, trainer, module: mark("validation_end", trainer.current_epoch)
+    return events
+
+
 def stage_train(spec: dict[str, Any], result: dict[str, Any], save) -> None:
     import torch
     import train_throughput as tt
@@ -175,8 +231,9 @@ def stage_train(spec: dict[str, Any], result: dict[str, Any], save) -> None:
                           "measured_how": "8192x8192x8192 bf16 torch.matmul, mean of 10 after 3 warm-ups"}
         log(f"bf16 peak: data sheet {peak} TFLOP/s, measured matmul {result['peak']['measured_bf16_matmul_tflops']}")
     flops = flop_count(size, "cuda" if gpu else "cpu")
-    result["flops"] = {**flops, "how": "torch.utils.flop_counter.FlopCounterMode, one step at batch 2, halved; "
-                       "a multiply-add counts as 2 FLOPs"}
+    result["flops"] = {**flops, "how": "torch.utils.flop_counter.FlopCounterMode over a forward pass at batch 2, "
+                       "halved (a multiply-add counts as 2 FLOPs); a training step = 3 forward passes (the "
+                       "counter's own step count overcounts depthwise backward passes, see flop_count)"}
     log(f"FLOPs: forward {flops['forward_gflop_per_image']:.3f} GFLOP/image, "
         f"training step {flops['train_step_gflop_per_image']:.3f} GFLOP/image")
     save()
@@ -192,10 +249,15 @@ def stage_train(spec: dict[str, Any], result: dict[str, Any], save) -> None:
     if gpu:
         plan += [(f"synthetic_bf16-mixed_b{b}", "synthetic", "bf16-mixed", b) for b in (large, 2 * large)]
     plan += [("transferlab_defaults", "tl_defaults", "32", 32)]
+    if spec.get("only"):  # a subset, in the order given
+        by_name = {p[0]: p for p in plan}
+        plan = [by_name[n] for n in spec["only"]]
+    probe = instrument_fit()
     runs: dict[str, Any] = result.setdefault("runs", {})
     for name, kind, precision, batch in plan:
         log(f"train: {name} ...")
         t0 = time.perf_counter()
+        probe.clear()
         if kind == "tl":
             r = tt.child_transferlab(per_class, epochs, accelerator, {**options, "precision": precision},
                                      image_size=size, batch_size=batch)
@@ -208,6 +270,9 @@ def stage_train(spec: dict[str, Any], result: dict[str, Any], save) -> None:
             r = synthetic_loop(batch, size, spec["synthetic_steps"], precision)
         if kind != "synthetic":
             r["images_per_s"] = tt.throughput(r)
+        if probe:
+            r["fit_events"] = list(probe)
+            r["checkpoint_s"] = [round(sec, 3) for name, _, sec in probe if name == "checkpoint_save_s"]
         if "process_wall_s" in r:  # fit's final test pass (run after Lightning moved the model back to the CPU),
             r["after_training_s"] = r["process_wall_s"] - r["epoch_wall_s"][-1]  # the plot and the model file
         r.update(precision=precision, batch_size=batch, wall_s=round(time.perf_counter() - t0, 2))
@@ -406,7 +471,7 @@ def run_program(cmd: list[str], cap: float, env: dict[str, str] | None = None, c
 def stage_tests(spec: dict[str, Any], result: dict[str, Any], save, cap: float) -> None:
     junit = Path(tempfile.mkdtemp()) / "junit.xml"
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-p", "no:cacheprovider", "-rfEs",
-           "--durations=5", f"--junitxml={junit}"]
+           "--durations=5", f"--junitxml={junit}"] + (["-k", spec["k"]] if spec.get("k") else [])
     env = {**gpu_env(), "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}  # as `fit --deterministic` sets it, before cuBLAS starts
     result.update(run_program(cmd, cap, env), **junit_summary(junit))
 
@@ -524,6 +589,10 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="the whole run's time limit")
     parser.add_argument("--out-dir", type=Path, help="default: benchmarks/results (a dry run: a temporary folder)")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, even on a GPU")
+    parser.add_argument("--caps", default="", help="stage time caps, e.g. tests=70,compare=170 (seconds)")
+    parser.add_argument("--train-runs", default="", help="only these train runs, in this order (names as in "
+                        "the JSON, e.g. bare_bf16-mixed_b256,transferlab_bf16-mixed_b256)")
+    parser.add_argument("--pytest-k", default="", help="the tests stage: only tests matching this -k expression")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -547,7 +616,11 @@ def main() -> None:
     out_dir = args.out_dir or (RESULTS if gpu else Path(tempfile.mkdtemp(prefix="gpu-check-")))
     path = out_dir / f"gpu_check_{name}.json"
     specs = stage_specs(gpu)
-    caps = CAPS if gpu else DRY_CAPS
+    caps = {**(CAPS if gpu else DRY_CAPS)}
+    caps.update({k: float(v) for k, v in (c.split("=") for c in args.caps.split(",") if c)})
+    if args.train_runs:
+        specs["train"]["only"] = args.train_runs.split(",")
+    specs["tests"]["k"] = args.pytest_k
     payload: dict[str, Any] = {
         "what": "benchmarks/gpu_check.py: the GPU paths once, and the figures (see the script's docstring)",
         "gpu": gpu, "dry_run": not gpu, "budget_s": args.budget_s,
