@@ -50,24 +50,52 @@ def _data(per_class: int):
     return load_images(DATA, seed=0, per_class=per_class, eval_per_class=20)
 
 
-def child_transferlab(per_class: int, epochs: int, accelerator: str, options: dict[str, Any]) -> dict[str, Any]:
+def child_transferlab(per_class: int | None, epochs: int, accelerator: str, options: dict[str, Any],
+                      image_size: int = IMAGE_SIZE, batch_size: int = BATCH) -> dict[str, Any]:
     from transferlab import api
 
     out = Path(tempfile.mkdtemp()) / "run"
+    _reset_peak_memory(accelerator)
     try:
         tick = time.perf_counter()
         result = api.fit(f"{DATA}", out=out, source="efficientnet_lite0", strategy="finetune", epochs=epochs,
-                         batch_size=BATCH, image_size=IMAGE_SIZE, per_class=per_class, eval_per_class=20,
+                         batch_size=batch_size, image_size=image_size, per_class=per_class, eval_per_class=20,
                          progress=False, accelerator=accelerator, **options)
         total = time.perf_counter() - tick
         walls = [row["wall_seconds"] for row in result.epochs]
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
-    return {"epoch_wall_s": walls, "process_wall_s": total, "train_images": len(_data(per_class).train)}
+    return {"epoch_wall_s": walls, "process_wall_s": total, "train_images": len(_data(per_class).train),
+            "val_accuracy": result.epochs[-1]["val_accuracy"], **_peak_memory(accelerator)}
 
 
-def child_bare(per_class: int, epochs: int, accelerator: str, channels_last: bool) -> dict[str, Any]:
-    """The tutorial loop, by hand."""
+def _reset_peak_memory(accelerator: str) -> None:
+    if accelerator == "gpu":
+        import gc
+
+        import torch
+
+        gc.collect()
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_memory(accelerator: str) -> dict[str, float]:
+    """Peak GPU memory PyTorch allocated since the last reset, in GiB (nothing on the CPU)."""
+    if accelerator != "gpu":
+        return {}
+    import torch
+
+    return {"peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def child_bare(per_class: int | None, epochs: int, accelerator: str, channels_last: bool,
+               image_size: int = IMAGE_SIZE, batch_size: int = BATCH, precision: str = "32", num_workers: int = 0,
+               pin_memory: bool = False) -> dict[str, Any]:
+    """The tutorial loop, by hand (with ``torch.autocast``, and a GradScaler for float16, in mixed precision)."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
@@ -80,39 +108,54 @@ def child_bare(per_class: int, epochs: int, accelerator: str, channels_last: boo
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     data = _data(per_class)
     source = load_source("efficientnet_lite0")
-    pre = source.preprocessing.resized(IMAGE_SIZE)
+    pre = source.preprocessing.resized(image_size)
     model = build_model(source, len(data.classes), None, pretrained=True)
     n_blocks = len(model.blocks)
     model.freeze(0, bn=n_blocks)  # the reused BatchNorm statistics stay fixed, as in transferlab's finetune
+    _reset_peak_memory(accelerator)
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     backbone = [p for b in model.blocks for p in b.parameters()]
     opt = torch.optim.AdamW([{"params": backbone, "lr": 1e-4}, {"params": model.head.parameters(), "lr": 1e-3}],
                             weight_decay=1e-4)
-    train = DataLoader(ImageDataset(data.train, pre.transform(augment=True)), batch_size=BATCH, shuffle=True)
-    val = DataLoader(ImageDataset(data.val, pre.transform(augment=False)), batch_size=64)
+    workers = {"num_workers": num_workers, "pin_memory": pin_memory, "persistent_workers": num_workers > 0}
+    train = DataLoader(ImageDataset(data.train, pre.transform(augment=True)), batch_size=batch_size, shuffle=True,
+                       **workers)
+    val = DataLoader(ImageDataset(data.val, pre.transform(augment=False)), batch_size=max(batch_size, 64), **workers)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(train))
+    dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
     walls = []
     tick = time.perf_counter()
     for _ in range(epochs):
         model.train()
         for x, y in train:
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, non_blocking=pin_memory), y.to(device, non_blocking=pin_memory)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
+            with autocast():
+                loss = F.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
         model.eval()
         correct = 0
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             for x, y in val:
-                correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
+                x = x.to(device, non_blocking=pin_memory)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                correct += int((model(x).argmax(1).cpu() == y).sum())
         walls.append(time.perf_counter() - tick)
-    return {"epoch_wall_s": walls, "train_images": len(data.train), "val_accuracy": correct / len(data.val)}
+    return {"epoch_wall_s": walls, "train_images": len(data.train), "val_accuracy": correct / len(data.val),
+            **_peak_memory(accelerator)}
 
 
 def throughput(r: dict[str, Any]) -> float:

@@ -442,7 +442,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume
-    warnings.filterwarnings("ignore", message=".*module\(s\) in eval mode.*")  # frozen blocks, on purpose
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # frozen blocks, on purpose
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # validation sums are reduced by hand
 
 

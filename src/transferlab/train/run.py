@@ -445,6 +445,7 @@ def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: b
 
     if dm.feats is None and dm.prefix is not None:  # resumed after the last epoch: setup never ran
         dm.setup()
+    net.to(trainer.strategy.root_device)  # Lightning hands the model back on the CPU: test where it trained
     logits = run_inference(net, dm.loader("test"), "test", progress)
     y = np.asarray(data.test.labels)
     pred = logits.argmax(1).numpy()
