@@ -159,7 +159,8 @@ def test_fit_counts_epochs_from_one_and_reports_each_epoch(base_run: Path, tmp_p
     data = json.loads((base_run / "model.json").read_text())["data"]
     with caplog.at_level("INFO", logger="transferlab"):
         fit(data, out=tmp_path / "r", source="cnn_tiny", strategy="scratch", epochs=2, progress=True)
-    bar = capsys.readouterr().err
+    captured = capsys.readouterr()
+    bar = captured.out + captured.err  # Lightning's bars write to stdout
     assert "Epoch 1/2" in bar and "Epoch 2/2" in bar and "Epoch 0/" not in bar
     assert "train_loss" in bar and "val_accuracy" in bar
     assert "epoch 1/2: training loss" in caplog.text and "validation accuracy" in caplog.text

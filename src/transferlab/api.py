@@ -275,8 +275,11 @@ def rank(data: str, *, sources: str | list[str], out: str | Path, **options: Any
     preflight.check_data(data)
     specs = [s.strip() for s in (sources.split(",") if isinstance(sources, str) else sources) if s.strip()]
     if not options.get("skip_missing"):
-        for spec in specs:
-            preflight.check_source(spec, "--sources")
+        try:
+            for spec in specs:
+                preflight.check_source(spec, "--sources")
+        except UserError as e:
+            raise UserError(f"{e}; pass --skip-missing to rank the others") from None
         preflight.check_modalities(data, specs)
     preflight.check_out(Path(out), options.get("resume", False), options.get("overwrite", False), "rank")
     from transferlab.rank import rank as run_rank

@@ -528,7 +528,7 @@ def _print_benefits(results: dict, out: Path) -> None:
         err.print(Text(f"note: {note}; train longer (--epochs) to measure it", style="yellow"))
     if len(results["config"]["per_class"]) > 1:
         for arm, v in results.get("asymptote_by_size", {}).items():
-            console.print(f"{arm}: the asymptote benefit {v['summary']}", markup=False)
+            console.print(f"{arm}, asymptote benefit across sizes: {v['summary']}", markup=False)
     for item in results["negative_transfer"]:
         console.print(f"negative transfer: {item['arm']} on {item['measure']} at {item['per_class']} per class",
                       style="red", markup=False)

@@ -15,6 +15,7 @@ PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 # Where and how fast a run trains, not what it trains: a run may be resumed with other values (other devices).
 RUNTIME_OPTIONS = ("num_workers", "pin_memory", "channels_last", "compile", "accelerator", "devices", "num_nodes",
                    "distributed", "precision", "deterministic")
+DISTRIBUTED = ("auto", "ddp", "ddp_find_unused_parameters_true")  # replicated models, launched as subprocesses
 DEFAULT_LR = {"image": (1e-3, 0.1), "text": (1e-2, 0.01)}
 
 
@@ -82,6 +83,11 @@ class FitConfig:
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, "
              f"not {self.precision!r}"),
             (self.num_nodes >= 1, "--num-nodes must be at least 1"),
+            (self.distributed in DISTRIBUTED, f"--distributed {self.distributed!r}: transferlab supports "
+             f"{', '.join(DISTRIBUTED)} (strategies that shard the model, such as fsdp, are not supported: rank 0 "
+             "evaluates and saves the whole model)"),
+            (not (self.accelerator == "cpu" and self.precision == "16-mixed"),
+             "--precision 16-mixed needs a GPU; on the CPU use bf16-mixed (or the default 32)"),
             (self.devices == "auto" or all(p.strip().isdigit() for p in str(self.devices).split(",") if p.strip()),
              f"--devices must be a count, 'auto' or a list such as 0,1, not {self.devices!r}"),
         ]

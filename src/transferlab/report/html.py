@@ -179,7 +179,7 @@ def write_compare_report(path: Any, results: dict[str, Any]) -> None:
                         for n in results["negative_transfer"])
         parts.append(f"<h3>Negative transfer</h3><ul>{items}</ul>")
     if len(cfg["per_class"]) > 1:
-        paying = "".join(f"<li>{html.escape(arm)}: the asymptote benefit {html.escape(v['summary'])}</li>"
+        paying = "".join(f"<li>{html.escape(arm)}, asymptote benefit across sizes: {html.escape(v['summary'])}</li>"
                          for arm, v in results.get("asymptote_by_size", {}).items())
         figure = _png(efficiency_figure(results), path.with_name("data_efficiency.png"))
         parts += ["<h2>Data efficiency</h2>", figure, f"<ul>{paying}</ul>"]

@@ -25,13 +25,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from transferlab.config import DISTRIBUTED
 from transferlab.errors import UserError
 from transferlab.files import atomic_write, is_global_zero  # noqa: F401  (is_global_zero: re-exported)
 from transferlab.report import write_csv
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 2  # 2: the payload's sha256 is in the metadata
-DISTRIBUTED = ("auto", "ddp", "ddp_find_unused_parameters_true")  # replicated models, launched as subprocesses
 
 
 class LitClassifier(L.LightningModule):

@@ -344,6 +344,7 @@ def fit(
     """
     quiet_lightning()
     out = Path(out)
+    make_trainer(out, cfg.epochs, False, [], cfg)  # an unusable accelerator, device count or strategy: fail now
     if source is None:
         source = open_source(cfg, STRATEGIES.get(cfg.strategy).pretrained)
     lr, backbone_lr_mult = cfg.learning_rates(source.modality)
@@ -377,7 +378,6 @@ def fit(
         },
         "versions": versions(),
     }
-    make_trainer(out, cfg.epochs, False, [], cfg)  # an unusable accelerator, device count or strategy: fail now
     # under DDP every process runs this function; only rank 0 locks and writes the run directory (Lightning's own
     # rank is not set before fit, so it comes from the launcher's environment)
     zero = is_global_zero()
