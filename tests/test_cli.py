@@ -139,6 +139,7 @@ def test_demo_runs_a_small_comparison_offline(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setitem(api.DEMO_QUICK, "per_class", "4")
     monkeypatch.setitem(api.DEMO_QUICK, "epochs", 1)
+    monkeypatch.setitem(api.DEMO_QUICK, "seeds", 2)
     monkeypatch.setattr(sys, "argv", ["transferlab", "demo", "--quick", "--out", str(tmp_path)])
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
@@ -198,6 +199,7 @@ def test_text_demo_runs_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setitem(api.DEMO_TEXT_QUICK, "per_class", "3")
     monkeypatch.setitem(api.DEMO_TEXT_QUICK, "epochs", 1)
+    monkeypatch.setitem(api.DEMO_TEXT_QUICK, "seeds", 2)
     monkeypatch.setattr(sys, "argv", ["transferlab", "demo", "--text", "--quick", "--out", str(tmp_path)])
     with pytest.raises(SystemExit) as exit_info:
         cli.main()

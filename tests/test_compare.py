@@ -50,6 +50,9 @@ def test_results_schema(comparison) -> None:
 def test_report_is_self_contained(comparison) -> None:
     out, results, _ = comparison
     page = (out / "report.html").read_text()
+    assert '"backbone_lr_mult": null' not in page and '"backbone_lr_mult": 0.1' in page  # the value used
+    assert '"text_model"' not in page and '"test_size"' in page  # only the image options; the test-set size
+    assert page.count("<h2>Benefits at all labelled") == 1 and "Test accuracy per arm" in page
     assert page.count("data:image/png;base64,") >= 3  # two curve plots and the data-efficiency plot
     assert "http://" not in page and "https://" not in page and "<script" not in page
     verdicts = [b["verdict"] for per_arm in results["benefits"].values() for b in per_arm.values()]
@@ -103,3 +106,19 @@ def test_what_the_asymptote_benefit_did_across_sizes_is_stated_as_it_happened(ve
     from transferlab.compare import paying_summary
 
     assert paying_summary(verdicts) == sentence
+
+
+def test_a_bad_arm_fails_before_the_first_cell_trains(comparison, tmp_path: Path) -> None:
+    _, _, opts = comparison
+    with pytest.raises(UserError, match=r"arm 'finetune:reuse=99': --reuse 99 exceeds"):
+        compare(opts["data"], out=tmp_path / "c", source=opts["source"], arms="scratch,finetune:reuse=99", seeds=2,
+                epochs=1, progress=False)
+    assert not (tmp_path / "c").exists()
+
+
+def test_examples_print_as_whole_numbers() -> None:
+    from transferlab.report.html import fmt_interval
+
+    assert fmt_interval({"mean": 16.0, "ci_low": 0.0, "ci_high": 32.0, "unit": "examples"}) == "16 [0, 32]"
+    assert fmt_interval({"mean": -336.0, "ci_low": -672.5, "ci_high": 0.0, "unit": "examples"}) == "-336 [-672, 0]"
+    assert fmt_interval({"mean": 0.1234, "ci_low": 0.1, "ci_high": 0.2}) == "0.123 [0.100, 0.200]"

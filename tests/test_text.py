@@ -330,6 +330,14 @@ def test_sentence_encoder_finetune_and_scratch_run(text_csv: Path, tmp_path: Pat
     assert scratch.test_size == 9
 
 
+def test_pretrain_vectors_warns_about_a_small_corpus(text_csv: Path, tmp_path: Path, caplog) -> None:
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("the cat sat on the mat\n" * 50)
+    with caplog.at_level("WARNING", logger="transferlab"):
+        api.pretrain_vectors(corpus, out=tmp_path / "v", dim=8, epochs=1, min_count=1, progress=False)
+    assert "holds 300 tokens: below about 100,000" in caplog.text
+
+
 def test_pretrain_vectors_is_reproducible_and_a_source(text_csv: Path, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(t for t, _ in make_texts(40, seed=3)) + "\n")

@@ -306,10 +306,10 @@ def demo(
                    progress=progress, resume=resume, **settings)
 
 
-DEMO_QUICK = {"per_class": "30", "seeds": 2, "epochs": 3}
+DEMO_QUICK = {"per_class": "30", "seeds": 3, "epochs": 3}  # 3 seeds: the fewest that get a verdict
 DEMO_FULL = {"per_class": "10,100", "seeds": 3, "epochs": 4}
 DEMO_TEXT_DATA = "wordnet"
 DEMO_TEXT_SOURCE = "minilm"
 DEMO_TEXT_ARMS = ("scratch:source=words", "frozen", "finetune")
-DEMO_TEXT_QUICK = {"per_class": "20", "seeds": 2, "epochs": 3}
+DEMO_TEXT_QUICK = {"per_class": "20", "seeds": 3, "epochs": 3}
 DEMO_TEXT_FULL = {"per_class": "10,50", "seeds": 3, "epochs": 3}

@@ -223,12 +223,18 @@ def compare(
     zero = is_global_zero()  # under DDP every process runs the cells together; rank 0 writes
     estimate = None
     if zero and not resume:
-        largest = data_by_size[sizes[-1]]
-        step = seconds_per_step(adapt_source(first, largest, base), largest, base, input_size)
-        estimate = estimate_seconds(step, parsed, seeds, base, list(data_by_size.values()))
-        log.info("%d cells (%d sizes x %d arms x %d seeds)%s: about %s on this machine, estimated from one timed "
-                 "training step", len(sizes) * len(parsed) * seeds, len(sizes), len(parsed), seeds,
-                 f" at {input_size} px" if input_size else "", _duration(estimate))
+        largest, steps = data_by_size[sizes[-1]], {}
+        for arm in parsed:  # one timed step per source: arms of other sources can cost 100x more (MiniLM vs words)
+            spec = arm.options.get("source", source)
+            if spec not in steps:
+                src = loaded[spec, STRATEGIES.get(arm.strategy).pretrained]
+                steps[spec] = seconds_per_step(adapt_source(src, largest, base), largest, base, input_size)
+        estimate = estimate_seconds({a.name: steps[a.options.get("source", source)] for a in parsed}, parsed, seeds,
+                                    base, list(data_by_size.values()))
+        log.info("%d cells (%d size%s x %d arms x %d seeds)%s: about %s on this machine, estimated from one timed "
+                 "training step per source", len(sizes) * len(parsed) * seeds, len(sizes),
+                 "s" if len(sizes) > 1 else "", len(parsed), seeds, f" at {input_size} px" if input_size else "",
+                 _duration(estimate))
     lock = prepare_experiment(out, config, resume, overwrite=overwrite) if zero else None  # inputs checked
     try:
         curves: dict[str, dict[str, dict[int, Curve]]] = {}
@@ -340,20 +346,24 @@ def summarise(
     }
 
 
-def estimate_seconds(step: float, arms: list[Arm], seeds: int, cfg: FitConfig, data: list[Any]) -> float:
-    """A comparison's wall time from one training step's: training steps of every tuned cell, evaluation passes
-    (validation each epoch, the curve points, the final test) at a third of a step per batch, and a frozen arm's
-    feature extraction once per size (later seeds read the cache)."""
+def estimate_seconds(steps: dict[str, float], arms: list[Arm], seeds: int, cfg: FitConfig, data: list[Any]) -> float:
+    """A comparison's wall time from each arm's training step (``steps[arm name]``, seconds): training steps of
+    every tuned cell, evaluation passes
+    (validation each epoch, the curve points, the final test) at a sixth of a step per batch (no gradients, eval
+    mode: measured on the bundled demo), and a frozen arm's feature extraction once per size (later seeds read the
+    cache)."""
     total = 0.0
     for d in data:
         train, val, test = len(d.train), len(d.val), len(d.test)
-        steps = math.ceil(train / cfg.batch_size) * cfg.epochs
-        evaluated = cfg.epochs * val + 4 * min(test, 500) + (cfg.epochs + 2) * test
+        batches = math.ceil(train / cfg.batch_size)
+        within = len({max(1, round(f * batches)) for f in (1 / 16, 1 / 8, 1 / 4, 1 / 2)} - {batches}) + 1
+        evaluated = cfg.epochs * val + within * min(test, 500) + (cfg.epochs + 1) * test
         for arm in arms:
+            step = steps[arm.name]
             if STRATEGIES.get(arm.strategy).frozen_prefix:
-                total += (train + val + test) / cfg.batch_size * step / 3
+                total += (train + val + test) / cfg.batch_size * step / 6
             else:
-                total += seeds * (steps * step + evaluated / cfg.batch_size * step / 3)
+                total += seeds * (batches * cfg.epochs * step + evaluated / cfg.batch_size * step / 6)
     return total
 
 

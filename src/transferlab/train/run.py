@@ -6,6 +6,7 @@ import json
 import logging
 import platform
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,24 +160,24 @@ def cpu_input_size(source: Source, data: ImageData, config: Path | None = None) 
 
 def seconds_per_step(source: Source, data: ImageData, cfg: FitConfig, size: int | None) -> float:
     """Wall seconds of one training step (forward, backward, optimiser) of the whole model on one batch of
-    ``data``, timed after a warm-up step: what ``compare`` estimates its duration from."""
-    import time
-
+    ``data``: the median of three after a warm-up step. What ``compare`` estimates its duration from."""
     pre = source.preprocessing.resized(size)
     model = build_model(source, len(data.classes), None, pretrained=False).train()
     n = min(cfg.batch_size, len(data.train))
     ds = SplitDataset(data.train, pre.transform(False))
     batch = (pre.collate or torch.utils.data.default_collate)([ds[i] for i in range(n)])
     x, y = batch
+    if cfg.channels_last and x.dim() == 4:  # as the training loop runs it
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     seconds = []
-    for _ in range(2):
+    for _ in range(4):
         tick = time.perf_counter()
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
         seconds.append(time.perf_counter() - tick)
-    return seconds[-1] * cfg.batch_size / n
+    return float(np.median(seconds[1:])) * cfg.batch_size / n
 
 
 def check_input_size(source: Source, size: int) -> None:
