@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from pathlib import Path
@@ -50,8 +51,9 @@ def test_results_schema(comparison) -> None:
 def test_report_is_self_contained(comparison) -> None:
     out, results, _ = comparison
     page = (out / "report.html").read_text()
-    assert '"backbone_lr_mult": null' not in page and '"backbone_lr_mult": 0.1' in page  # the value used
-    assert '"text_model"' not in page and '"test_size"' in page  # only the image options; the test-set size
+    shown = html.unescape(page)
+    assert '"backbone_lr_mult": null' not in shown and '"backbone_lr_mult": 0.1' in shown  # the value used
+    assert '"text_model"' not in shown and '"test_size"' in shown  # only the image options; the test-set size
     assert page.count("<h2>Benefits at all labelled") == 1 and "Test accuracy per arm" in page
     assert page.count("data:image/png;base64,") >= 3  # two curve plots and the data-efficiency plot
     assert "http://" not in page and "https://" not in page and "<script" not in page

@@ -40,7 +40,15 @@ _ALWAYS = (MARKER, LOCK, "*.tmp", "*/*.tmp", "*.tmp/*")
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without changing it where Linux allows (``os.umask`` sets it, which races with
+    other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
