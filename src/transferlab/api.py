@@ -288,22 +288,24 @@ def rank(data: str, *, sources: str | list[str], out: str | Path, **options: Any
 
 
 def demo(
-    out: str | Path = "transferlab-demo", quick: bool = False, progress: bool = True, text: bool = False
+    out: str | Path = "transferlab-demo", quick: bool = False, progress: bool = True, text: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """The main job on the built-in default: does ImageNet EfficientNet-Lite0 help on the bundled Fashion-MNIST
     classes 5-9? A small :func:`compare` of scratch, frozen and finetune; rerunning it reuses finished cells.
 
     ``text=True``: does the built-in sentence encoder (all-MiniLM-L6-v2) help on the bundled WordNet task, against
-    a word-embedding classifier trained from scratch?"""
+    a word-embedding classifier trained from scratch? ``overwrite`` starts over (for example after an upgrade
+    changed the demo's settings)."""
     out = Path(out) / (("text-" if text else "") + ("quick" if quick else "full"))
-    resume = (out / "compare.json").is_file()
+    resume = (out / "compare.json").is_file() and not overwrite
     if text:
         settings = DEMO_TEXT_QUICK if quick else DEMO_TEXT_FULL
         return compare(DEMO_TEXT_DATA, out=out, source=DEMO_TEXT_SOURCE, arms=",".join(DEMO_TEXT_ARMS),
-                       eval_per_class=50, progress=progress, resume=resume, **settings)
+                       eval_per_class=50, progress=progress, resume=resume, overwrite=overwrite, **settings)
     settings = DEMO_QUICK if quick else DEMO_FULL
     return compare(DEMO_DATA, out=out, source=DEMO_SOURCE, arms=",".join(DEMO_ARMS), image_size=64,
-                   progress=progress, resume=resume, **settings)
+                   progress=progress, resume=resume, overwrite=overwrite, **settings)
 
 
 DEMO_QUICK = {"per_class": "30", "seeds": 3, "epochs": 3}  # 3 seeds: the fewest that get a verdict

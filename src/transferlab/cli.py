@@ -540,6 +540,7 @@ def demo(
     quick: Annotated[bool, typer.Option(help="Smaller and shorter (a couple of minutes on 2 cores).")] = False,
     text: Annotated[bool, typer.Option(help="Text demo: the packaged sentence encoder on WordNet glosses.")] = False,
     out: Annotated[Path, typer.Option(help="Where the demo writes.")] = Path("transferlab-demo"),
+    overwrite: Annotated[bool, typer.Option(help="Start the demo over instead of reusing its finished cells.")] = False,
 ) -> None:
     """Does ImageNet EfficientNet-Lite0 help on bundled Fashion-MNIST classes 5-9? scratch vs frozen vs finetune.
     With --text: does all-MiniLM-L6-v2 help on bundled WordNet glosses against word embeddings from scratch?"""
@@ -553,7 +554,7 @@ def demo(
         note = "ImageNet"
     console.print(f"transferlab demo: {source} ({note}) -> {data} (bundled), arms {', '.join(arms)}; "
                   f"allocator: {allocator()}", markup=False)
-    results = api.demo(out=out, quick=quick, text=text)
+    results = api.demo(out=out, quick=quick, text=text, overwrite=overwrite)
     table = Table(title="final test accuracy per arm (mean over seeds, largest size)")
     for col in ("arm", "test accuracy", "training wall s (mean)"):
         table.add_column(col)
