@@ -60,7 +60,7 @@ def pretrain(data: str, *, arch: str, out: str | Path, **options: Any) -> tuple[
         raise UserError("pretrain always trains from scratch; use fit for other strategies")
     options.pop("strategy", None)
     result = fit(data, out=out, source=arch, strategy="scratch", **options)
-    from transferlab.train.engine import is_global_zero
+    from transferlab.files import is_global_zero
 
     if not is_global_zero():  # under DDP rank 0 checks and writes
         return result, {}
@@ -85,9 +85,8 @@ def layers(target_data: str, *, out: str | Path, **options: Any) -> dict[str, An
     """The layer-transfer sweep of Yosinski et al. 2014: AnB, AnB+, BnB, BnB+ for every cut n (see
     :mod:`transferlab.layers`). Writes ``results.json`` and ``report.html`` to ``out``."""
     preflight.check_data(target_data, "--target-data")
-    for key, option in (("source_data", "--source-data"),):
-        if options.get(key) is not None:
-            preflight.check_data(options[key], option)
+    if options.get("source_data") is not None:
+        preflight.check_data(options["source_data"], "--source-data")
     if options.get("source") is not None:
         preflight.check_source(options["source"])
     preflight.check_out(Path(out), options.get("resume", False), options.get("overwrite", False), "layers")
@@ -114,6 +113,14 @@ def predict(
     because nothing was left. ``strict=True`` refuses instead, naming the first such file and how many there are.
     Each file is opened and decoded once; inputs are transformed as they are read and the model runs per batch.
     """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    missing = [p for p in map(Path, paths) if not p.exists()]
+    if missing:  # before the model loads
+        raise UserError(f"{missing[0]} does not exist")
+    if batch_size < 1:
+        raise UserError(f"the batch size must be at least 1, not {batch_size}")
     import warnings
     from concurrent.futures import ThreadPoolExecutor
 
@@ -125,11 +132,6 @@ def predict(
     from transferlab.sources.base import preprocessing_from_dict
     from transferlab.train.engine import run_inference
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist")
-    if batch_size < 1:
-        raise UserError(f"the batch size must be at least 1, not {batch_size}")
     model, card = load_run(run_dir)
     pre = preprocessing_from_dict(card["preprocessing"])
     text_run = card.get("modality") == "text"

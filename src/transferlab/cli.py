@@ -121,7 +121,7 @@ def _hardware(accelerator: str, devices: str, num_nodes: int, distributed: str, 
 
 
 def _zero() -> bool:
-    from transferlab.train.engine import is_global_zero
+    from transferlab.files import is_global_zero
 
     return is_global_zero()
 

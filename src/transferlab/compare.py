@@ -28,6 +28,7 @@ from transferlab.files import (
     atomic_write,
     check_overwritable,
     clear_output,
+    is_global_zero,
     lock_folder,
     mark,
     write_json,
@@ -181,7 +182,7 @@ def compare(
         "base": {k: v for k, v in base.to_dict().items() if k not in RUNTIME_OPTIONS},
     }
     from transferlab.report.html import write_compare_report  # slow imports (torch, Lightning) after the checks
-    from transferlab.train.engine import is_global_zero, runs_on_cpu
+    from transferlab.train.engine import runs_on_cpu
     from transferlab.train.run import (
         adapt_source,
         check_input_size,
@@ -203,15 +204,6 @@ def compare(
     if len(modalities) > 1:
         raise UserError("--arms mix image and text sources; compare sources of one modality")
     modality = modalities.pop()
-    for arm in parsed:  # --reuse beyond a source's blocks, an input size it cannot take: before the first cell
-        src = loaded[arm.options.get("source", source), STRATEGIES.get(arm.strategy).pretrained]
-        if src.adapt is None:
-            try:
-                resolve_reuse(base.replace(**{k: v for k, v in arm.options.items() if k != "source"}), src)
-            except UserError as e:
-                raise UserError(f"arm {arm.name!r}: {e}") from None
-        if modality == "image" and base.image_size is not None:
-            check_input_size(src, base.image_size)
     data_by_size = {size: data_for(base.replace(split_seed=base.seed, per_class=size), modality)
                     for size in sizes}  # every size checked before training anything
     scratch_arm = next(a for a in parsed if a.strategy == "scratch")
@@ -220,6 +212,15 @@ def compare(
     if input_size is None and modality == "image":
         own = first.preprocessing.input_size
         input_size = cpu_input_size(first, data_by_size[sizes[-1]]) if runs_on_cpu(base) else own
+    for arm in parsed:  # --reuse beyond a source's blocks, an input size it cannot take: before the first cell
+        src = loaded[arm.options.get("source", source), STRATEGIES.get(arm.strategy).pretrained]
+        if src.adapt is None:
+            try:
+                resolve_reuse(base.replace(**{k: v for k, v in arm.options.items() if k != "source"}), src)
+            except UserError as e:
+                raise UserError(f"arm {arm.name!r}: {e}") from None
+        if modality == "image":
+            check_input_size(src, input_size)
     zero = is_global_zero()  # under DDP every process runs the cells together; rank 0 writes
     estimate = None
     if zero and not resume:

@@ -52,7 +52,7 @@ def layers(
               "seeds": seeds, "base": {k: v for k, v in base.to_dict().items() if k not in RUNTIME_OPTIONS}}
     ready = open_source(base, pretrained=True) if source is not None else None  # errors now, not after cells
     data = data_for(base, ready.modality if ready is not None else "image")
-    from transferlab.train.engine import is_global_zero
+    from transferlab.files import is_global_zero
 
     zero = is_global_zero()  # under DDP every process runs the cells together; rank 0 writes
     lock = prepare_experiment(out, config, resume, "layers", overwrite) if zero else None

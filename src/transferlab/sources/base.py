@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -102,13 +102,18 @@ def preprocessing_from_dict(d: dict[str, Any]) -> Any:
     return Preprocessing.from_dict(d)
 
 
-def state_fingerprint(module: nn.Module) -> str:
-    """sha256 over a module's state dict (names, shapes and values): identifies exactly which weights ran."""
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over names, shapes, dtypes and bytes of named tensors, in their given order."""
     h = hashlib.sha256()
-    for key, t in module.state_dict().items():
+    for key, t in tensors.items():
         h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def state_fingerprint(module: nn.Module) -> str:
+    """sha256 over a module's state dict (names, shapes and values): identifies exactly which weights ran."""
+    return tensors_digest(module.state_dict())
 
 
 def check_decomposition(

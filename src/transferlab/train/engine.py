@@ -25,10 +25,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from transferlab.config import DISTRIBUTED
 from transferlab.errors import UserError
-from transferlab.files import atomic_write, is_global_zero  # noqa: F401  (is_global_zero: re-exported)
+from transferlab.files import atomic_write
 from transferlab.report import write_csv
+from transferlab.sources.base import tensors_digest
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 2  # 2: the payload's sha256 is in the metadata
@@ -396,10 +396,8 @@ def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callb
 
     accelerator = getattr(cfg, "accelerator", "auto")
     on_cpu = runs_on_cpu(cfg)
-    strategy = getattr(cfg, "distributed", "auto")
-    if strategy not in DISTRIBUTED:
-        raise UserError(f"--distributed {strategy!r}: transferlab supports {', '.join(DISTRIBUTED)} (strategies that "
-                        "shard the model, such as fsdp, are not supported: rank 0 evaluates and saves the whole model)")
+    # the --distributed name and 16-mixed with --accelerator cpu were checked by FitConfig before any slow import;
+    # 16-mixed with --accelerator auto on a machine without a GPU needs torch to tell
     if on_cpu and getattr(cfg, "precision", "32") == "16-mixed":
         raise UserError("--precision 16-mixed needs a GPU; on the CPU use bf16-mixed (or the default 32)")
     try:
@@ -518,19 +516,14 @@ def cached_features(
     seconds = time.perf_counter() - tick
     if rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"seconds": f"{seconds:.4f}", "sha256": payload_digest(feats)}
+        meta = {"seconds": f"{seconds:.4f}", "sha256": _cache_digest(feats)}
         atomic_write(path, lambda tmp: save_file(feats, str(tmp), metadata=meta))
     return feats, False, seconds
 
 
-def payload_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over names, shapes, dtypes and bytes of a cache entry's tensors."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+def _cache_digest(feats: dict[str, torch.Tensor]) -> str:
+    """The checksum a cache entry records: by split name, whatever order the file gives them back in."""
+    return tensors_digest(dict(sorted(feats.items())))
 
 
 def _read_cache(path: Path, loaders: dict[str, DataLoader]) -> tuple[dict[str, torch.Tensor], bool, float] | None:
@@ -543,7 +536,7 @@ def _read_cache(path: Path, loaders: dict[str, DataLoader]) -> tuple[dict[str, t
             meta = f.metadata() or {}
         feats = load_file(str(path))
         problem = ("it holds other splits" if set(feats) != set(loaders) else
-                   "its checksum does not match its contents" if meta.get("sha256") != payload_digest(feats) else None)
+                   "its checksum does not match its contents" if meta.get("sha256") != _cache_digest(feats) else None)
     except Exception as e:  # a damaged cache file is recomputed, never trusted
         problem = f"it is unreadable: {(str(e).splitlines() or [type(e).__name__])[0][:120]}"
     if problem is not None:

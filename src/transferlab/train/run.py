@@ -28,6 +28,7 @@ from transferlab.files import (
     clear_output,
     disk_full,
     is_disk_full,
+    is_global_zero,
     lock_folder,
     mark,
 )
@@ -47,7 +48,6 @@ from transferlab.train.engine import (
     TestCurve,
     cache_key,
     cached_features,
-    is_global_zero,
     make_trainer,
     quiet_lightning,
     run_inference,
