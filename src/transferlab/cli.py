@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import logging
 import os
@@ -17,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from transferlab.errors import UserError
+from transferlab.files import disk_full, is_disk_full
 
 app = typer.Typer(
     add_completion=False,
@@ -605,11 +605,10 @@ def main() -> None:
     except UserError as e:
         err.print(Text(f"error: {e}", style="red"))
         sys.exit(2)
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except OSError as e:  # a full disk the library did not translate itself (files.atomic_write does)
+        if not is_disk_full(e):
             raise
-        err.print(Text(f"error: No space left on device while writing {e.filename or 'a file'}: free some space, "
-                       "then --resume continues the run", style="red"))
+        err.print(Text(f"error: {disk_full(e.filename or 'a file')}", style="red"))
         sys.exit(2)
     except KeyboardInterrupt:
         err.print(Text("interrupted: the run directory is marked INCOMPLETE; --resume continues it", style="yellow"))
