@@ -61,6 +61,8 @@ class FitConfig:
     text_column: str = "text"
     label_column: str = "label"
     encoding_errors: str = "strict"  # "replace" accepts invalid UTF-8
+    # tables
+    impute: str = "none"  # "none": a missing cell is an error; "mean": filled with the training split's column mean
 
     def __post_init__(self) -> None:
         for name in ("lr", "backbone_lr_mult", "weight_decay", "val_fraction", "test_fraction"):
@@ -80,6 +82,7 @@ class FitConfig:
             (self.text_model in ("bag", "cnn"), f"--text-model must be bag or cnn, not {self.text_model!r}"),
             (self.max_vectors is None or self.max_vectors >= 1, "--max-vectors must be at least 1"),
             (self.encoding_errors in ("strict", "replace"), "--encoding-errors must be strict or replace"),
+            (self.impute in ("none", "mean"), f"--impute must be none or mean, not {self.impute!r}"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, "
              f"not {self.precision!r}"),
             (self.num_nodes >= 1, "--num-nodes must be at least 1"),
