@@ -97,8 +97,8 @@ def measured_matmul_peak() -> float:
 
 def lite0_model(classes: int, device: str):
     """EfficientNet-Lite0 as the bare loop builds it (ImageNet weights, BatchNorm statistics fixed)."""
-    from transferlab.model import build_model
     from transferlab.sources import load_source
+    from transferlab.transfer.model import build_model
 
     model = build_model(load_source("efficientnet_lite0"), classes, None, pretrained=True)
     model.freeze(0, bn=len(model.blocks))
@@ -165,7 +165,7 @@ def instrument_fit() -> list[tuple[str, int, float]]:
     fit's time goes, without changing what it does (wrappers around MetricsCSV's hooks and Trainer.save_checkpoint)."""
     import lightning.pytorch as pl
 
-    import transferlab.train.engine as engine
+    import transferlab.train.callbacks as engine
 
     events: list[tuple[str, int, float]] = []
     t0 = [time.perf_counter()]
@@ -304,12 +304,11 @@ def stage_extract(spec: dict[str, Any], result: dict[str, Any], save) -> None:
 
     from transferlab.config import FitConfig
     from transferlab.data import load_images
-    from transferlab.model import build_model
     from transferlab.sources import load_source
-    from transferlab.strategies import make_strategy
-    from transferlab.train.engine import cache_key, cached_features, run_inference
-    from transferlab.train.run import INFERENCE_BATCH, plain_loaders
-    from transferlab.train.transforms import make_transform
+    from transferlab.train.datamodule import INFERENCE_BATCH, plain_loaders
+    from transferlab.train.features import cache_key, cached_features, run_inference
+    from transferlab.transfer.model import build_model
+    from transferlab.transfer.strategies import make_strategy
 
     gpu, n, size, reps = spec["gpu"], spec["images"], spec["image_size"], spec["reps"]
     device = "cuda" if gpu else "cpu"
@@ -318,14 +317,14 @@ def stage_extract(spec: dict[str, Any], result: dict[str, Any], save) -> None:
     n = min(n, len(data.train))
     source = load_source("efficientnet_lite0")
     pre = source.preprocessing.resized(size)
-    tf = make_transform(pre, augment=False)
+    tf = pre.transform(augment=False)
     t0 = time.perf_counter()
     x = torch.stack([tf(data.train.load(i)) for i in range(n)])
     y = torch.as_tensor(np.asarray(data.train.labels[:n]), dtype=torch.long)
     log(f"extract: {n} images at {size} px transformed in {time.perf_counter() - t0:.1f} s")
     reuse = len(source.blocks)
     model = build_model(source, len(data.classes), reuse, pretrained=True)
-    make_strategy("frozen").prepare(model, reuse, 1e-3)
+    make_strategy("frozen").attach(model, reuse, 1e-3)
     prefix = model.prefix(reuse).to(device).to(memory_format=torch.channels_last).eval()
     bare = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     body = [k for k in bare.state_dict() if not k.startswith("classifier.")]

@@ -57,7 +57,7 @@ IMAGE_SIZE = 96
 BARE_BATCH_SIZES = (16, 32, 64)
 TARGET = 0.9
 BREAKDOWN = ["tl_loader_only", "tl_loader_channels_last", "tl_save_features"]  # timed pieces, not throughputs
-TL_BATCH = 64  # the batch size fit extracts with: max(FitConfig.batch_size, train.run.INFERENCE_BATCH), checked below
+TL_BATCH = 64  # what fit extracts with: max(FitConfig.batch_size, datamodule.INFERENCE_BATCH), checked below
 ALLOC_BARE = f"bare_channels_last_bs{TL_BATCH}"  # allocator runs: the bare loop at transferlab's own batch size
 HEADLINE = "tcmalloc+THP"
 CONFIGS: dict[str, tuple[bool, bool]] = {  # name: (tcmalloc preloaded, THP_MEM_ALLOC_ENABLE=1)
@@ -83,15 +83,14 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
     from transferlab.config import FitConfig
     from transferlab.data import load_images
-    from transferlab.model import build_model
     from transferlab.sources import load_source
-    from transferlab.strategies import make_strategy
-    from transferlab.train.engine import cache_key, cached_features, run_inference
-    from transferlab.train.transforms import make_transform
+    from transferlab.train.features import cache_key, cached_features, run_inference
+    from transferlab.transfer.model import build_model
+    from transferlab.transfer.strategies import make_strategy
 
     started = time.perf_counter()
     info = machine_info()
-    from transferlab.train.run import INFERENCE_BATCH
+    from transferlab.train.datamodule import INFERENCE_BATCH
 
     n, reps, tl_batch = spec["images"], spec["reps"], max(FitConfig().batch_size, INFERENCE_BATCH)
     assert tl_batch == TL_BATCH, f"fit now extracts at batch {tl_batch}: update TL_BATCH"
@@ -102,14 +101,14 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         raise SystemExit(f"{DATA} has only {len(data.train)} training images, {n} asked for")
     source = load_source("efficientnet_lite0")
     pre = source.preprocessing.resized(IMAGE_SIZE)
-    tf = make_transform(pre, augment=False)
+    tf = pre.transform(augment=False)
     x = torch.stack([tf(data.train.load(i)) for i in range(n)])
     y = torch.as_tensor(np.asarray(data.train.labels[:n]), dtype=torch.long)
 
     # transferlab: the model `fit` builds for the frozen strategy, and its frozen prefix.
     reuse = len(source.blocks)
     model = build_model(source, len(data.classes), reuse, pretrained=True)
-    make_strategy("frozen").prepare(model, reuse, 1e-3)
+    make_strategy("frozen").attach(model, reuse, 1e-3)
     prefix = model.prefix(reuse)
 
     # bare timm: the same weights, copied in order (the source's blocks are timm's modules, minus the head).

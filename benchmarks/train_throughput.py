@@ -100,9 +100,9 @@ def child_bare(per_class: int | None, epochs: int, accelerator: str, channels_la
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
-    from transferlab.data import ImageDataset
-    from transferlab.model import build_model
+    from transferlab.data import SplitDataset as ImageDataset
     from transferlab.sources import load_source
+    from transferlab.transfer.model import build_model
 
     torch.manual_seed(0)
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")

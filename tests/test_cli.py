@@ -1,41 +1,112 @@
-"""The command line: end to end in a subprocess, and bad input as one sentence with exit code 2."""
+"""The command line, in process through typer's CliRunner (exit codes as `transferlab` gives them), once in a
+subprocess, and bad input as one sentence with exit code 2."""
 
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from typer.testing import CliRunner, Result
 
 from tests.conftest import make_folder
+from transferlab import cli as transferlab_cli
+from transferlab.cli import app
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "transferlab", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
-    )
+@pytest.fixture(autouse=True)
+def _as_main_sets_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main() switches on PyTorch's huge pages before any command; without them the text demo ran 2-3x slower."""
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")
 
 
-def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("error:") or "Usage" in proc.stderr, proc.stderr
+def run(*args: str) -> Result:
+    """``transferlab ARGS`` in this process: a user error gives exit code 2 here too (the app converts it)."""
+    return CliRunner().invoke(app, list(args))
+
+
+def assert_ok(result: Result) -> None:
+    assert result.exit_code == 0, (result.stderr, result.exc_info)
+
+
+def assert_user_error(result: Result, *fragments: str) -> None:
+    assert result.exit_code == 2, (result.stderr, result.exc_info)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error:") or "Usage" in result.stderr, result.stderr
     for fragment in fragments:
-        assert fragment in " ".join(proc.stderr.split()), proc.stderr
+        assert fragment in " ".join(result.stderr.split()), result.stderr
+
+
+def test_the_installed_entry_point_turns_a_user_error_into_one_sentence_and_exit_2(tmp_path: Path) -> None:
+    env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system", "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "transferlab", "fit", "/nonexistent/data", "--out", str(tmp_path / "o")]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: DATA /nonexistent/data does not exist") and "Traceback" not in proc.stderr
+
+
+TRAINING = {  # every command that trains on data, with its required arguments
+    "fit": ["d", "--out", "o"],
+    "pretrain": ["d", "--out", "o"],
+    "layers": ["--target-data", "d", "--out", "o"],
+    "compare": ["d", "--out", "o"],
+    "rank": ["d", "--sources", "s", "--out", "o"],
+}
+
+
+def test_a_shared_option_is_one_declaration_and_every_command_takes_its_whole_group() -> None:
+    hardware, text, table = transferlab_cli.Hardware, transferlab_cli.TextOptions, transferlab_cli.TableOptions
+    groups = {"fit": (hardware, text, table), "compare": (hardware, text, table), "rank": (hardware, text, table),
+              "pretrain": (hardware, text, table), "layers": (hardware, text, table)}
+    assert set(groups) == set(TRAINING)
+    for command in app.registered_commands:
+        name, params = command.callback.__name__, inspect.signature(command.callback).parameters
+        for group in transferlab_cli.GROUPS:
+            for f in fields(group):
+                if group in groups.get(name, ()):
+                    assert f.name in params, f"{name} lacks --{f.name} of {group.__name__}"
+                if f.name in params:  # the group's alias (its help) and default, not a second declaration
+                    assert (params[f.name].annotation, params[f.name].default) == (f.type, f.default), (name, f.name)
+
+
+@pytest.mark.parametrize("command", TRAINING)
+def test_hardware_and_impute_reach_the_api(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transferlab import api
+    from transferlab.config import FitConfig
+    from transferlab.errors import UserError
+
+    seen: list[dict] = []
+
+    def fake(*args, **kwargs):
+        seen.append(kwargs)
+        raise UserError("stopped before any work")
+
+    monkeypatch.setattr(api, command, fake)
+    assert_user_error(run(command, *TRAINING[command]), "stopped before any work")
+    assert_user_error(run(command, *TRAINING[command], "--accelerator", "cpu", "--devices", "0,1", "--num-nodes", "2",
+                          "--distributed", "ddp", "--precision", "bf16-mixed", "--compile", "--no-channels-last",
+                          "--pin-memory", "--deterministic", "--impute", "mean"))
+    default, given = seen
+    names = [f.name for group in (transferlab_cli.Hardware, transferlab_cli.TableOptions) for f in fields(group)]
+    assert {n: default[n] for n in names} == {n: getattr(FitConfig(), n) for n in names}
+    assert {n: given[n] for n in names} == dict(
+        accelerator="cpu", devices="0,1", num_nodes=2, distributed="ddp", precision="bf16-mixed", compile=True,
+        channels_last=False, pin_memory=True, deterministic=True, impute="mean")
 
 
 def test_fit_then_predict_end_to_end_on_bundled_data(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run("fit", "fashion-mnist:classes=5-9,per_class=8", "--source", "efficientnet_lite0", "--strategy",
                "frozen", "--epochs", "2", "--image-size", "32", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
+    assert_ok(proc)
     assert "test accuracy" in proc.stdout
     assert (out / "model.json").is_file() and not (out / "INCOMPLETE").exists()
     images = tmp_path / "imgs"
@@ -43,22 +114,22 @@ def test_fit_then_predict_end_to_end_on_bundled_data(tmp_path: Path) -> None:
     Image.new("L", (28, 28), 200).save(images / "a.png")
     Image.new("RGB", (40, 30), (10, 20, 30)).save(images / "b.jpg")
     pred = run("predict", str(out), str(images))
-    assert pred.returncode == 0, pred.stderr
+    assert_ok(pred)
     rows = list(csv.DictReader(io.StringIO(pred.stdout)))
     assert [Path(r["path"]).name for r in rows] == ["a.png", "b.jpg"]
     assert all(r["label"] in {"Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"} for r in rows)
     target = tmp_path / "pred.csv"
-    assert run("predict", str(out), str(images / "a.png"), "--output", str(target)).returncode == 0
+    assert_ok(run("predict", str(out), str(images / "a.png"), "--output", str(target)))
     assert target.read_text().startswith("path,label,probability\n")
 
 
 def test_sources_lists_offline_availability_and_blocks() -> None:
     proc = run("sources")
-    assert proc.returncode == 0, proc.stderr
+    assert_ok(proc)
     assert "efficientnet_lite0" in proc.stdout and "torchvision:vgg16" in proc.stdout
     assert "allocator" in proc.stdout
     blocks = run("sources", "--blocks", "efficientnet_lite0")
-    assert blocks.returncode == 0
+    assert_ok(blocks)
     for name in ("stem", "blocks_6", "head_conv", "classifier"):
         assert name in blocks.stdout
 
@@ -75,7 +146,7 @@ def test_bad_files_are_skipped_and_listed(bad_folder: Path, tmp_path: Path) -> N
     out = tmp_path / "run"
     proc = run("fit", str(bad_folder), "--source", "scratch:cnn_tiny", "--strategy", "scratch", "--epochs", "1",
                "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
+    assert_ok(proc)
     listed = (out / "skipped_files.csv").read_text()
     assert "empty.png" in listed and "notes.png" in listed
 
@@ -104,6 +175,7 @@ def test_strict_fails_before_training_with_the_list(bad_folder: Path, tmp_path: 
          ["16-mixed needs a GPU"]),
         (["fit", "fashion-mnist:classes=5-9", "--precision", "8", "--out", "{tmp}/o"], ["--precision must be one of"]),
         (["fit", "fashion-mnist:classes=5-9", "--distributed", "fsdp", "--out", "{tmp}/o"], ["not supported"]),
+        (["fit", "fashion-mnist:classes=5-9", "--impute", "median", "--out", "{tmp}/o"], ["--impute", "median"]),
         (["predict", "{tmp}", "{tmp}"], ["not a transferlab run directory"]),
         (["predict", "/nonexistent/run", "x.png"], ["/nonexistent/run"]),
     ],
@@ -120,7 +192,7 @@ def test_occupied_output_directory_is_refused(tmp_path: Path) -> None:
     proc = run("fit", "fashion-mnist:classes=5-9,per_class=5", "--out", str(tmp_path / "o"))
     assert_user_error(proc, "already holds files")
     assert run("fit", "fashion-mnist:classes=5-9,per_class=5", "--out", str(tmp_path / "o"),
-               "--overwrite").returncode == 2
+               "--overwrite").exit_code == 2
     assert (tmp_path / "o" / "other.txt").exists()
 
 
@@ -134,18 +206,15 @@ def test_mismatched_weights_file_names_the_key(tmp_path: Path) -> None:
     assert_user_error(proc, "conv_stem.weight", "(8, 3, 3, 3)")
 
 
-def test_demo_runs_a_small_comparison_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    from transferlab import api, cli
+def test_demo_runs_a_small_comparison_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transferlab import api
 
     monkeypatch.setitem(api.DEMO_QUICK, "per_class", "4")
     monkeypatch.setitem(api.DEMO_QUICK, "epochs", 1)
     monkeypatch.setitem(api.DEMO_QUICK, "seeds", 2)
-    monkeypatch.setattr(sys, "argv", ["transferlab", "demo", "--quick", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    assert exit_info.value.code in (0, None)
-    shown = capsys.readouterr().out
-    assert "did transfer help?" in shown and "report:" in shown
+    result = run("demo", "--quick", "--out", str(tmp_path))
+    assert_ok(result)
+    assert "did transfer help?" in result.stdout and "report:" in result.stdout
     results = json.loads((tmp_path / "quick" / "results.json").read_text())
     assert set(results["benefits"]) == {"frozen", "finetune"}
     assert (tmp_path / "quick" / "report.html").is_file()
@@ -156,12 +225,12 @@ def test_compare_command_end_to_end(tmp_path: Path) -> None:
     args = ["compare", "fashion-mnist:classes=5-9,per_class=4", "--arms", "scratch,frozen", "--seeds", "2",
             "--epochs", "1", "--image-size", "32", "--eval-per-class", "10", "--out", str(out)]
     proc = run(*args)
-    assert proc.returncode == 0, proc.stderr
+    assert_ok(proc)
     assert "did transfer help?" in proc.stdout and "jumpstart" in proc.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["base"]["eval_per_class"] == 10 and len(results["cells"]) == 4
     assert_user_error(run(*args), "--resume")
-    assert run(*args, "--resume").returncode == 0  # every cell reused
+    assert_ok(run(*args, "--resume"))  # every cell reused
     assert_user_error(run(*args[:-2], "--seeds", "1", "--out", str(tmp_path / "x")), "at least 2 seeds")
 
 
@@ -173,10 +242,10 @@ def test_text_fit_predict_and_bad_text_input(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run("fit", str(data), "--source", str(vectors), "--strategy", "frozen", "--text-column", "review",
                "--label-column", "stars", "--epochs", "3", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
+    assert_ok(proc)
     assert "vectors cover" in proc.stdout
     proc = run("predict", str(out), "--text", "x good fine")
-    assert proc.returncode == 0, proc.stderr
+    assert_ok(proc)
     assert proc.stdout.splitlines()[0] == "text,label,probability"
     bad_vectors = tmp_path / "bad.txt"
     bad_vectors.write_text("good 1 0\nbad 0 1 1\n")
@@ -190,20 +259,19 @@ def test_text_fit_predict_and_bad_text_input(tmp_path: Path) -> None:
     lines = tmp_path / "lines.txt"
     lines.write_text("x good fine\n\ny bad awful\n")
     proc = run("predict", str(out), str(lines), "--text", "z fine")
-    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 4, proc.stderr  # header, --text, two lines
+    assert_ok(proc)
+    assert len(proc.stdout.splitlines()) == 4  # header, --text, two lines
     assert not (tmp_path / "o").exists()
 
 
-def test_text_demo_runs_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    from transferlab import api, cli
+def test_text_demo_runs_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transferlab import api
 
     monkeypatch.setitem(api.DEMO_TEXT_QUICK, "per_class", "3")
     monkeypatch.setitem(api.DEMO_TEXT_QUICK, "epochs", 1)
     monkeypatch.setitem(api.DEMO_TEXT_QUICK, "seeds", 2)
-    monkeypatch.setattr(sys, "argv", ["transferlab", "demo", "--text", "--quick", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    assert exit_info.value.code in (0, None)
-    assert "did transfer help?" in capsys.readouterr().out
+    result = run("demo", "--text", "--quick", "--out", str(tmp_path))
+    assert_ok(result)
+    assert "did transfer help?" in result.stdout
     results = json.loads((tmp_path / "text-quick" / "results.json").read_text())
     assert set(results["benefits"]) == {"frozen", "finetune"} and results["baseline"] == "scratch:source=words"

@@ -105,7 +105,7 @@ def test_bad_input(comparison, tmp_path: Path) -> None:
     ({"10": "too few seeds", "50": "too few seeds"}, "too few seeds to tell at any size"),
 ])
 def test_what_the_asymptote_benefit_did_across_sizes_is_stated_as_it_happened(verdicts, sentence) -> None:
-    from transferlab.compare import paying_summary
+    from transferlab.experiments.compare import paying_summary
 
     assert paying_summary(verdicts) == sentence
 

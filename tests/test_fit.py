@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import transferlab.train.engine as engine
 from transferlab.api import fit, predict
 from transferlab.errors import UserError
-from transferlab.model import build_model
 from transferlab.sources import load_run, load_source
-from transferlab.strategies import make_strategy
+from transferlab.train import callbacks, features
+from transferlab.transfer.model import build_model
+from transferlab.transfer.strategies import make_strategy
 
 
 def test_run_directory_is_complete(base_run: Path) -> None:
@@ -54,7 +54,7 @@ def test_reuse_n_keeps_first_blocks_bit_for_bit_and_reinitialises_the_rest(base_
 
 def test_finetune_param_groups_use_backbone_lr_mult(base_run: Path) -> None:
     model = build_model(load_source(str(base_run)), 3, reuse=2, pretrained=True)
-    groups = make_strategy("finetune", backbone_lr_mult=0.1).prepare(model, 2, lr=1e-2)
+    groups = make_strategy("finetune", backbone_lr_mult=0.1).attach(model, 2, lr=1e-2)
     assert [g["lr"] for g in groups] == [pytest.approx(1e-3), 1e-2]
     n_backbone = sum(p.numel() for p in model.blocks[:2].parameters())
     assert sum(p.numel() for p in groups[0]["params"]) == n_backbone
@@ -77,13 +77,13 @@ def _data(base_run: Path) -> str:
 
 def test_frozen_features_are_cached_and_backbone_not_rerun(base_run: Path, tmp_path: Path, monkeypatch) -> None:
     calls = []
-    real = engine.run_inference
+    real = features.run_inference
 
     def spy(module, loader, desc="", progress=False):
         calls.append(desc)
         return real(module, loader, desc, progress)
 
-    monkeypatch.setattr(engine, "run_inference", spy)
+    monkeypatch.setattr(features, "run_inference", spy)
     first = fit(_data(base_run), out=tmp_path / "a", source=str(base_run), strategy="frozen", epochs=2,
                 seed=3, progress=False)
     assert first.cache_hit is False and [c for c in calls if c.startswith("features")]
@@ -99,14 +99,14 @@ def test_interrupted_run_is_marked_and_resumes_to_the_same_model(base_run: Path,
     opts = dict(source=str(base_run), strategy="frozen", reuse=2, epochs=3, progress=False)
     full = fit(_data(base_run), out=tmp_path / "full", **opts)
 
-    real_end = engine.MetricsCSV.on_train_epoch_end
+    real_end = callbacks.MetricsCSV.on_train_epoch_end
 
     def die_after_epoch_2(self, trainer, module):
         real_end(self, trainer, module)
         if trainer.current_epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine.MetricsCSV, "on_train_epoch_end", die_after_epoch_2)
+    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", die_after_epoch_2)
     out = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         fit(_data(base_run), out=out, **opts)
@@ -115,7 +115,7 @@ def test_interrupted_run_is_marked_and_resumes_to_the_same_model(base_run: Path,
     before = (out / "metrics.csv").read_text().splitlines()[1]  # epoch 1, checkpointed, with its wall seconds
     with pytest.raises(UserError, match="incomplete"):
         load_source(str(out))
-    monkeypatch.setattr(engine.MetricsCSV, "on_train_epoch_end", real_end)
+    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", real_end)
     with pytest.raises(UserError, match="--resume"):
         fit(_data(base_run), out=out, **opts)
     resumed = fit(_data(base_run), out=out, resume=True, **opts)

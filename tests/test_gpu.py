@@ -17,10 +17,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import transferlab.train.engine as engine
-import transferlab.train.run as run_module
+import transferlab.train.datamodule as run_module
 from transferlab.api import fit, predict
 from transferlab.sources import load_run
+from transferlab.train import callbacks, features
 
 pytestmark = [
     pytest.mark.gpu,
@@ -54,8 +54,8 @@ def test_run_inference_moves_batches_to_the_module_and_returns_cpu_tensors() -> 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     x = torch.randn(10, 3, 16, 16)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(10)), batch_size=4)
-    on_cpu = engine.run_inference(net, loader)
-    on_gpu = engine.run_inference(net.cuda(), loader)
+    on_cpu = features.run_inference(net, loader)
+    on_gpu = features.run_inference(net.cuda(), loader)
     assert on_gpu.device.type == "cpu" and on_gpu.shape == (10, 4)
     assert torch.allclose(on_cpu, on_gpu, atol=1e-2)  # cuDNN may use TF32
 
@@ -64,13 +64,13 @@ def test_frozen_fit_extracts_on_the_gpu_and_caches_what_the_cpu_computes(
     base_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpu_memory: None
 ) -> None:
     devices = []
-    real = engine.run_inference
+    real = features.run_inference
 
     def spy(module, loader, desc="", progress=False):
         devices.append((desc, next(module.parameters()).device.type))
         return real(module, loader, desc, progress)
 
-    monkeypatch.setattr(engine, "run_inference", spy)
+    monkeypatch.setattr(features, "run_inference", spy)
     opts = dict(source=str(base_run), strategy="frozen", reuse=2, epochs=2, progress=False)
     monkeypatch.setenv("TRANSFERLAB_CACHE_DIR", str(tmp_path / "gpu-cache"))
     gpu = fit(_data(base_run), out=tmp_path / "gpu", accelerator="gpu", devices="0,", **opts)  # index 0
@@ -146,19 +146,19 @@ def test_interrupted_gpu_run_resumes_on_the_gpu_to_the_same_model(
     opts = dict(source=str(base_run), strategy="frozen", reuse=2, epochs=3, progress=False, accelerator="gpu",
                 deterministic=True)
     full = fit(_data(base_run), out=tmp_path / "full", **opts)
-    real_end = engine.MetricsCSV.on_train_epoch_end
+    real_end = callbacks.MetricsCSV.on_train_epoch_end
 
     def die_after_epoch_2(self, trainer, module):
         real_end(self, trainer, module)
         if trainer.current_epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine.MetricsCSV, "on_train_epoch_end", die_after_epoch_2)
+    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", die_after_epoch_2)
     out = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         fit(_data(base_run), out=out, **opts)
     assert (out / "INCOMPLETE").exists() and (out / "checkpoints" / "last.ckpt").is_file()
-    monkeypatch.setattr(engine.MetricsCSV, "on_train_epoch_end", real_end)
+    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", real_end)
     resumed = fit(_data(base_run), out=out, resume=True, **opts)
     assert not (out / "INCOMPLETE").exists()
     assert [r["epoch"] for r in resumed.epochs] == [1, 2, 3]

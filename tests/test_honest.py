@@ -102,14 +102,14 @@ def test_help_says_what_every_option_does_and_its_modality_defaults() -> None:
                 assert len(words) >= 3, f"{command}: an option without help: {line.strip()}"
         assert not re.search(r" \.(\s|$)", page), f"{command}: a dangling ' .' in the help"
     fit_page = CliRunner().invoke(app, ["fit", "--help"], env={"COLUMNS": "200"}).output
-    assert "Default: 1e-3 for images, 1e-2 for text" in fit_page
+    assert "Default: 1e-3 for images and tables, 1e-2 for text" in fit_page
 
 
 def test_too_small_an_input_names_the_smallest_that_works() -> None:
     from torch import nn
 
+    from transferlab.modality.image import check_input_size
     from transferlab.sources.base import GlobalPool, Preprocessing, Source
-    from transferlab.train.run import check_input_size
 
     blocks = OrderedDict(stem=nn.Conv2d(3, 4, kernel_size=21), body=nn.Conv2d(4, 4, kernel_size=7, stride=2))
     source = Source("needs-27px", "x", blocks, GlobalPool(), 4, Preprocessing(64), False, "random", lambda: source)
@@ -179,8 +179,8 @@ def test_a_resumed_run_says_from_which_epoch(base_run: Path, tmp_path: Path, cap
 
 def test_a_cpu_run_without_image_size_trains_near_the_datas_own_resolution(tmp_path: Path, caplog) -> None:
     from transferlab.data import load_images
+    from transferlab.modality.image import cpu_input_size
     from transferlab.sources import load_source
-    from transferlab.train.run import cpu_input_size
 
     data = load_images("fashion-mnist:classes=0-1,per_class=5")
     assert data.train.native_size() == 28

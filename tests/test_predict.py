@@ -41,7 +41,7 @@ def mixed_folder(image_folder: Path, tmp_path: Path) -> Path:
 
 def test_predict_skips_unreadable_images_reading_each_file_once(base_run: Path, mixed_folder: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import transferlab.train.engine as engine
+    from transferlab.train import features
 
     opened: list[str] = []
     real_open = Image.open
@@ -51,14 +51,14 @@ def test_predict_skips_unreadable_images_reading_each_file_once(base_run: Path, 
         return real_open(fp, *args, **kwargs)
 
     batches: list[int] = []
-    real_inference = engine.run_inference
+    real_inference = features.run_inference
 
     def counting_inference(model, loader, *args, **kwargs):
         batches.extend(len(x) for x, _ in loader)
         return real_inference(model, loader, *args, **kwargs)
 
     monkeypatch.setattr(Image, "open", counting_open)
-    monkeypatch.setattr(engine, "run_inference", counting_inference)
+    monkeypatch.setattr(features, "run_inference", counting_inference)
     skipped: list[tuple[str, str]] = [("earlier", "kept")]
     rows = api.predict(base_run, [mixed_folder], batch_size=2, skipped=skipped)
 
@@ -124,7 +124,7 @@ def test_cli_predict_lists_skipped_files_and_strict_refuses(base_run: Path, mixe
                                                             tmp_path: Path) -> None:
     out = tmp_path / "pred.csv"
     proc = run("predict", str(base_run), str(mixed_folder), "--output", str(out))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert "skipped 3 files that cannot be read" in proc.stderr and "Traceback" not in proc.stderr
     assert str(tmp_path / "pred.skipped.csv") in " ".join(proc.stderr.split())
     assert len(list(csv.DictReader(out.open()))) == 6

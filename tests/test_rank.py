@@ -37,16 +37,16 @@ def test_a_trained_source_outranks_random_weights_and_validation_runs(base_run: 
 
 
 def test_features_come_through_the_frozen_cache(base_run: Path, image_folder: Path, tmp_path: Path) -> None:
-    import transferlab.train.engine as engine
+    from transferlab.train import features
 
     api.rank(str(image_folder), sources=f"{base_run},scratch:cnn_tiny", out=tmp_path / "a", progress=False)
     calls = []
-    original = engine.run_inference
-    engine.run_inference = lambda *a, **k: calls.append(1) or original(*a, **k)
+    original = features.run_inference
+    features.run_inference = lambda *a, **k: calls.append(1) or original(*a, **k)
     try:
         again = api.rank(str(image_folder), sources=f"{base_run},scratch:cnn_tiny", out=tmp_path / "b", progress=False)
     finally:
-        engine.run_inference = original
+        features.run_inference = original
     assert calls == [] and again["seconds"][str(base_run)]["features"] > 0  # cached, and its cost remembered
 
 
@@ -86,7 +86,7 @@ def test_rank_command_skips_missing_only_when_asked(base_run: Path, image_folder
     args = ["rank", str(image_folder), "--sources", f"{base_run},scratch:cnn_tiny,efficientnet_lite1", "--out"]
     assert_user_error(run(*args, str(tmp_path / "a")), "efficientnet_lite1", "--skip-missing")
     proc = run(*args, str(tmp_path / "b"), "--skip-missing")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     assert "LogME" in proc.stdout and "skipped efficientnet_lite1" in proc.stderr
     assert json.loads((tmp_path / "b" / "results.json").read_text())["sources"] == [str(base_run), "scratch:cnn_tiny"]
 
@@ -94,7 +94,7 @@ def test_rank_command_skips_missing_only_when_asked(base_run: Path, image_folder
 def test_equal_scores_share_a_rank(base_run: Path, image_folder: Path, tmp_path: Path) -> None:
     import shutil
 
-    from transferlab.rank import competition_ranks
+    from transferlab.experiments.rank import competition_ranks
 
     assert competition_ranks({"a": 0.5, "b": 0.5, "c": 0.1}) == {"a": 1, "b": 1, "c": 3}
     twin = tmp_path / "twin"

@@ -16,11 +16,10 @@ from transferlab.sources import load_source
 from transferlab.sources.base import check_decomposition
 from transferlab.sources.weights import load_checked, read_state_dict
 from transferlab.sources.zoo import _torchvision_blocks
-from transferlab.train.transforms import make_transform
 
 
 def _top1(source, image: Image.Image) -> int:
-    x = make_transform(source.preprocessing)(image)[None]
+    x = source.preprocessing.transform()(image)[None]
     with torch.no_grad():
         feats = x
         for block in source.blocks.values():

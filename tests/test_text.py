@@ -367,17 +367,17 @@ def test_compare_arms_with_their_own_sources(text_csv: Path, vectors_file: Path,
     assert set(results["benefits"]) == arms
     cell_dirs = {c["run_dir"] for c in results["cells"]}
     assert all(d.count("/") == 3 for d in cell_dirs)  # a source path never nests the cell directory
-    with pytest.raises(UserError, match="mix image and text"):
+    with pytest.raises(UserError, match="holds texts but the source scratch:cnn_tiny takes images"):
         api.compare(str(text_csv), out=tmp_path / "mixed", source=str(vectors_file),
                     arms="frozen,finetune:source=scratch:cnn_tiny", seeds=2, text_column="sentence",
                     label_column="topic")
 
 
 def test_modality_mismatch_is_a_clear_error(text_csv: Path, image_folder: Path, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="takes text data"):
+    with pytest.raises(UserError, match="holds images but the source words takes texts"):
         from transferlab.config import FitConfig
         from transferlab.data import load_images
-        from transferlab.train.run import fit
+        from transferlab.train.fit import fit
 
         fit(FitConfig(data=str(image_folder), source="words"), tmp_path / "o", data=load_images(str(image_folder)))
     with pytest.raises(UserError, match="exceeds the 1 blocks of minilm"):

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from transferlab.api import compare, fit
 from transferlab.errors import UserError
 from transferlab.files import DirLock, check_overwritable
-from transferlab.train import engine
+from transferlab.train.module import LitClassifier
 
 
 def _data(base_run: Path) -> str:
@@ -124,13 +124,13 @@ def _interrupted(base_run: Path, out: Path) -> None:
             raise KeyboardInterrupt
         return real(self, batch, batch_idx)
 
-    real = engine.LitClassifier.training_step
-    engine.LitClassifier.training_step = stop
+    real = LitClassifier.training_step
+    LitClassifier.training_step = stop
     try:
         with pytest.raises(KeyboardInterrupt):
             fit(_data(base_run), out=out, source="cnn_tiny", strategy="scratch", epochs=2, progress=False)
     finally:
-        engine.LitClassifier.training_step = real
+        LitClassifier.training_step = real
     assert (out / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -196,13 +196,13 @@ def test_a_full_disk_is_one_sentence_and_leaves_the_run_incomplete(base_run: Pat
 
 KILLER = textwrap.dedent("""
     import json, os, signal, sys
-    from transferlab.train import engine
-    real = engine.LitClassifier.training_step
+    from transferlab.train.module import LitClassifier
+    real = LitClassifier.training_step
     def step(self, batch, batch_idx):
         if self.current_epoch == 1 and batch_idx == 2 and self.seed == int(sys.argv[3]):
             os.kill(os.getpid(), signal.SIGKILL)   # kill -9 in the middle of the second epoch
         return real(self, batch, batch_idx)
-    engine.LitClassifier.training_step = step
+    LitClassifier.training_step = step
     from transferlab import api
     options = json.loads(sys.argv[2])
     getattr(api, options.pop("command"))(out=sys.argv[1], progress=False, **options)

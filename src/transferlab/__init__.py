@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from transferlab.errors import UserError  # noqa: E402
+from transferlab._version import __version__
+from transferlab.errors import UserError
 
 _API = {"fit", "compare", "pretrain", "layers", "predict", "demo", "list_sources", "source_blocks"}
 __all__ = ["UserError", "__version__", *sorted(_API)]

@@ -1,18 +1,23 @@
-"""The public entry points. The CLI calls these and nothing else."""
+"""The public entry points. The CLI calls these and nothing else.
+
+Each checks its input with :mod:`transferlab.preflight` first and imports the training stack (torch, Lightning,
+timm: seconds) only after that, so a wrong path or name is one sentence within a fraction of a second
+(``benchmarks/error_latency.py``): the one place where imports sit inside functions on purpose."""
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transferlab import preflight
-from transferlab.config import FitConfig
+from transferlab.config import SET_BY_COMPARE, Arm, FitConfig
 from transferlab.errors import UserError
 
 if TYPE_CHECKING:  # importing torch and Lightning takes seconds: only after the input has been checked
-    from transferlab.train.run import RunResult
+    from transferlab.train.fit import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +42,7 @@ def fit(
     """
     cfg = FitConfig.from_dict({"data": data, **options})  # unknown options: a clear error with suggestions
     preflight.check_fit(cfg.data, cfg.source, Path(out), resume, overwrite)
-    from transferlab.strategies import STRATEGIES
-
-    STRATEGIES.get(cfg.strategy)
-    from transferlab.train.run import fit as run_fit
+    from transferlab.train.fit import fit as run_fit
 
     return run_fit(cfg, Path(out), resume=resume, overwrite=overwrite, progress=progress)
 
@@ -52,33 +54,15 @@ def pretrain(data: str, *, arch: str, out: str | Path, **options: Any) -> tuple[
     accuracy next to the majority-class baseline and chance, and whether the model is clearly better than the
     baseline (beyond two binomial standard errors); a source that learned nothing transfers nothing.
     """
-    import math
-
-    from transferlab.sources.rundir import read_card, write_card
-
-    if options.get("strategy", "scratch") != "scratch":
+    if options.pop("strategy", "scratch") != "scratch":
         raise UserError("pretrain always trains from scratch; use fit for other strategies")
-    options.pop("strategy", None)
-    result = fit(data, out=out, source=arch, strategy="scratch", **options)
-    from transferlab.files import is_global_zero
+    resume, overwrite, progress = (options.pop(k, d) for k, d in (("resume", False), ("overwrite", False),
+                                                                    ("progress", True)))
+    cfg = FitConfig.from_dict({"data": data, "source": arch, "strategy": "scratch", **options})
+    preflight.check_fit(cfg.data, cfg.source, Path(out), resume, overwrite)
+    from transferlab.train.fit import pretrain as run_pretrain
 
-    if not is_global_zero():  # under DDP rank 0 checks and writes
-        return result, {}
-    base = result.majority_baseline
-    margin = 2 * math.sqrt(max(base * (1 - base), 1e-12) / max(result.test_size, 1))
-    check = {
-        "test_accuracy": result.test_accuracy,
-        "majority_baseline": base,
-        "chance": 1 / len(result.classes),
-        "clearly_better_than_naive": result.test_accuracy > base + margin,
-        "margin": margin,
-    }
-    card = read_card(Path(out))
-    card["source_check"] = check
-    write_card(Path(out), card)
-    if not check["clearly_better_than_naive"]:
-        log.warning("the pretrained source is not clearly better than always predicting the commonest class")
-    return result, check
+    return run_pretrain(cfg, Path(out), resume=resume, overwrite=overwrite, progress=progress)
 
 
 def layers(target_data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
@@ -90,9 +74,9 @@ def layers(target_data: str, *, out: str | Path, **options: Any) -> dict[str, An
     if options.get("source") is not None:
         preflight.check_source(options["source"])
     preflight.check_out(Path(out), options.get("resume", False), options.get("overwrite", False), "layers")
-    from transferlab.layers import layers as run_layers
+    from transferlab.experiments.sweep import sweep
 
-    return run_layers(target_data, out=out, **options)
+    return sweep(target_data, out=out, **options)
 
 
 def predict(
@@ -127,46 +111,20 @@ def predict(
     import torch
     from PIL import Image
 
-    from transferlab.data.images import _decode, _files_under, _Unusable
+    from transferlab import modality as modalities
+    from transferlab.errors import Unusable
     from transferlab.sources import load_run
-    from transferlab.sources.base import preprocessing_from_dict
-    from transferlab.train.engine import run_inference
+    from transferlab.train.features import run_inference
 
     model, card = load_run(run_dir)
-    pre = preprocessing_from_dict(card["preprocessing"])
-    text_run = card.get("modality") == "text"
-    given = list(texts or [])
-    if given and not text_run:
-        raise UserError(f"--text needs a text run; {run_dir} classifies images")
+    modality = modalities.get(card.get("modality", "image"))
+    pre = modality.preprocessing_from_dict(card["preprocessing"])
     bad: list[tuple[str, str]] = skipped if skipped is not None else []
     first_bad = len(bad)
-    # (what the row shows, what to read: a text, or None for an image file, read by the worker)
-    items: list[tuple[str, str | None]] = [(t, t) for t in given]
-    files: list[Path] = []
-    extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
-    for p in map(Path, paths):
-        if p.is_dir() and not text_run:
-            files += sorted(f for f in _files_under(p) if f.suffix.lower() in extensions)  # not hidden ones
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise UserError(f"{p} does not exist" if not p.exists() else f"{p} is a folder; give text files")
-    if text_run:
-        for f in files:
-            try:
-                raw = f.read_bytes()
-            except OSError as e:
-                bad.append((str(f), f"unreadable ({e.strerror or e})"))
-                continue
-            try:
-                content = raw.decode("utf-8-sig")
-            except UnicodeDecodeError as e:
-                line = raw[: e.start].count(b"\n") + 1
-                bad.append((str(f), f"line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x})"))
-                continue
-            items += [(line, line) for line in content.splitlines() if line.strip()]
-    else:
-        items += [(str(f), None) for f in files]
+    try:
+        items, files = modality.predict_inputs(list(map(Path, paths)), list(texts or []), bad)
+    except UserError as e:
+        raise UserError(f"{run_dir}: {e}") from None
     if not items and len(bad) == first_bad:
         raise UserError("nothing to classify in " + ", ".join(map(str, paths)))
 
@@ -174,22 +132,19 @@ def predict(
     collate = pre.collate or (lambda batch: (torch.stack([x for x, _ in batch]), None))
     rows: list[tuple[str, str, float]] = []
 
-    def load(item: tuple[str, str | None]) -> torch.Tensor | str:
-        """The input's tensor, or the reason its file cannot be used."""
-        shown, value = item
-        if value is not None:
-            return transform(value)
+    def load(item: tuple[str, Any]) -> Any:
+        """The input's tensor, or the reason it cannot be used."""
+        _, raw = item
         try:
-            return transform(_decode(Path(shown)))
-        except _Unusable as e:
+            return transform(raw() if callable(raw) else raw)
+        except Unusable as e:
             return str(e)
 
     with warnings.catch_warnings(), torch.inference_mode():
         # the decoder turns this warning into an error itself; setting it here keeps it in force while the worker
         # threads enter and leave their own catch_warnings blocks (the filter list is process-global)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        workers = 1 if text_run else min(4, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             for start in range(0, len(items), batch_size):
                 chunk = items[start:start + batch_size]
                 batch = []
@@ -206,13 +161,13 @@ def predict(
                             for (shown, _), i, q in zip(batch, idx.tolist(), prob.tolist(), strict=True))
     new_bad = bad[first_bad:]
     if new_bad and strict:
-        raise UserError(f"{len(new_bad)} of {len(files)} files cannot be read, the first {new_bad[0][0]} "
+        raise UserError(f"{len(new_bad)} of {files} files cannot be read, the first {new_bad[0][0]} "
                         f"({new_bad[0][1]}): fix or remove them, or run without --strict to skip them")
     if not rows:
-        raise UserError(f"none of the {len(files)} files given could be read (the first, {new_bad[0][0]}: "
+        raise UserError(f"none of the {files} files given could be read (the first, {new_bad[0][0]}: "
                         f"{new_bad[0][1]}), so nothing was classified")
     if new_bad:
-        log.debug("skipped %d of %d files that cannot be read", len(new_bad), len(files))
+        log.debug("skipped %d of %d files that cannot be read", len(new_bad), files)
     return rows
 
 
@@ -227,7 +182,7 @@ def pretrain_vectors(corpus: str | Path, *, out: str | Path, **options: Any) -> 
     """The develop model approach for text: train word2vec on an unlabelled corpus (a text file, one sentence or
     document per line, or a folder of ``.txt`` files) and write a vectors store usable as ``--source OUT``.
     Options: ``dim``, ``window``, ``min_count``, ``epochs``, ``skipgram``, ``seed``, ``workers``."""
-    from transferlab.sources.vectors import train_vectors
+    from transferlab.sources.word2vec import train_vectors
 
     return train_vectors(corpus, out, **options)
 
@@ -241,15 +196,14 @@ def list_sources() -> list[dict[str, str]]:
 
 def source_blocks(spec: str, weights: str | None = None) -> list[tuple[str, int]]:
     """The ordered blocks of a source (what ``--reuse N`` counts) with their parameter counts."""
+    from transferlab import modality
     from transferlab.sources import load_source
 
     try:
         source = load_source(spec, weights=weights)
     except UserError:
         source = load_source(spec, pretrained=False)  # the architecture is known even without weights
-    if source.adapt is not None:  # word vectors: the blocks exist once a vocabulary is known
-        source = source.adapt([])
-    return source.block_table()
+    return modality.get(source.modality).example(source).block_table()
 
 
 def compare(data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
@@ -261,8 +215,14 @@ def compare(data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
     ...         seeds=3, epochs=4, per_class="10,100", image_size=64, out="runs/cmp")  # doctest: +SKIP
     """
     preflight.check_data(data)
+    arms = options.get("arms", DEMO_ARMS)
+    settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)} - set(SET_BY_COMPARE)}
+    base = FitConfig.from_dict({"data": data, **settings})
+    for arm in arms.split(",") if isinstance(arms, str) else arms:
+        if arm.strip():
+            Arm.parse(arm).config(base)  # an unknown strategy, arm option or bad value: before any slow import
     preflight.check_out(Path(out), options.get("resume", False), options.get("overwrite", False), "compare")
-    from transferlab.compare import compare as run_compare
+    from transferlab.experiments.compare import compare as run_compare
 
     return run_compare(data, out=out, **options)
 
@@ -282,9 +242,9 @@ def rank(data: str, *, sources: str | list[str], out: str | Path, **options: Any
                 preflight.check_source(spec, "--sources")
         except UserError as e:
             raise UserError(f"{e}; pass --skip-missing to rank the others") from None
-        preflight.check_modalities(data, specs)
+        preflight.resolve_modality(data, specs)
     preflight.check_out(Path(out), options.get("resume", False), options.get("overwrite", False), "rank")
-    from transferlab.rank import rank as run_rank
+    from transferlab.experiments.rank import rank as run_rank
 
     return run_rank(data, sources=sources, out=out, **options)
 

@@ -7,25 +7,48 @@ import io
 import logging
 import os
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal, Self
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
+from transferlab.config import FitConfig
 from transferlab.errors import UserError
 from transferlab.files import disk_full, is_disk_full
 
+console = Console(soft_wrap=True)  # sentences and paths are not broken; tables still fit the terminal
+err = Console(stderr=True, soft_wrap=True)  # one sentence stays on one line
+
+
+class _Commands(TyperGroup):
+    """Runs a command, so that a user error is one sentence and exit code 2 wherever the app runs: under main(),
+    and in process under typer's CliRunner."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            err.print(Text(f"error: {e}", style="red"))
+        except OSError as e:  # a full disk the library did not translate itself (files.atomic_write does)
+            if not is_disk_full(e):
+                raise
+            err.print(Text(f"error: {disk_full(e.filename or 'a file')}", style="red"))
+        raise typer.Exit(2)
+
+
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Transfer learning you can measure: reuse all or part of a source model, frozen or tuned.",
 )
-console = Console(soft_wrap=True)  # sentences and paths are not broken; tables still fit the terminal
-err = Console(stderr=True, soft_wrap=True)  # one sentence stays on one line
 
 _TCMALLOC = [
     "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -81,26 +104,46 @@ def _reuse(value: str) -> int | None:
         raise UserError(f"--reuse must be 'all' or a number of blocks, not {value!r}") from None
 
 
-# Options shared by fit and compare (text data and text sources).
-TextModel = Annotated[str, typer.Option(help="Word-vector sources: bag (mean + MLP) or cnn (1-D convolutions).")]
-MaxVectors = Annotated[int | None, typer.Option(help="Read at most this many vectors from a vectors file.")]
-TextColumn = Annotated[str, typer.Option(help="CSV/TSV/JSONL column holding the text.")]
-LabelColumn = Annotated[str, typer.Option(help="CSV/TSV/JSONL column holding the label.")]
-EncodingErrors = Annotated[str, typer.Option(help="strict: invalid UTF-8 is an error; replace: accept it.")]
-Lr = Annotated[float | None, typer.Option(help="Learning rate of the head and new blocks. Default: 1e-3 for "
-                                          "images, 1e-2 for text.")]
-BackboneLrMult = Annotated[float | None, typer.Option(help="finetune: the reused blocks train at lr x this. Default: "
-                                                       "0.1 for images, 0.01 for text.")]
+# Every option that more than one command takes is declared once here, as an Annotated alias, and each command
+# lists it by that alias: typer reads options from a command's signature only and cannot take a dataclass as a
+# group of them (fastapi/typer#154, open). Defaults of training options are FitConfig's. A group of options (a
+# frozen dataclass below: the same aliases and defaults) picks its values from a command's locals() and passes them
+# on: ``**_options(locals(), Hardware)``.
+FIT = FitConfig()
+ARCH = "cnn_small"  # pretrain and layers: the architecture trained from scratch
+SEEDS = 3  # compare and layers: the fewest that get a verdict
+
+Source = Annotated[str, typer.Option(help="Source model (see `transferlab sources`).")]
+Weights = Annotated[str | None, typer.Option(help="Weights file for the source (.safetensors or .pth).")]
+Arch = Annotated[str, typer.Option(help="Architecture trained from scratch: cnn_tiny, cnn_small or timm:<arch>.")]
 Epochs = Annotated[int, typer.Option(help="Passes over the training data.")]
 BatchSize = Annotated[int, typer.Option(help="Training examples per step.")]
-Seed = Annotated[int, typer.Option(help="Random seed (weights, order, augmentation; also the split).")]
-
-
+Lr = Annotated[float | None, typer.Option(help="Learning rate of the head and new blocks. Default: 1e-3 for "
+                                          "images and tables, 1e-2 for text.")]
+BackboneLrMult = Annotated[float | None, typer.Option(help="finetune: the reused blocks train at lr x this. Default: "
+                                                       "0.1 for images and tables, 0.01 for text.")]
+Seed = Annotated[int, typer.Option(help="Random seed (weights, order, augmentation; also the split); with --seeds N, "
+                                        "the first of N.")]
+Seeds = Annotated[int, typer.Option(help="Seeds per arm or candidate (a verdict on transfer needs 3 or more).")]
+ImageSize = Annotated[int | None, typer.Option(help="Input size in px (default: the model's own).")]
+PerClass = Annotated[int | None, typer.Option(help="Training examples per class.")]
+EvalPerClass = Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")]
+Strict = Annotated[bool, typer.Option(help="Refuse unreadable files (naming them) instead of skipping them.")]
+Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out, reusing what it finished.")]
 Overwrite = Annotated[bool, typer.Option(help="Start over in --out: deletes what transferlab wrote there, and only "
                                           "that (refused when the folder holds anything else).")]
 
+# Text data and text sources.
+TextModel = Annotated[str, typer.Option(help="Word-vector sources: bag (mean + MLP) or cnn (1-D convolutions).")]
+MaxVectors = Annotated[int | None, typer.Option(help="Read at most this many vectors from a vectors file.")]
+TextColumn = Annotated[str, typer.Option(help="CSV/TSV/JSONL column holding the text.")]
+LabelColumn = Annotated[str, typer.Option(help="Column holding the label: in CSV/TSV/JSONL text and in tables.")]
+EncodingErrors = Annotated[str, typer.Option(help="strict: invalid UTF-8 is an error; replace: accept it.")]
+# Tables.
+Impute = Annotated[Literal["none", "mean"], typer.Option(
+    help="Tables: a missing cell is an error (none) or filled with the training split's column mean (mean).")]
 
-# Where and how training runs (fit, pretrain, compare, layers): passed to Lightning's Trainer.
+# Where and how training runs: passed to Lightning's Trainer.
 Accelerator = Annotated[str, typer.Option(help="cpu, gpu, mps or auto (a GPU when there is one).")]
 Devices = Annotated[str, typer.Option(help="Devices per node: a count, 'auto', or indices such as 0,1.")]
 NumNodes = Annotated[int, typer.Option(help="Machines (see the README on torchrun and SLURM).")]
@@ -113,11 +156,57 @@ Deterministic = Annotated[bool, typer.Option(help="Deterministic algorithms only
                                              "12% slower fine-tuning on the CPU).")]
 
 
-def _hardware(accelerator: str, devices: str, num_nodes: int, distributed: str, precision: str, compile: bool,
-              channels_last: bool, pin_memory: bool | None, deterministic: bool) -> dict:
-    return dict(accelerator=accelerator, devices=devices, num_nodes=num_nodes, distributed=distributed,
-                precision=precision, compile=compile, channels_last=channels_last, pin_memory=pin_memory,
-                deterministic=deterministic)
+class _Group:
+    """Options that travel together: the fields of a frozen dataclass, typed by the aliases above."""
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> Self:
+        """The group's values among a command's parameters (its ``locals()``)."""
+        return cls(**{f.name: params[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+
+    def as_options(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Hardware(_Group):
+    """fit, pretrain, layers, compare, rank."""
+
+    accelerator: Accelerator = FIT.accelerator
+    devices: Devices = FIT.devices
+    num_nodes: NumNodes = FIT.num_nodes
+    distributed: Distributed = FIT.distributed
+    precision: Precision = FIT.precision
+    compile: Compile = FIT.compile
+    channels_last: ChannelsLast = FIT.channels_last
+    pin_memory: PinMemory = FIT.pin_memory
+    deterministic: Deterministic = FIT.deterministic
+
+
+@dataclass(frozen=True)
+class TextOptions(_Group):
+    """Every command that trains on data: fit, pretrain, layers, compare, rank."""
+
+    text_model: TextModel = FIT.text_model
+    max_vectors: MaxVectors = FIT.max_vectors
+    text_column: TextColumn = FIT.text_column
+    label_column: LabelColumn = FIT.label_column
+    encoding_errors: EncodingErrors = FIT.encoding_errors
+
+
+@dataclass(frozen=True)
+class TableOptions(_Group):
+    """Every command that trains on data: fit, pretrain, layers, compare, rank."""
+
+    impute: Impute = FIT.impute  # type: ignore[assignment]
+
+
+GROUPS = (Hardware, TextOptions, TableOptions)
+
+
+def _options(params: Mapping[str, Any], *groups: type[_Group]) -> dict[str, Any]:
+    """The keyword arguments of every group in ``groups``, taken from a command's parameters (its ``locals()``)."""
+    return {name: value for group in groups for name, value in group.of(params).as_options().items()}
 
 
 def _zero() -> bool:
@@ -141,38 +230,39 @@ def fit(
     data: Annotated[str, typer.Argument(help="Images: folder, CSV of path,label, fashion-mnist[:options]. Text: "
                                         ".csv/.tsv/.jsonl, folder of .txt files, wordnet[:options].")],
     out: Annotated[Path, typer.Option(help="Run directory to write.")],
-    source: Annotated[str, typer.Option(help="Source model (see `transferlab sources`).")] = "efficientnet_lite0",
-    strategy: Annotated[str, typer.Option(help="scratch, frozen or finetune.")] = "finetune",
+    source: Source = FIT.source,
+    strategy: Annotated[str, typer.Option(help="scratch, frozen or finetune.")] = FIT.strategy,
     reuse: Annotated[str, typer.Option(help="Reuse the first N blocks of the source, or 'all'.")] = "all",
-    epochs: Epochs = 5,
-    batch_size: BatchSize = 32,
-    lr: Lr = None,
-    backbone_lr_mult: BackboneLrMult = None,
+    epochs: Epochs = FIT.epochs,
+    batch_size: BatchSize = FIT.batch_size,
+    lr: Lr = FIT.lr,
+    backbone_lr_mult: BackboneLrMult = FIT.backbone_lr_mult,
     freeze_bn: Annotated[bool, typer.Option(
-        "--freeze-bn/--train-bn", help="finetune: keep the reused BatchNorm statistics fixed.")] = True,
-    image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the source's).")] = None,
-    per_class: Annotated[int | None, typer.Option(help="Training examples per class.")] = None,
-    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
-    seed: Seed = 0,
-    weights: Annotated[str | None, typer.Option(help="Weights file for the source (.safetensors or .pth).")] = None,
-    strict: Annotated[bool, typer.Option(help="Fail on unreadable images instead of skipping them.")] = False,
-    cache: Annotated[bool, typer.Option(help="frozen: train on cached features.")] = True,
-    num_workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    text_model: TextModel = "bag",
-    max_vectors: MaxVectors = None,
-    text_column: TextColumn = "text",
-    label_column: LabelColumn = "label",
-    encoding_errors: EncodingErrors = "strict",
-    accelerator: Accelerator = "auto",
-    devices: Devices = "1",
-    num_nodes: NumNodes = 1,
-    distributed: Distributed = "auto",
-    precision: Precision = "32",
-    compile: Compile = False,
-    channels_last: ChannelsLast = True,
-    pin_memory: PinMemory = None,
-    deterministic: Deterministic = False,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+        "--freeze-bn/--train-bn", help="finetune: keep the reused BatchNorm statistics fixed.")] = FIT.freeze_bn,
+    image_size: ImageSize = FIT.image_size,
+    per_class: PerClass = FIT.per_class,
+    eval_per_class: EvalPerClass = FIT.eval_per_class,
+    seed: Seed = FIT.seed,
+    weights: Weights = FIT.weights,
+    strict: Strict = FIT.strict,
+    cache: Annotated[bool, typer.Option(help="frozen: train on cached features.")] = FIT.cache,
+    num_workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = FIT.num_workers,
+    text_model: TextModel = FIT.text_model,
+    max_vectors: MaxVectors = FIT.max_vectors,
+    text_column: TextColumn = FIT.text_column,
+    label_column: LabelColumn = FIT.label_column,
+    encoding_errors: EncodingErrors = FIT.encoding_errors,
+    impute: Impute = FIT.impute,  # type: ignore[assignment]
+    accelerator: Accelerator = FIT.accelerator,
+    devices: Devices = FIT.devices,
+    num_nodes: NumNodes = FIT.num_nodes,
+    distributed: Distributed = FIT.distributed,
+    precision: Precision = FIT.precision,
+    compile: Compile = FIT.compile,
+    channels_last: ChannelsLast = FIT.channels_last,
+    pin_memory: PinMemory = FIT.pin_memory,
+    deterministic: Deterministic = FIT.deterministic,
+    resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Train a target model from a source and write a run directory."""
@@ -182,10 +272,8 @@ def fit(
         data, out=out, resume=resume, overwrite=overwrite, source=source, strategy=strategy, reuse=_reuse(reuse),
         epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, freeze_bn=freeze_bn,
         image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, seed=seed, weights=weights,
-        strict=strict, cache=cache, num_workers=num_workers, text_model=text_model, max_vectors=max_vectors,
-        text_column=text_column, label_column=label_column, encoding_errors=encoding_errors,
-        **_hardware(accelerator, devices, num_nodes, distributed, precision, compile, channels_last, pin_memory,
-                    deterministic),
+        strict=strict, cache=cache, num_workers=num_workers,
+        **_options(locals(), Hardware, TextOptions, TableOptions),
     )
     if not _zero():
         return
@@ -204,24 +292,30 @@ def fit(
 def pretrain(
     data: Annotated[str, typer.Argument(help="Source task data (abundant, related to the target).")],
     out: Annotated[Path, typer.Option(help="Run directory to write; then use it as --source.")],
-    arch: Annotated[str, typer.Option(help="cnn_tiny, cnn_small or timm:<arch>, trained from scratch.")] = "cnn_small",
-    epochs: Epochs = 5,
-    batch_size: BatchSize = 32,
-    lr: Lr = None,
-    image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the architecture's).")] = None,
-    per_class: Annotated[int | None, typer.Option(help="Training examples per class.")] = None,
-    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
-    seed: Seed = 0,
-    accelerator: Accelerator = "auto",
-    devices: Devices = "1",
-    num_nodes: NumNodes = 1,
-    distributed: Distributed = "auto",
-    precision: Precision = "32",
-    compile: Compile = False,
-    channels_last: ChannelsLast = True,
-    pin_memory: PinMemory = None,
-    deterministic: Deterministic = False,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    arch: Arch = ARCH,
+    epochs: Epochs = FIT.epochs,
+    batch_size: BatchSize = FIT.batch_size,
+    lr: Lr = FIT.lr,
+    image_size: ImageSize = FIT.image_size,
+    per_class: PerClass = FIT.per_class,
+    eval_per_class: EvalPerClass = FIT.eval_per_class,
+    seed: Seed = FIT.seed,
+    text_model: TextModel = FIT.text_model,
+    max_vectors: MaxVectors = FIT.max_vectors,
+    text_column: TextColumn = FIT.text_column,
+    label_column: LabelColumn = FIT.label_column,
+    encoding_errors: EncodingErrors = FIT.encoding_errors,
+    impute: Impute = FIT.impute,  # type: ignore[assignment]
+    accelerator: Accelerator = FIT.accelerator,
+    devices: Devices = FIT.devices,
+    num_nodes: NumNodes = FIT.num_nodes,
+    distributed: Distributed = FIT.distributed,
+    precision: Precision = FIT.precision,
+    compile: Compile = FIT.compile,
+    channels_last: ChannelsLast = FIT.channels_last,
+    pin_memory: PinMemory = FIT.pin_memory,
+    deterministic: Deterministic = FIT.deterministic,
+    resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Develop your own source: train ARCH from scratch on a source task and check it beats a naive model."""
@@ -230,8 +324,7 @@ def pretrain(
     result, check = api.pretrain(
         data, arch=arch, out=out, resume=resume, overwrite=overwrite, epochs=epochs, batch_size=batch_size, lr=lr,
         image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, seed=seed,
-        **_hardware(accelerator, devices, num_nodes, distributed, precision, compile, channels_last, pin_memory,
-                    deterministic),
+        **_options(locals(), Hardware, TextOptions, TableOptions),
     )
     if not _zero():
         return
@@ -253,35 +346,40 @@ def layers(
     target_data: Annotated[str, typer.Option("--target-data", help="Task B: the target.")],
     out: Annotated[Path, typer.Option(help="Directory for cells, results.json and report.html.")],
     source_data: Annotated[str | None, typer.Option("--source-data", help="Task A: train base A on it.")] = None,
-    arch: Annotated[str, typer.Option(help="Architecture of base A and base B.")] = "cnn_small",
+    arch: Arch = ARCH,
     source: Annotated[str | None, typer.Option(help="A ready source instead of --source-data.")] = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per arm (3 or more for a verdict).")] = 3,
-    epochs: Epochs = 5,
-    image_size: Annotated[int | None, typer.Option(help="Input size in px.")] = None,
-    per_class: Annotated[int | None, typer.Option(help="Target training examples per class.")] = None,
-    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
-    lr: Lr = None,
-    accelerator: Accelerator = "auto",
-    devices: Devices = "1",
-    num_nodes: NumNodes = 1,
-    distributed: Distributed = "auto",
-    precision: Precision = "32",
-    compile: Compile = False,
-    channels_last: ChannelsLast = True,
-    pin_memory: PinMemory = None,
-    deterministic: Deterministic = False,
-    resume: Annotated[bool, typer.Option(help="Continue a killed sweep, reusing finished cells.")] = False,
+    seeds: Seeds = SEEDS,
+    epochs: Epochs = FIT.epochs,
+    image_size: ImageSize = FIT.image_size,
+    per_class: PerClass = FIT.per_class,
+    eval_per_class: EvalPerClass = FIT.eval_per_class,
+    lr: Lr = FIT.lr,
+    text_model: TextModel = FIT.text_model,
+    max_vectors: MaxVectors = FIT.max_vectors,
+    text_column: TextColumn = FIT.text_column,
+    label_column: LabelColumn = FIT.label_column,
+    encoding_errors: EncodingErrors = FIT.encoding_errors,
+    impute: Impute = FIT.impute,  # type: ignore[assignment]
+    accelerator: Accelerator = FIT.accelerator,
+    devices: Devices = FIT.devices,
+    num_nodes: NumNodes = FIT.num_nodes,
+    distributed: Distributed = FIT.distributed,
+    precision: Precision = FIT.precision,
+    compile: Compile = FIT.compile,
+    channels_last: ChannelsLast = FIT.channels_last,
+    pin_memory: PinMemory = FIT.pin_memory,
+    deterministic: Deterministic = FIT.deterministic,
+    resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """How much of the source to reuse? The layer-transfer sweep of Yosinski et al. 2014."""
+    """How much of the source to reuse? The layer-transfer sweep of Yosinski et al. 2014 (base A and base B are
+    ARCH trained from scratch)."""
     from transferlab import api
 
     results = api.layers(
         target_data, out=out, source_data=source_data, arch=arch, source=source, seeds=seeds, epochs=epochs,
         image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, lr=lr, resume=resume,
-        overwrite=overwrite,
-        **_hardware(accelerator, devices, num_nodes, distributed, precision, compile, channels_last, pin_memory,
-                    deterministic),
+        overwrite=overwrite, **_options(locals(), Hardware, TextOptions, TableOptions),
     )
     if not _zero():
         return
@@ -310,8 +408,7 @@ def predict(
     skipped: Annotated[Path | None, typer.Option(
         help="CSV file (path,reason) listing the files that could not be read; default with --output X: "
              "X's name with .skipped.csv (pred.csv -> pred.skipped.csv), written when files were skipped.")] = None,
-    strict: Annotated[bool, typer.Option(help="Refuse, naming the first unreadable file, instead of skipping "
-                                              "unreadable files.")] = False,
+    strict: Strict = FIT.strict,
 ) -> None:
     """Classify images or texts with a trained run: CSV with path (or text),label,probability.
 
@@ -360,7 +457,7 @@ def predict(
 @app.command()
 def sources(
     blocks: Annotated[str | None, typer.Option(help="Print this source's ordered blocks.")] = None,
-    weights: Annotated[str | None, typer.Option(help="Weights file for --blocks.")] = None,
+    weights: Weights = FIT.weights,
 ) -> None:
     """List built-in and known sources, or the blocks of one source."""
     from transferlab import api
@@ -387,36 +484,37 @@ def sources(
 def compare(
     data: Annotated[str, typer.Argument(help="Target data, as for fit.")],
     out: Annotated[Path, typer.Option(help="Directory for cells, results.json, curves.csv and report.html.")],
-    source: Annotated[str, typer.Option(help="Source model for the transfer arms.")] = "efficientnet_lite0",
+    source: Source = FIT.source,
     arms: Annotated[str, typer.Option(help="Comma-separated arms: strategy[:source=S,reuse=N,lr=X,...].")] = (
         "scratch,frozen,finetune"
     ),
-    seeds: Annotated[int, typer.Option(help="Seeds per arm and size (3 or more for a verdict).")] = 3,
-    epochs: Epochs = 5,
+    seeds: Seeds = SEEDS,
+    epochs: Epochs = FIT.epochs,
     per_class: Annotated[str | None, typer.Option(help="Labelled sizes, e.g. 10,30,100,all.")] = None,
-    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the source's).")] = None,
-    batch_size: BatchSize = 32,
-    lr: Lr = None,
-    backbone_lr_mult: BackboneLrMult = None,
-    text_model: TextModel = "bag",
-    max_vectors: MaxVectors = None,
-    text_column: TextColumn = "text",
-    label_column: LabelColumn = "label",
-    encoding_errors: EncodingErrors = "strict",
-    accelerator: Accelerator = "auto",
-    devices: Devices = "1",
-    num_nodes: NumNodes = 1,
-    distributed: Distributed = "auto",
-    precision: Precision = "32",
-    compile: Compile = False,
-    channels_last: ChannelsLast = True,
-    pin_memory: PinMemory = None,
-    deterministic: Deterministic = False,
+    eval_per_class: EvalPerClass = FIT.eval_per_class,
+    image_size: ImageSize = FIT.image_size,
+    batch_size: BatchSize = FIT.batch_size,
+    lr: Lr = FIT.lr,
+    backbone_lr_mult: BackboneLrMult = FIT.backbone_lr_mult,
+    text_model: TextModel = FIT.text_model,
+    max_vectors: MaxVectors = FIT.max_vectors,
+    text_column: TextColumn = FIT.text_column,
+    label_column: LabelColumn = FIT.label_column,
+    encoding_errors: EncodingErrors = FIT.encoding_errors,
+    impute: Impute = FIT.impute,  # type: ignore[assignment]
+    accelerator: Accelerator = FIT.accelerator,
+    devices: Devices = FIT.devices,
+    num_nodes: NumNodes = FIT.num_nodes,
+    distributed: Distributed = FIT.distributed,
+    precision: Precision = FIT.precision,
+    compile: Compile = FIT.compile,
+    channels_last: ChannelsLast = FIT.channels_last,
+    pin_memory: PinMemory = FIT.pin_memory,
+    deterministic: Deterministic = FIT.deterministic,
     threshold: Annotated[float, typer.Option(help="Time to threshold: this fraction of scratch's asymptote.")] = 0.9,
-    seed: Annotated[int, typer.Option(help="First seed; also fixes the split.")] = 0,
-    weights: Annotated[str | None, typer.Option(help="Weights file for the source.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue a killed comparison, reusing finished cells.")] = False,
+    seed: Seed = FIT.seed,
+    weights: Weights = FIT.weights,
+    resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Did transfer help? Learning curves and the three benefits against scratch, with intervals."""
@@ -424,12 +522,9 @@ def compare(
 
     results = api.compare(
         data, out=out, source=source, arms=arms, seeds=seeds, epochs=epochs, per_class=per_class,
-        eval_per_class=eval_per_class,
-        image_size=image_size, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult,
-        threshold=threshold, seed=seed, weights=weights, resume=resume, overwrite=overwrite, text_model=text_model,
-        max_vectors=max_vectors, text_column=text_column, label_column=label_column, encoding_errors=encoding_errors,
-        **_hardware(accelerator, devices, num_nodes, distributed, precision, compile, channels_last, pin_memory,
-                    deterministic),
+        eval_per_class=eval_per_class, image_size=image_size, batch_size=batch_size, lr=lr,
+        backbone_lr_mult=backbone_lr_mult, threshold=threshold, seed=seed, weights=weights, resume=resume,
+        overwrite=overwrite, **_options(locals(), Hardware, TextOptions, TableOptions),
     )
     if _zero():
         _print_benefits(results, out)
@@ -442,21 +537,32 @@ def rank(
     out: Annotated[Path, typer.Option(help="Directory for results.json and report.html.")],
     scores: Annotated[str | None, typer.Option(help="Comma-separated: logme,leep,nce,hscore,knn,linear. Default: "
                                                "all (LEEP and NCE where the source has its own head).")] = None,
-    validate: Annotated[bool, typer.Option(help="Also fine-tune every candidate and report Kendall's and weighted "
-                                           "tau between each score and the fine-tuned accuracy.")] = False,
+    validate: Annotated[bool, typer.Option(help="Also fine-tune every candidate (--seeds, --epochs, "
+                                           "--eval-per-class) and report Kendall's and weighted tau between each "
+                                           "score and the fine-tuned accuracy.")] = False,
     skip_missing: Annotated[bool, typer.Option(help="Rank the others when a candidate cannot be loaded or lacks "
                                                "a head a named score needs.")] = False,
-    per_class: Annotated[int | None, typer.Option(help="Training examples per class.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Input size in px (default: each source's).")] = None,
-    seeds: Annotated[int, typer.Option(help="--validate: seeds per candidate.")] = 2,
-    epochs: Annotated[int, typer.Option(help="--validate: fine-tuning epochs.")] = 5,
-    eval_per_class: Annotated[int | None, typer.Option(help="--validate: cap on val and test items per class.")] = None,
-    text_model: TextModel = "bag",
-    max_vectors: MaxVectors = None,
-    text_column: TextColumn = "text",
-    label_column: LabelColumn = "label",
-    encoding_errors: EncodingErrors = "strict",
-    resume: Annotated[bool, typer.Option(help="Reuse a finished ranking or validation cells in --out.")] = False,
+    per_class: PerClass = FIT.per_class,
+    image_size: ImageSize = FIT.image_size,
+    seeds: Seeds = 2,  # --validate only: no verdict is drawn from it
+    epochs: Epochs = FIT.epochs,
+    eval_per_class: EvalPerClass = FIT.eval_per_class,
+    text_model: TextModel = FIT.text_model,
+    max_vectors: MaxVectors = FIT.max_vectors,
+    text_column: TextColumn = FIT.text_column,
+    label_column: LabelColumn = FIT.label_column,
+    encoding_errors: EncodingErrors = FIT.encoding_errors,
+    impute: Impute = FIT.impute,  # type: ignore[assignment]
+    accelerator: Accelerator = FIT.accelerator,
+    devices: Devices = FIT.devices,
+    num_nodes: NumNodes = FIT.num_nodes,
+    distributed: Distributed = FIT.distributed,
+    precision: Precision = FIT.precision,
+    compile: Compile = FIT.compile,
+    channels_last: ChannelsLast = FIT.channels_last,
+    pin_memory: PinMemory = FIT.pin_memory,
+    deterministic: Deterministic = FIT.deterministic,
+    resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Which source? Rank candidates by transferability scores from one forward pass each."""
@@ -466,9 +572,10 @@ def rank(
     results = api.rank(
         data, sources=sources, out=out, scores=scores, validate=validate, skip_missing=skip_missing,
         per_class=per_class, image_size=image_size, seeds=seeds, epochs=epochs, eval_per_class=eval_per_class,
-        text_model=text_model, max_vectors=max_vectors, text_column=text_column, label_column=label_column,
-        encoding_errors=encoding_errors, resume=resume, overwrite=overwrite,
+        resume=resume, overwrite=overwrite, **_options(locals(), Hardware, TextOptions, TableOptions),
     )
+    if not _zero():
+        return
     wanted = results["config"]["scores"]
     first = wanted[0]
     table = Table(title=f"transferability on {data} ({results['train_size']} examples): score and rank (#1 is "
@@ -576,11 +683,11 @@ def pretrain_vectors(
     dim: Annotated[int, typer.Option(help="Vector dimension.")] = 100,
     window: Annotated[int, typer.Option(help="Context window (words each side).")] = 5,
     min_count: Annotated[int, typer.Option(help="Ignore words rarer than this.")] = 2,
-    epochs: Epochs = 5,
+    epochs: Epochs = 5,  # word2vec's own default, not FitConfig's
     skipgram: Annotated[bool, typer.Option("--skipgram/--cbow", help="word2vec architecture.")] = True,
-    seed: Seed = 0,
+    seed: Seed = FIT.seed,
     workers: Annotated[int, typer.Option(help="Threads; above 1 is faster but not bit-reproducible.")] = 1,
-    encoding_errors: EncodingErrors = "strict",
+    encoding_errors: EncodingErrors = FIT.encoding_errors,
 ) -> None:
     """Develop your own text source: train word2vec (gensim) on an unlabelled corpus."""
     from transferlab import api
@@ -602,14 +709,6 @@ def main() -> None:
     _use_fast_allocator()
     try:
         app()
-    except UserError as e:
-        err.print(Text(f"error: {e}", style="red"))
-        sys.exit(2)
-    except OSError as e:  # a full disk the library did not translate itself (files.atomic_write does)
-        if not is_disk_full(e):
-            raise
-        err.print(Text(f"error: {disk_full(e.filename or 'a file')}", style="red"))
-        sys.exit(2)
     except KeyboardInterrupt:
         err.print(Text("interrupted: the run directory is marked INCOMPLETE; --resume continues it", style="yellow"))
         sys.exit(130)

@@ -9,14 +9,14 @@ from typing import Any
 
 from transferlab.errors import UserError, did_you_mean
 
-# Measured on the built-in tasks: a head on L2-normalised sentence embeddings or on averaged word vectors learns
-# about 10x too slowly at the image default, and a transformer wants its weights moved ~10x less than a CNN.
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 # Where and how fast a run trains, not what it trains: a run may be resumed with other values (other devices).
 RUNTIME_OPTIONS = ("num_workers", "pin_memory", "channels_last", "compile", "accelerator", "devices", "num_nodes",
                    "distributed", "precision", "deterministic")
 DISTRIBUTED = ("auto", "ddp", "ddp_find_unused_parameters_true")  # replicated models, launched as subprocesses
-DEFAULT_LR = {"image": (1e-3, 0.1), "text": (1e-2, 0.01)}
+# transfer/strategies.py registers exactly these (asserted there); named here so that a bad name is an error before
+# Lightning is imported
+STRATEGY_NAMES = ("scratch", "frozen", "finetune")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class FitConfig:
     reuse: int | None = None  # first N blocks of the source; None = all
     epochs: int = 5
     batch_size: int = 32
-    lr: float | None = None  # None: 1e-3 for image sources, 1e-2 for text sources (DEFAULT_LR)
+    lr: float | None = None  # None: the modality's default (1e-3 for images and tables, 1e-2 for texts)
     backbone_lr_mult: float | None = None  # None: 0.1 for image sources, 0.01 for text sources
     freeze_bn: bool = True  # finetune: reused BatchNorm layers keep the source's statistics
     weight_decay: float = 1e-4
@@ -65,6 +65,9 @@ class FitConfig:
     impute: str = "none"  # "none": a missing cell is an error; "mean": filled with the training split's column mean
 
     def __post_init__(self) -> None:
+        if self.strategy not in STRATEGY_NAMES:
+            raise UserError(f"unknown strategy {self.strategy!r}{did_you_mean(self.strategy, STRATEGY_NAMES)}; "
+                            f"known: {', '.join(STRATEGY_NAMES)}")
         for name in ("lr", "backbone_lr_mult", "weight_decay", "val_fraction", "test_fraction"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -98,9 +101,9 @@ class FitConfig:
             if not ok:
                 raise UserError(message)
 
-    def learning_rates(self, modality: str) -> tuple[float, float]:
-        """(lr, backbone_lr_mult), filling unset ones with the modality's defaults."""
-        lr, mult = DEFAULT_LR[modality]
+    def learning_rates(self, defaults: tuple[float, float]) -> tuple[float, float]:
+        """(lr, backbone_lr_mult), filling unset ones with the modality's ``defaults``."""
+        lr, mult = defaults
         return (lr if self.lr is None else self.lr, mult if self.backbone_lr_mult is None else self.backbone_lr_mult)
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,3 +119,83 @@ class FitConfig:
 
     def replace(self, **changes: Any) -> FitConfig:
         return dataclasses.replace(self, **changes)
+
+
+# --- experiments --------------------------------------------------------------------------------------------------
+
+SET_BY_COMPARE = ("data", "source", "strategy", "per_class", "curve", "split_seed")  # not options of **options
+ARM_OPTIONS = ("source", "reuse", "lr", "backbone_lr_mult", "weight_decay", "cache", "freeze_bn", "text_model")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """``strategy[:key=value,...]``, e.g. ``finetune:reuse=2`` or ``frozen:source=minilm``; the spec is the
+    arm's name. ``source=`` gives the arm its own source (default: ``--source``)."""
+
+    name: str
+    strategy: str
+    options: dict[str, Any]
+
+    @classmethod
+    def parse(cls, spec: str) -> Arm:
+        strategy, _, rest = spec.strip().partition(":")
+        if strategy not in STRATEGY_NAMES:
+            raise UserError(f"arm {spec!r}: unknown strategy {strategy!r}{did_you_mean(strategy, STRATEGY_NAMES)}; "
+                            f"known: {', '.join(STRATEGY_NAMES)}")
+        options: dict[str, Any] = {}
+        for item in filter(None, rest.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq or key not in ARM_OPTIONS:
+                raise UserError(
+                    f"arm {spec!r}: unknown option {key!r}{did_you_mean(key, ARM_OPTIONS)}; "
+                    f"arm options are {', '.join(ARM_OPTIONS)}"
+                )
+            options[key] = _arm_value(spec, key, value)
+        return cls(spec.strip(), strategy, options)
+
+    def source(self, default: str) -> str:
+        return self.options.get("source", default)
+
+    def config(self, base: FitConfig, **changes: Any) -> FitConfig:
+        """``base`` with this arm's strategy and options (``changes`` on top); a bad value names the arm."""
+        try:
+            return base.replace(strategy=self.strategy, **{**self.options, **changes})
+        except UserError as e:
+            raise UserError(f"arm {self.name!r}: {e}") from None
+
+
+def _arm_value(spec: str, key: str, value: str) -> Any:
+    if key in ("cache", "freeze_bn"):
+        return value.lower() in ("1", "true", "yes")
+    if key in ("source", "text_model"):
+        return value
+    if key == "reuse" and value == "all":
+        return None
+    try:
+        return int(value) if key == "reuse" else float(value)
+    except ValueError:
+        raise UserError(f"arm {spec!r}: {key}={value!r} is not a number") from None
+
+
+def parse_sizes(text: str | None) -> list[int | None]:
+    """``10,30,all`` -> [10, 30, None]; None means every training example."""
+    if not text:
+        return [None]
+    sizes: list[int | None] = []
+    for item in text.split(","):
+        item = item.strip()
+        if item == "all":
+            sizes.append(None)
+            continue
+        try:
+            n = int(item)
+        except ValueError:
+            raise UserError(f"--per-class takes numbers or 'all', not {item!r}") from None
+        if n < 1:
+            raise UserError(f"--per-class {n}: need at least 1 example per class")
+        sizes.append(n)
+    return sorted(set(sizes), key=lambda s: math.inf if s is None else s)
+
+
+def size_key(size: int | None) -> str:
+    return "all" if size is None else str(size)

@@ -237,3 +237,8 @@ def clear_output(folder: Path) -> None:
             entry.unlink()
 
 
+def cache_dir(kind: str = "") -> Path:
+    """transferlab's cache (features, word-vector stores, downloads): ``$TRANSFERLAB_CACHE_DIR``, else
+    ``~/.cache/transferlab``; ``kind`` names a subfolder."""
+    root = Path(os.environ.get("TRANSFERLAB_CACHE_DIR") or Path.home() / ".cache" / "transferlab")
+    return root / kind if kind else root

@@ -8,13 +8,19 @@ beyond its blocks) is checked later, still before anything is written.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from transferlab import modality
+from transferlab.data.fashion_mnist import parse_fashion_mnist_spec
+from transferlab.data.wordnet import parse_wordnet_spec
 from transferlab.errors import UserError, did_you_mean
 from transferlab.files import LOCK, check_overwritable, is_global_zero
 
-# The built-in sources (sources/__init__.py registers exactly these) and names people already know them by.
-BUILTIN_SOURCES = ("efficientnet_lite0", "cnn_tiny", "cnn_small", "minilm")
+# The built-in sources and their modalities (sources/__init__.py registers exactly these), and names people already
+# know them by.
+BUILTIN_SOURCES = {"efficientnet_lite0": "image", "cnn_tiny": "image", "cnn_small": "image", "minilm": "text",
+                   "mlp_tiny": "tabular", "mlp_small": "tabular"}
 SOURCE_ALIASES = {
     "all-minilm-l6-v2": "minilm",
     "sentence-transformers/all-minilm-l6-v2": "minilm",
@@ -26,8 +32,7 @@ KNOWN_SOURCES = ("torchvision:vgg16", "torchvision:inception_v3", "torchvision:r
 PREFIXES = ("timm:", "torchvision:", "sentence-transformers:", "vectors:")
 VECTOR_SUFFIXES = (".txt", ".vec", ".bin")
 DATA_SUFFIXES = (".csv", ".tsv", ".jsonl")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-TEXT_SOURCES = ("minilm", "sentence-transformers:", "vectors:", "words")
+TEXT_SOURCES = ("sentence-transformers:", "vectors:", "words")
 
 
 def canonical_source(spec: str) -> str:
@@ -57,9 +62,6 @@ def check_source(spec: str, option: str = "--source") -> None:
 
 def check_data(spec: str, option: str = "DATA") -> None:
     """A built-in task with valid options, or a path that exists (a folder, or a .csv/.tsv/.jsonl file)."""
-    from transferlab.data.fashion_mnist import parse_fashion_mnist_spec
-    from transferlab.data.wordnet import parse_wordnet_spec
-
     if parse_fashion_mnist_spec(spec) is not None or parse_wordnet_spec(spec) is not None:
         return  # a bad option of a built-in task has raised by now
     path = Path(spec).expanduser()
@@ -71,34 +73,14 @@ def check_data(spec: str, option: str = "DATA") -> None:
                         "subfolders or a .csv, .tsv or .jsonl file")
 
 
-def data_modality(spec: str) -> str | None:
-    """"image" or "text" when the data spec says so without reading it (a CSV could be either: None)."""
-    if spec.startswith("fashion-mnist"):
-        return "image"
-    if spec.startswith("wordnet"):
-        return "text"
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return "text" if path.suffix.lower() in (".tsv", ".jsonl") else None
-    if path.is_dir():
-        for i, f in enumerate(p for p in path.rglob("*") if p.is_file()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                return "image"
-            if f.suffix.lower() == ".txt":
-                return "text"
-            if i > 200:
-                break
-    return None
-
-
 def source_modality(spec: str) -> str | None:
-    """"image" or "text" for a source spec, when its name or its run card says so."""
-    import json
-
+    """The modality a source spec takes when its name or its run card says so (None: only loading it tells)."""
     name = canonical_source(spec.removeprefix("scratch:"))
+    if name in BUILTIN_SOURCES:
+        return BUILTIN_SOURCES[name]
     if name.startswith(TEXT_SOURCES) or name.lower().endswith(VECTOR_SUFFIXES):
         return "text"
-    if name in BUILTIN_SOURCES or name.startswith(("timm:", "torchvision:")):
+    if name.startswith(("timm:", "torchvision:")):
         return "image"
     try:
         return json.loads((Path(name).expanduser() / "model.json").read_text()).get("modality", "image")
@@ -106,15 +88,19 @@ def source_modality(spec: str) -> str | None:
         return None
 
 
-def check_modalities(data: str, sources: list[str]) -> None:
-    """A text source given images, or an image source given texts, is one sentence naming both."""
-    kind = data_modality(data)
+def resolve_modality(data: str, sources: list[str]) -> str | None:
+    """The modality of ``data`` and ``sources`` as far as their names, headers and cards tell (None: they do not).
+    Images given to a text source (or any other mix) is one sentence naming both."""
+    claimed = modality.of_data(data)
+    kind = claimed.name if claimed is not None else None
     for spec in sources:
         takes = source_modality(spec)
         if kind is not None and takes is not None and kind != takes:
-            word = {"image": "images", "text": "texts"}
-            raise UserError(f"{data} holds {word[kind]} but the source {spec} takes {word[takes]}: use "
-                            f"{'an image' if kind == 'image' else 'a text'} source, or {word[takes]} as data")
+            have, want = modality.get(kind), modality.get(takes)
+            raise UserError(f"{data} holds {have.word} but the source {spec} takes {want.word}: use a source for "
+                            f"{have.word}, or {want.word} as data")
+        kind = kind or takes
+    return kind
 
 
 def check_out(out: Path, resume: bool, overwrite: bool, kind: str = "run") -> None:
@@ -139,5 +125,5 @@ def check_out(out: Path, resume: bool, overwrite: bool, kind: str = "run") -> No
 def check_fit(data: str, source: str, out: Path, resume: bool, overwrite: bool) -> None:
     check_data(data)
     check_source(source)
-    check_modalities(data, [source])
+    resolve_modality(data, [source])
     check_out(out, resume, overwrite)

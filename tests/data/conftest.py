@@ -21,6 +21,7 @@ def _isolated_fashion_mnist_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     """Keep tests away from the user's Fashion-MNIST settings and download cache."""
     monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TRANSFERLAB_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from transferlab.data import ImageData, ImageDataset, ImageSplit, check_image, load_images, open_image
+from transferlab.data import Data, ImageSplit, SplitDataset, check_image, load_images, open_image
 from transferlab.data import images as images_module
 from transferlab.errors import UserError
 
@@ -26,7 +26,7 @@ def per_class(split: ImageSplit) -> dict[int, int]:
     return dict(Counter(split.labels.tolist()))
 
 
-def split_names(data: ImageData) -> list[set[str]]:
+def split_names(data: Data) -> list[set[str]]:
     return [{p.name for p in split.paths} for split in (data.train, data.val, data.test)]
 
 
@@ -116,7 +116,7 @@ def test_tiny_classes_still_split(
     data = load_images(str(make_folder({"a": 1, "b": 2, "c": 3})))
     assert set(data.train.labels.tolist()) == {0, 1, 2}  # every class keeps a training image
     assert len(data.train) + len(data.val) + len(data.test) == 6
-    with caplog.at_level(logging.WARNING, logger="transferlab.data.images"):
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.splits"):
         data = load_images(str(make_folder({"a": 1, "b": 1}, tmp_path / "two")), val_fraction=0.0)
     assert len(data.train) == 2 and len(data.val) == len(data.test) == 0
     assert "test split of" in caplog.text and "val split of" not in caplog.text
@@ -408,7 +408,7 @@ def test_split_needs_exactly_one_source() -> None:
 
 def test_image_dataset(make_folder: MakeFolder) -> None:
     data = load_images(str(make_folder({"a": 4, "b": 4})))
-    dataset = ImageDataset(data.train, lambda img: torch.from_numpy(np.asarray(img).copy()))
+    dataset = SplitDataset(data.train, lambda img: torch.from_numpy(np.asarray(img).copy()))
     image, label = dataset[0]
     assert len(dataset) == len(data.train)
     assert image.shape == (8, 8, 3) and image.dtype == torch.uint8

@@ -1,26 +1,14 @@
-"""Datasets for transfer learning: loading, validation, splits and the built-in Fashion-MNIST and WordNet tasks.
-
-The names below are imported on first use (PEP 562), so that parsing a built-in data spec
-(``transferlab.data.fashion_mnist``, ``transferlab.data.wordnet``) does not import torch: the CLI checks a
-command's input before any slow import.
-"""
+"""Datasets: readers for images, texts and tables, the shared split rules, and the built-in Fashion-MNIST and
+WordNet tasks. Nothing here imports torch (a reader's errors come before any slow import)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from transferlab.data.fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist_dir, read_idx
+from transferlab.data.images import ImageSplit, check_image, load_images, open_image
+from transferlab.data.splits import Data, SplitDataset, build_data
+from transferlab.data.text import TextSplit, load_texts
 
-_WHERE = {
-    "FASHION_MNIST_CLASSES": "fashion_mnist", "find_fashion_mnist_dir": "fashion_mnist", "read_idx": "fashion_mnist",
-    "ImageData": "images", "ImageDataset": "images", "ImageSplit": "images", "check_image": "images",
-    "load_images": "images", "open_image": "images", "SplitDataset": "images",
-    "TextData": "text", "TextSplit": "text", "load_texts": "text", "load_data": "images",
-}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(name)
-    module = importlib.import_module(f"transferlab.data.{_WHERE[name]}")
-    return getattr(module, "ImageDataset" if name == "SplitDataset" else name)
+__all__ = [
+    "FASHION_MNIST_CLASSES", "Data", "ImageSplit", "SplitDataset", "TextSplit", "build_data", "check_image",
+    "find_fashion_mnist_dir", "load_images", "load_texts", "open_image", "read_idx",
+]

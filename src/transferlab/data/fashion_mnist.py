@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferlab import files
 from transferlab.errors import UserError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -209,8 +210,8 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def cache_dir() -> Path:
-    """Folder that downloads go to: ``~/.cache/transferlab/fashion-mnist``."""
-    return Path.home() / ".cache" / "transferlab" / "fashion-mnist"
+    """Folder that downloads go to: ``fashion-mnist`` in transferlab's cache (see :func:`files.cache_dir`)."""
+    return files.cache_dir("fashion-mnist")
 
 
 def _idx_path(directory: Path, name: str) -> Path | None:

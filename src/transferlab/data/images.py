@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from rich.console import Console
 from rich.progress import track
@@ -26,19 +24,25 @@ from transferlab.data.fashion_mnist import (
     load_fashion_mnist_arrays,
     parse_fashion_mnist_spec,
 )
-from transferlab.errors import UserError, did_you_mean
+from transferlab.data.folders import class_folders, files_under, hidden
+from transferlab.data.splits import (
+    SPLITS,
+    Data,
+    build_data,
+    cap_evaluation,
+    cap_per_class,
+    check_settings,
+    stratified_split,
+    warn_if_empty,
+)
+from transferlab.errors import Unusable, UserError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 _PROGRESS_THRESHOLD = 2000  # show a progress bar when checking more files than this
 _LISTED = 5  # bad files named in messages
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
-
-
-class _Unusable(Exception):
-    """A file is not a usable image; the message is the short reason."""
 
 
 def _rgb_from_gray(values: np.ndarray) -> Image.Image:
@@ -68,42 +72,42 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     try:
         return img.convert("RGB")
     except ValueError as exc:
-        raise _Unusable(f"unsupported pixel mode {mode}") from exc
+        raise Unusable(f"unsupported pixel mode {mode}") from exc
 
 
-def _decode(path: Path) -> Image.Image:
-    """Fully decode ``path`` to 8-bit RGB, or raise _Unusable with the reason."""
+def decode(path: Path) -> Image.Image:
+    """Fully decode ``path`` to 8-bit RGB, or raise Unusable with the reason."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise _Unusable("file does not exist") from None
+        raise Unusable("file does not exist") from None
     except OSError as exc:
-        raise _Unusable(f"unreadable ({exc.strerror or exc})") from None
+        raise Unusable(f"unreadable ({exc.strerror or exc})") from None
     if size == 0:
-        raise _Unusable("zero-byte file")
+        raise Unusable("zero-byte file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
                 return _to_rgb(img)
-    except _Unusable:
+    except Unusable:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise _Unusable("exceeds Pillow's decompression-bomb limit") from None
+        raise Unusable("exceeds Pillow's decompression-bomb limit") from None
     except UnidentifiedImageError:
-        raise _Unusable("not an image") from None
+        raise Unusable("not an image") from None
     except PermissionError as exc:
-        raise _Unusable(f"unreadable ({exc.strerror})") from None
+        raise Unusable(f"unreadable ({exc.strerror})") from None
     except Exception:  # Pillow reports damaged data with many exception types
-        raise _Unusable("truncated or corrupt") from None
+        raise Unusable("truncated or corrupt") from None
 
 
 def check_image(path: str | Path) -> str | None:
     """Return None if ``path`` decodes to a usable image, else a short reason such as "zero-byte file"."""
     try:
-        _decode(Path(path))
-    except _Unusable as exc:
+        decode(Path(path))
+    except Unusable as exc:
         return str(exc)
     return None
 
@@ -111,8 +115,8 @@ def check_image(path: str | Path) -> str | None:
 def open_image(path: str | Path) -> Image.Image:
     """Open ``path`` as an EXIF-oriented 8-bit RGB image; UserError naming the file if it is not usable."""
     try:
-        return _decode(Path(path))
-    except _Unusable as exc:
+        return decode(Path(path))
+    except Unusable as exc:
         raise UserError(f"image file {path} is not usable ({exc}); replace or remove it") from None
 
 
@@ -213,125 +217,6 @@ class ImageSplit:
         return digest.hexdigest()
 
 
-@dataclass
-class ImageData:
-    """A classification dataset split three ways, with the files that were left out."""
-
-    classes: list[str]
-    train: ImageSplit
-    val: ImageSplit
-    test: ImageSplit
-    skipped: list[tuple[str, str]]
-    name: str
-    # examples per class in the training split before --per-class balanced it: what a naive model learns from
-    train_counts: list[int] = field(default_factory=list)
-
-    def majority_class(self) -> int:
-        """The commonest training class as the data came (before balancing): the naive model's prediction."""
-        counts = self.train_counts or np.bincount(self.train.labels, minlength=len(self.classes)).tolist()
-        return int(np.argmax(counts))
-
-    def fingerprint(self) -> str:
-        """SHA-256 over the class names and the three split fingerprints."""
-        digest = hashlib.sha256(json.dumps(self.classes).encode())
-        for split in (self.train, self.val, self.test):
-            digest.update(split.fingerprint().encode())
-        return digest.hexdigest()
-
-
-class ImageDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
-    """Torch dataset over an image or text split: item ``i`` is ``(transform(split.load(i)), label)``."""
-
-    def __init__(self, split: ImageSplit, transform: Callable[[Image.Image], torch.Tensor]) -> None:
-        self.split = split
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.split.load(i)), int(self.split.labels[i])
-
-
-# --- splitting -------------------------------------------------------------------------------------
-
-
-def _allocate(counts: np.ndarray, fraction: float, room: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Per-class sizes summing to ``fraction`` of all items, proportional to ``counts``, at most ``room``."""
-    total = int(counts.sum())
-    target = min(int(fraction * total + 0.5), int(room.sum()))
-    ideal = counts * target / total
-    sizes = np.minimum(np.floor(ideal).astype(np.int64), room)
-    short = target - int(sizes.sum())
-    if short:
-        # largest remainders first, ties broken at random
-        order = np.lexsort((rng.random(len(counts)), sizes - ideal))
-        while short:
-            for i in order:
-                if short and sizes[i] < room[i]:
-                    sizes[i] += 1
-                    short -= 1
-    return sizes
-
-
-def _stratified_split(
-    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions (sorted) of train / val / test, stratified by label; every class keeps a train item.
-
-    Each class is shuffled with its own generator seeded by ``(seed, label)``, so the images a class holds
-    out do not depend on the other classes (only their number can shift by one through rounding).
-    """
-    keys, counts = np.unique(labels, return_counts=True)
-    rng = np.random.default_rng(seed)
-    room = counts - 1
-    n_val = _allocate(counts, val_fraction, room, rng)
-    n_test = _allocate(counts, test_fraction, room - n_val, rng)
-    parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
-    for key, v, t in zip(keys, n_val, n_test, strict=True):
-        members = np.random.default_rng([seed, int(key)]).permutation(np.flatnonzero(labels == key))
-        parts[1].append(members[:v])
-        parts[2].append(members[v : v + t])
-        parts[0].append(members[v + t :])
-    train, val, test = (np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts)
-    return train, val, test
-
-
-def _cap_per_class(
-    labels: np.ndarray, per_class: int, seed: int, names: Sequence[str], hint: str = "", word: str = "images"
-) -> np.ndarray:
-    """Positions (sorted) of the first ``per_class`` items of each class in a seeded permutation.
-
-    The permutation does not depend on ``per_class``, so smaller caps select subsets of larger ones. A cap larger
-    than the smallest class names that class and the largest cap every class can meet.
-    """
-    keys, counts = np.unique(labels, return_counts=True)
-    if per_class > counts.min():
-        small = int(keys[np.argmin(counts)])
-        raise UserError(
-            f"--per-class {per_class} is more than the {counts.min()} training {word} of class {names[small]!r}, "
-            f"the smallest class; use --per-class {counts.min()} or less{hint}"
-        )
-    chosen = []
-    for key in keys:
-        members = np.flatnonzero(labels == key)
-        chosen.append(np.random.default_rng([seed, int(key), 1]).permutation(members)[:per_class])
-    return np.sort(np.concatenate(chosen))
-
-
-def _warn_if_empty(data: ImageData, val_fraction: float, test_fraction: float) -> None:
-    """Warn when a split that was asked for (fraction > 0) came out empty."""
-    for name, fraction in (("val", val_fraction), ("test", test_fraction)):
-        if fraction > 0 and len(getattr(data, name)) == 0:
-            logger.warning(
-                "the %s split of %s is empty: too few images per class to hold out %s=%s of them",
-                name,
-                data.name,
-                f"{name}_fraction",
-                fraction,
-            )
-
-
 # --- sources -----------------------------------------------------------------------------------
 
 
@@ -349,46 +234,13 @@ class _Source:
     groups: dict[tuple[str | None, str], _Group]
 
 
-def _hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"
-
-
-def _files_under(folder: Path) -> list[Path]:
-    """Non-hidden files below ``folder``, recursively, in a stable order."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-        found.extend(Path(dirpath) / f for f in sorted(filenames) if not _hidden(f))
-    return found
-
-
-def _class_folders(folder: Path) -> dict[str, Path]:
-    """The class subfolders of ``folder`` by name, sorted; warns about loose files."""
-    entries = [e for e in sorted(folder.iterdir()) if not _hidden(e.name)]
-    loose = [e for e in entries if not e.is_dir()]
-    if loose:
-        logger.warning(
-            "ignoring %d file(s) directly in %s (e.g. %s): images must be inside class folders",
-            len(loose),
-            folder,
-            loose[0].name,
-        )
-    classes = {e.name: e for e in entries if e.is_dir()}
-    if not classes:
-        raise UserError(
-            f"{folder} has no class folders; put the images of each class in its own subfolder, "
-            f"e.g. {folder / 'cat'}"
-        )
-    return classes
-
-
 def _scan_folder(root: Path) -> _Source:
     """Candidate files of an image folder, with or without train/val/test split folders."""
     if (root / "train").is_dir():
         others = [
             e.name
             for e in sorted(root.iterdir())
-            if e.is_dir() and not _hidden(e.name) and e.name not in SPLITS
+            if e.is_dir() and not hidden(e.name) and e.name not in SPLITS
         ]
         if others:
             logger.warning(
@@ -397,7 +249,7 @@ def _scan_folder(root: Path) -> _Source:
                 root,
             )
         layout: dict[str | None, dict[str, Path]] = {
-            split: _class_folders(root / split) for split in SPLITS if (root / split).is_dir()
+            split: class_folders(root / split) for split in SPLITS if (root / split).is_dir()
         }
         expected = set(layout["train"])
         for split, classes in layout.items():
@@ -412,9 +264,9 @@ def _scan_folder(root: Path) -> _Source:
                     f"{root / str(split)} {problem}; every split folder needs the same class folders"
                 )
     else:
-        layout = {None: _class_folders(root)}
+        layout = {None: class_folders(root)}
     groups = {
-        (split, name): _Group(str(folder), _files_under(folder))
+        (split, name): _Group(str(folder), files_under(folder))
         for split, classes in layout.items()
         for name, folder in classes.items()
     }
@@ -521,21 +373,6 @@ def _read_csv(csv_path: Path) -> _Source:
 # --- loading -----------------------------------------------------------------------------------
 
 
-def _check_settings(seed: int, val_fraction: float, test_fraction: float, per_class: int | None) -> None:
-    if seed < 0:
-        raise UserError(f"seed must be a non-negative integer, got {seed}")
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= value < 1:
-            raise UserError(f"{name} must be at least 0 and below 1, got {value}")
-    if val_fraction + test_fraction >= 1:
-        raise UserError(
-            f"val_fraction + test_fraction must be below 1 to leave training images, "
-            f"got {val_fraction + test_fraction}"
-        )
-    if per_class is not None and per_class < 1:
-        raise UserError(f"per_class must be at least 1, got {per_class}")
-
-
 def _build(
     name: str,
     source: _Source,
@@ -544,8 +381,9 @@ def _build(
     val_fraction: float,
     test_fraction: float,
     per_class: int | None,
+    eval_per_class: int | None,
     strict: bool,
-) -> ImageData:
+) -> Data:
     """Validate a source's files, drop the bad ones, and split the rest."""
     files = [path for group in source.groups.values() for path in group.files]
     reasons = _check_all(files)
@@ -587,31 +425,13 @@ def _build(
         paths.setdefault(split, []).extend(usable)
         labels.setdefault(split, []).extend([index[label]] * len(usable))
     given = {split: ImageSplit(np.array(labels[split]), paths=paths[split]) for split in paths}
-
-    pool = given["train"] if "train" in given else given[None]
-    carve_val = 0.0 if "val" in given else val_fraction
-    carve_test = 0.0 if "test" in given else test_fraction
-    train_idx, val_idx, test_idx = _stratified_split(pool.labels, carve_val, carve_test, seed)
-    train = pool.subset(train_idx)
-    counts = np.bincount(train.labels, minlength=len(classes)).tolist()
-    if per_class is not None:
-        train = train.subset(_cap_per_class(train.labels, per_class, seed, classes))
-    data = ImageData(
-        train_counts=counts,
-        classes=classes,
-        train=train,
-        val=given["val"] if "val" in given else pool.subset(val_idx),
-        test=given["test"] if "test" in given else pool.subset(test_idx),
-        skipped=skipped,
-        name=name,
-    )
-    _warn_if_empty(data, carve_val, carve_test)
-    return data
+    return build_data(name, given, classes, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                      per_class=per_class, eval_per_class=eval_per_class, word="images", skipped=skipped)
 
 
 def _load_fashion_mnist(
     name: str, spec: FashionMNISTSpec, *, seed: int, val_fraction: float, per_class: int | None
-) -> ImageData:
+) -> Data:
     """Fashion-MNIST classes ``spec.classes``: official test set, val held out of the official train set."""
     arrays = load_fashion_mnist_arrays(spec)
     chosen = np.array(spec.classes)
@@ -620,19 +440,19 @@ def _load_fashion_mnist(
 
     pool = np.flatnonzero(np.isin(arrays.train_labels, chosen))
     pool_labels = arrays.train_labels[pool]
-    train_idx, val_idx, _ = _stratified_split(pool_labels, val_fraction, 0.0, seed)
+    train_idx, val_idx, _ = stratified_split(pool_labels, val_fraction, 0.0, seed)
     counts = np.bincount(relabel[pool_labels[train_idx]], minlength=len(chosen)).tolist()
     if per_class is not None:
         hint = "" if spec.full else ", or use the full set (set=full)"
         train_idx = train_idx[
-            _cap_per_class(pool_labels[train_idx], per_class, seed, FASHION_MNIST_CLASSES, hint)
+            cap_per_class(pool_labels[train_idx], per_class, seed, FASHION_MNIST_CLASSES, hint)
         ]
     test = np.flatnonzero(np.isin(arrays.test_labels, chosen))
 
     def split(images: np.ndarray, original: np.ndarray, idx: np.ndarray) -> ImageSplit:
         return ImageSplit(relabel[original[idx]], arrays=images[idx])
 
-    data = ImageData(
+    data = Data(
         train_counts=counts,
         classes=[FASHION_MNIST_CLASSES[c] for c in spec.classes],
         train=split(arrays.train_images, arrays.train_labels, pool[train_idx]),
@@ -641,7 +461,7 @@ def _load_fashion_mnist(
         skipped=[],
         name=name,
     )
-    _warn_if_empty(data, val_fraction, 0.0)
+    warn_if_empty(data, val_fraction, 0.0, "images")
     return data
 
 
@@ -654,7 +474,7 @@ def load_images(
     per_class: int | None = None,
     strict: bool = False,
     eval_per_class: int | None = None,
-) -> ImageData:
+) -> Data:
     """Load an image classification dataset and split it into train / val / test.
 
     ``spec`` is ``fashion-mnist[:classes=0-2+7,per_class=N,set=bundled|full,dir=PATH]`` (built in; use
@@ -665,30 +485,12 @@ def load_images(
     frequent evaluation affordable on large test sets. Unusable image files are skipped and listed in
     ``skipped``, or raise with ``strict``.
     """
-    data = _load_images(spec, seed, val_fraction, test_fraction, per_class, strict)
-    if eval_per_class is not None:
-        if eval_per_class < 1:
-            raise UserError(f"eval_per_class must be at least 1, got {eval_per_class}")
-        data.val = data.val.subset(_first_per_class(data.val.labels, eval_per_class, seed))
-        data.test = data.test.subset(_first_per_class(data.test.labels, eval_per_class, seed))
-    return data
-
-
-def _first_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Sorted positions of at most ``n`` items per class, chosen by a seeded permutation."""
-    rng = np.random.default_rng([seed, 2])
-    keep = [rng.permutation(np.flatnonzero(labels == c))[:n] for c in np.unique(labels)]
-    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
-
-
-def _load_images(
-    spec: str, seed: int, val_fraction: float, test_fraction: float, per_class: int | None, strict: bool
-) -> ImageData:
-    _check_settings(seed, val_fraction, test_fraction, per_class)
+    check_settings(seed, val_fraction, test_fraction, per_class)
     fashion = parse_fashion_mnist_spec(spec)
     if fashion is not None:
         cap = per_class if per_class is not None else fashion.per_class
-        return _load_fashion_mnist(spec, fashion, seed=seed, val_fraction=val_fraction, per_class=cap)
+        data = _load_fashion_mnist(spec, fashion, seed=seed, val_fraction=val_fraction, per_class=cap)
+        return cap_evaluation(data, eval_per_class, seed)
     path = Path(spec).expanduser().absolute()
     if path.is_dir():
         source = _scan_folder(path)
@@ -704,37 +506,5 @@ def _load_images(
         raise UserError(
             f"dataset {spec!r} does not exist{hint}; give an image folder, a .csv file, or {SPEC_NAME!r}"
         )
-    return _build(
-        spec,
-        source,
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        per_class=per_class,
-        strict=strict,
-    )
-
-
-def load_data(
-    spec: str,
-    modality: str = "image",
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    per_class: int | None = None,
-    strict: bool = False,
-    eval_per_class: int | None = None,
-    text_column: str = "text",
-    label_column: str = "label",
-    encoding_errors: str = "strict",
-) -> ImageData:
-    """Load ``spec`` as the source's modality asks: :func:`load_images` or :func:`load_texts`."""
-    common = dict(seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, per_class=per_class,
-                  eval_per_class=eval_per_class)
-    if modality == "text":
-        from transferlab.data.text import load_texts
-
-        return load_texts(spec, text_column=text_column, label_column=label_column, encoding_errors=encoding_errors,
-                          **common)
-    return load_images(spec, strict=strict, **common)
+    return _build(spec, source, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                  per_class=per_class, eval_per_class=eval_per_class, strict=strict)

@@ -10,25 +10,15 @@ import csv
 import hashlib
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from transferlab.data.images import (
-    SPLITS,
-    ImageData,
-    _cap_per_class,
-    _check_settings,
-    _class_folders,
-    _files_under,
-    _first_per_class,
-    _stratified_split,
-    _warn_if_empty,
-)
+from transferlab.data.folders import IMAGE_SUFFIXES, class_folders, files_under
+from transferlab.data.splits import SPLITS, Data, build_data
 from transferlab.data.wordnet import SPEC_NAME, load_wordnet_rows, parse_wordnet_spec
 from transferlab.errors import UserError, did_you_mean
-from transferlab.preflight import IMAGE_SUFFIXES
 
 ENCODING_ERRORS = ("strict", "replace")
 
@@ -64,16 +54,7 @@ class TextSplit:
         return digest.hexdigest()
 
 
-@dataclass
-class TextData(ImageData):
-    """A text classification dataset split three ways. ``corpus`` holds every text that was loaded (all splits,
-    before ``per_class``): word-vector sources build their vocabulary from it, so it is the same for every
-    labelled size and every arm. Labels are not part of it."""
-
-    corpus: list[str] = field(default_factory=list)
-
-
-def _decode(path: Path, raw: bytes, errors: str) -> str:
+def decode_text(path: Path, raw: bytes, errors: str) -> str:
     try:
         return raw.decode("utf-8-sig", errors=errors)
     except UnicodeDecodeError as e:
@@ -89,7 +70,7 @@ def _read_text_file(path: Path, errors: str) -> str:
         raw = path.read_bytes()
     except OSError as e:
         raise UserError(f"{path} cannot be read ({e.strerror})") from None
-    return _decode(path, raw, errors)
+    return decode_text(path, raw, errors)
 
 
 Rows = list[tuple[str | None, str, str, str]]  # (split or None, label, text, where)
@@ -174,14 +155,14 @@ def _read_jsonl(path: Path, text_column: str, label_column: str, errors: str) ->
 
 
 def _read_folder(root: Path, errors: str) -> Rows:
-    layout = {s: _class_folders(root / s) for s in SPLITS if (root / s).is_dir()} if (root / "train").is_dir() \
-        else {None: _class_folders(root)}
+    layout = {s: class_folders(root / s, "texts") for s in SPLITS if (root / s).is_dir()} if (root / "train").is_dir() \
+        else {None: class_folders(root, "texts")}
     rows: Rows = []
     for split, classes in layout.items():
         for label, folder in classes.items():
-            files = [f for f in _files_under(folder) if f.suffix.lower() == ".txt"]
+            files = [f for f in files_under(folder) if f.suffix.lower() == ".txt"]
             if not files:
-                images = any(f.suffix.lower() in IMAGE_SUFFIXES for f in _files_under(folder))
+                images = any(f.suffix.lower() in IMAGE_SUFFIXES for f in files_under(folder))
                 raise UserError(f"{folder} holds images, not texts, but the source takes text: use an image source "
                                 "or give texts" if images else
                                 f"{folder} holds no .txt files; put one text per .txt file in each class folder")
@@ -223,7 +204,7 @@ def load_texts(
     text_column: str = "text",
     label_column: str = "label",
     encoding_errors: str = "strict",
-) -> TextData:
+) -> Data:
     """Load a text classification dataset and split it into train / val / test (see :func:`load_images`).
 
     ``spec`` is ``wordnet[:classes=animal+food,per_class=N,set=bundled|full,dir=PATH]`` (built in), a ``.csv``
@@ -231,7 +212,6 @@ def load_texts(
     objects with those keys, or a folder with one subfolder of ``.txt`` files per class (optionally inside
     ``train/ val/ test/``). Invalid UTF-8 is an error naming the line unless ``encoding_errors="replace"``.
     """
-    _check_settings(seed, val_fraction, test_fraction, per_class)
     if encoding_errors not in ENCODING_ERRORS:
         raise UserError(f"--encoding-errors must be one of {', '.join(ENCODING_ERRORS)}, not {encoding_errors!r}")
     wordnet = parse_wordnet_spec(spec)
@@ -248,33 +228,6 @@ def load_texts(
     for split in dict.fromkeys(s for s, _, _, _ in rows):
         part = [(t, index[lab]) for s, lab, t, _ in rows if s == split]
         given[split] = TextSplit([t for t, _ in part], np.array([y for _, y in part]))
-    if any(s is not None for s in given) and None in given:
-        raise UserError(f"{name}: some rows have a split and some do not; give every row a split or none")
-    pool = given.get("train", given.get(None))
-    if pool is None:
-        raise UserError(f"{name} has a split column but no train rows")
-    missing = sorted(set(classes) - {classes[i] for i in np.unique(pool.labels)})
-    if missing:
-        raise UserError(f"{name}: class {missing[0]!r} has no training texts; every class needs some")
-    carve_val = 0.0 if "val" in given else val_fraction
-    carve_test = 0.0 if "test" in given else test_fraction
-    train_idx, val_idx, test_idx = _stratified_split(pool.labels, carve_val, carve_test, seed)
-    train = pool.subset(train_idx)
-    counts = np.bincount(train.labels, minlength=len(classes)).tolist()
-    if per_class is not None:
-        train = train.subset(_cap_per_class(train.labels, per_class, seed, classes, word="texts"))
-    data = TextData(
-        train_counts=counts,
-        classes=classes,
-        train=train,
-        val=given["val"] if "val" in given else pool.subset(val_idx),
-        test=given["test"] if "test" in given else pool.subset(test_idx),
-        skipped=[],
-        name=name,
-        corpus=[t for _, _, t, _ in rows],
-    )
-    _warn_if_empty(data, carve_val, carve_test)
-    if eval_per_class is not None:
-        data.val = data.val.subset(_first_per_class(data.val.labels, eval_per_class, seed))
-        data.test = data.test.subset(_first_per_class(data.test.labels, eval_per_class, seed))
-    return data
+    return build_data(name, given, classes, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                      per_class=per_class, eval_per_class=eval_per_class, word="texts",
+                      corpus=[t for _, _, t, _ in rows])

@@ -148,33 +148,13 @@ def linear_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5, se
 
 
 def weighted_tau(x: np.ndarray, y: np.ndarray) -> float:
-    """Vigna's weighted Kendall tau with the additive hyperbolic weigher (as ``scipy.stats.weightedtau`` with its
-    defaults): swaps near the top of a ranking weigh more than swaps near the bottom. Computed for the ranking by
-    decreasing x and by decreasing y (each breaking ties by the other) and averaged. O(n^2): meant for rankings
-    of a few candidate sources."""
+    """Vigna's weighted Kendall tau with the additive hyperbolic weigher: ``scipy.stats.weightedtau`` with its
+    defaults (rank by decreasing x and by decreasing y, each breaking ties by the other, items tied in both taking
+    consecutive ranks, and average). Swaps near the top of a ranking weigh more than swaps near the bottom. nan
+    when either side is constant or holds a nan (scipy would rank a nan last) or there are fewer than two items."""
+    from scipy.stats import weightedtau
+
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    return (_tau_w(x, y, _rank(x, y)) + _tau_w(x, y, _rank(y, x))) / 2
-
-
-def _rank(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
-    """Rank 0 for the largest ``primary`` (ties: larger ``secondary`` first; then the same rank)."""
-    order = np.lexsort((-secondary, -primary))
-    rank = np.empty(len(primary), dtype=np.int64)
-    current = 0
-    for pos, i in enumerate(order):
-        if pos and (primary[i], secondary[i]) != (primary[order[pos - 1]], secondary[order[pos - 1]]):
-            current = pos
-        rank[i] = current
-    return rank
-
-
-def _tau_w(x: np.ndarray, y: np.ndarray, rank: np.ndarray) -> float:
-    num = den_x = den_y = 0.0
-    for i in range(len(x)):
-        for j in range(i + 1, len(x)):
-            w = 1 / (rank[i] + 1) + 1 / (rank[j] + 1)
-            sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-            num += w * sx * sy
-            den_x += w * (sx != 0)
-            den_y += w * (sy != 0)
-    return num / math.sqrt(den_x * den_y) if den_x and den_y else float("nan")
+    if len(x) < 2 or np.isnan(x).any() or np.isnan(y).any():
+        return float("nan")
+    return float(weightedtau(x, y).statistic)

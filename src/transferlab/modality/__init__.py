@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from transferlab.sources.base import Source
 
 MODALITIES: Registry[Modality] = Registry("modality")
+MODALITY_NAMES = ("image", "text", "tabular")  # each a module here that registers one Modality
 
 
 class Modality:
@@ -47,6 +48,10 @@ class Modality:
         """The source ready for ``data`` (word vectors: over its vocabulary; an MLP: for its feature count)."""
         return source
 
+    def example(self, source: Source) -> Source:
+        """The source bound to a small made-up dataset, to show its blocks (``transferlab sources --blocks``)."""
+        return source
+
     def bind_card(self, source: Source, preprocessing: dict[str, Any]) -> Source:
         """A rebuilt architecture bound as the run card's preprocessing says (see :meth:`bind`)."""
         return source
@@ -56,6 +61,11 @@ class Modality:
         """The preprocessing the run uses (``recorded``: what a resumed run's config.json says it used)."""
         return source.preprocessing
 
+    def shared_options(self, source: Source, data: Data, cfg: FitConfig, on_cpu: bool) -> dict[str, Any]:
+        """Options that give every cell of an experiment the same preprocessing as ``source`` on ``data`` would
+        get (images: one input size). Nothing by default."""
+        return {}
+
     def preprocessing_from_dict(self, d: dict[str, Any]) -> Any:
         raise NotImplementedError
 
@@ -63,22 +73,23 @@ class Modality:
         """Refuse a run card's preprocessing that is malformed for this modality (one sentence naming the field)."""
 
     # --- predict ---------------------------------------------------------------------------------------------
-    def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]]) -> list[tuple[str, Any]]:
-        """What ``predict`` classifies: ``(shown, raw)`` per input, where ``raw`` is the example itself or a
-        callable that reads it (raising :class:`transferlab.errors.Unusable` with the reason). Unreadable inputs
-        found here go to ``bad`` as ``(where, why)``."""
+    def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]],
+                       ) -> tuple[list[tuple[str, Any]], int]:
+        """What ``predict`` classifies, and from how many files: ``(shown, raw)`` per input, where ``raw`` is the
+        example itself or a callable that reads it (raising :class:`transferlab.errors.Unusable` with the reason).
+        Unreadable files found here go to ``bad`` as ``(where, why)``."""
         raise NotImplementedError
 
 
 def get(name: str) -> Modality:
     """The registered modality called ``name`` (its module is imported on first use)."""
-    if name not in MODALITIES and name in _MODULES:
+    if name not in MODALITIES and name in MODALITY_NAMES:
         importlib.import_module(f"transferlab.modality.{name}")
     return MODALITIES.get(name)
 
 
 def all_modalities() -> list[Modality]:
-    return [get(name) for name in _MODULES]
+    return [get(name) for name in MODALITY_NAMES]
 
 
 def of_data(spec: str) -> Modality | None:
@@ -89,4 +100,3 @@ def of_data(spec: str) -> Modality | None:
     return None
 
 
-_MODULES = ("image", "text", "tabular")

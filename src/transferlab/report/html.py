@@ -109,15 +109,11 @@ def fmt_interval(b: dict[str, Any]) -> str:
     return f"{f(b['mean'])} [{f(b['ci_low'])}, {f(b['ci_high'])}]"
 
 
-IMAGE_ONLY = ("image_size", "channels_last", "strict")
-TEXT_ONLY = ("text_model", "max_vectors", "text_column", "label_column", "encoding_errors")
-
-
 def shown_config(results: dict[str, Any]) -> dict[str, Any]:
     """The configuration as it ran: defaults resolved (the learning rates), only the options of the data's
     modality, and the test-set size."""
     cfg = json.loads(json.dumps(results["config"]))
-    other = TEXT_ONLY if results.get("modality", "image") == "image" else IMAGE_ONLY
+    other = set(results.get("other_modalities_options", ()))
     base = {k: v for k, v in cfg.pop("base", {}).items() if k not in other}
     base.update({k: v for k, v in results.get("resolved", {}).items() if base.get(k) is None})
     return {**cfg, "base": base, "test_size": results.get("test_size")}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from transferlab.errors import UserError, did_you_mean
-from transferlab.preflight import BUILTIN_SOURCES, KNOWN_SOURCES, canonical_source
-from transferlab.registry import Registry
+from transferlab.preflight import KNOWN_SOURCES, canonical_source
 from transferlab.sources.base import Preprocessing, Source
-from transferlab.sources.cnn import WIDTHS, simple_cnn
+from transferlab.sources.builtin import BUILTIN
+from transferlab.sources.cnn import WIDTHS
 from transferlab.sources.rundir import load_run, run_source
 from transferlab.sources.text import (
     BUILTIN_ENCODER,
@@ -19,24 +18,12 @@ from transferlab.sources.text import (
     vectors_source,
 )
 from transferlab.sources.vectors import is_store
-from transferlab.sources.zoo import efficientnet_lite0, packaged_lite0_file, timm_source, torchvision_source
+from transferlab.sources.zoo import packaged_lite0_file, timm_source, torchvision_source
 
 __all__ = ["Preprocessing", "Source", "load_run", "load_source", "known_sources", "BUILTIN"]
 
-BUILTIN: Registry = Registry("source")
-BUILTIN.register("efficientnet_lite0")(efficientnet_lite0)
-for _name in WIDTHS:
-    BUILTIN.register(_name)(functools.partial(simple_cnn, _name))
-
-
-@BUILTIN.register(BUILTIN_ENCODER)
-def _minilm(pretrained: bool, weights: Path | None) -> Source:
-    return sentence_encoder_source(BUILTIN_ENCODER, str(builtin_encoder_path()), pretrained)
-
-
 VECTOR_SUFFIXES = (".txt", ".vec", ".bin")
 KNOWN = list(KNOWN_SOURCES)  # classic ImageNet models users ask for by name; listed by `transferlab sources`
-assert set(BUILTIN) == set(BUILTIN_SOURCES), "preflight.BUILTIN_SOURCES must name exactly the registered built-ins"
 
 
 def load_source(

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -25,10 +27,26 @@ class Preprocessing:
     collate = None  # the default collation stacks image tensors
 
     def transform(self, augment: bool = False) -> Callable[[Any], torch.Tensor]:
-        """PIL image -> normalised tensor (see :func:`transferlab.train.transforms.make_transform`)."""
-        from transferlab.train.transforms import make_transform
+        """PIL RGB image -> normalised float tensor at ``input_size``.
 
-        return make_transform(self, augment)
+        Evaluation resizes to ``input_size / crop_pct`` and centre-crops, as the source was evaluated. Augmentation
+        (tuned arms only) is deliberately light: a mild random resized crop and a horizontal flip."""
+        from torchvision.transforms import v2
+
+        size = self.input_size
+        interp = v2.InterpolationMode(self.interpolation) if self.interpolation in INTERPOLATIONS else \
+            v2.InterpolationMode.BILINEAR
+        if augment:
+            geometry = [
+                v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.9, 1.1), interpolation=interp, antialias=True),
+                v2.RandomHorizontalFlip(),
+            ]
+        else:
+            geometry = [v2.Resize(int(round(size / self.crop_pct)), interpolation=interp, antialias=True),
+                        v2.CenterCrop(size)]
+        return v2.Compose(
+            [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
+        )
 
     def resized(self, size: int | None) -> Preprocessing:
         """The same preprocessing at another input size (``None`` keeps the source's)."""
@@ -75,11 +93,17 @@ class Source:
     rebuild: Callable[[], Source] = field(repr=False)
     classifier: nn.Module | None = None
     source_classes: list[str] | None = None
-    modality: str = "image"  # "image" or "text": which data loader serves it
-    adapt: Callable[..., Source] | None = None  # word vectors: builds the model for a target vocabulary first
+    modality: str = "image"  # the name of its modality (image, text, tabular): which data it takes
+    adapt: Callable[..., Source] | None = None  # unbound (word vectors, MLPs): the modality binds it to the data
     reusable: int | None = None  # blocks that carry the source's knowledge (None: all); the default --reuse
     cache_partial: bool = True  # a cut before the last block gives fixed-size tensors that can be cached
+    prefix_pool: nn.Module | None = None  # a feature vector from a cut before the last block (word vectors: a mean)
     info: dict[str, Any] = field(default_factory=dict)  # facts worth recording in the run, e.g. vocabulary coverage
+
+    @property
+    def default_reuse(self) -> int:
+        """The blocks ``--reuse`` takes by default: every block that carries the source's knowledge."""
+        return len(self.blocks) if self.reusable is None else self.reusable
 
     def fresh(self) -> Source:
         """A randomly initialised copy of the same architecture: the no-transfer baseline's starting point."""
@@ -91,15 +115,6 @@ class Source:
         if self.classifier is not None:
             rows.append(("classifier (source head)", sum(p.numel() for p in self.classifier.parameters())))
         return rows
-
-
-def preprocessing_from_dict(d: dict[str, Any]) -> Any:
-    """Image or text preprocessing from a run card."""
-    if d.get("kind") in ("words", "tokenizer"):
-        from transferlab.sources.text import text_preprocessing_from_dict
-
-        return text_preprocessing_from_dict(d)
-    return Preprocessing.from_dict(d)
 
 
 def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:

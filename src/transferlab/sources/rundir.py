@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -20,19 +19,27 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from transferlab import modality as modalities
+from transferlab.cardcheck import card_error, int_field, show, strings
 from transferlab.errors import UserError
 from transferlab.files import atomic_write
-from transferlab.sources.base import Source, preprocessing_from_dict
+from transferlab.modality import MODALITY_NAMES as MODALITIES
+from transferlab.sources.base import Source
+from transferlab.sources.builtin import BUILTIN
+from transferlab.sources.text import (
+    BUILTIN_ENCODER,
+    builtin_encoder_path,
+    parse_words_spec,
+    sentence_encoder_source,
+    vectors_source,
+)
 from transferlab.sources.weights import load_checked, read_state_dict
+from transferlab.sources.zoo import timm_source, torchvision_source
+from transferlab.transfer.model import build_model
 
 MODEL_FORMAT = "transferlab.model/1"
 CARD = "model.json"
 WEIGHTS = "model.safetensors"
-MODALITIES = ("image", "text")
-INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
-MAX_INPUT_SIZE = 4096  # px, the side of the square input
-MAX_RESIZED = 8192  # px, input_size / crop_pct: the side images are resized to before the centre crop
-MAX_TEXT_LENGTH = 100_000  # tokens
 ARCHITECTURES = "a built-in (such as cnn_tiny), timm:<arch>, torchvision:<arch>, words:DIM:bag|cnn or " \
                 "sentence-transformers:<folder>"
 _NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
@@ -54,42 +61,9 @@ def write_card(run_dir: Path, card: dict[str, Any]) -> None:
 # --- reading and checking a card ------------------------------------------------------------------------------
 
 
-def _bad(card_path: Path, field: str, problem: str) -> UserError:
-    return UserError(f"{card_path} is not a usable model card: field {field} {problem} (was it edited? restore it "
-                     "or train again)")
-
-
-def _show(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int_field(card_path: Path, field: str, v: Any, low: int, high: int) -> None:
-    if not _is_int(v) or not low <= v <= high:
-        raise _bad(card_path, field, f"must be a whole number from {low} to {high}, not {_show(v)}")
-
-
-def _strings(card_path: Path, field: str, v: Any, unique: bool = True) -> list[str]:
-    if not isinstance(v, list) or not v or not all(isinstance(s, str) and s for s in v):
-        raise _bad(card_path, field, "must be a non-empty list of non-empty strings")
-    if unique and len(set(v)) != len(v):
-        raise _bad(card_path, field, "must not repeat a name")
-    return v
-
-
 def architecture_kind(arch: str) -> str | None:
     """What an architecture spec in a card is: builtin, timm, torchvision, words or sentence-transformers; None
     for anything else (a run directory, a weights or vectors file, ``scratch:...``): a card cannot name those."""
-    from transferlab.sources import BUILTIN
-
     if arch in BUILTIN:
         return "builtin"
     kind, _, rest = arch.partition(":")
@@ -102,67 +76,27 @@ def architecture_kind(arch: str) -> str | None:
     return None
 
 
-def _check_image_preprocessing(card_path: Path, pre: dict[str, Any]) -> None:
-    size = pre.get("input_size")
-    _int_field(card_path, "preprocessing.input_size", size, 1, MAX_INPUT_SIZE)
-    for name in ("mean", "std"):
-        v = pre.get(name)
-        if not isinstance(v, list) or len(v) != 3 or not all(_is_number(x) for x in v):
-            raise _bad(card_path, f"preprocessing.{name}", f"must be a list of 3 finite numbers, not {_show(v)}")
-    if not all(x > 0 for x in pre["std"]):
-        raise _bad(card_path, "preprocessing.std",
-                   f"must be positive (it divides every pixel), not {_show(pre['std'])}")
-    if pre.get("interpolation") not in INTERPOLATIONS:
-        raise _bad(card_path, "preprocessing.interpolation",
-                   f"must be one of {', '.join(INTERPOLATIONS)}, not {_show(pre.get('interpolation'))}")
-    crop = pre.get("crop_pct")
-    if not _is_number(crop) or not 0 < crop <= 1 or size / crop > MAX_RESIZED:
-        raise _bad(card_path, "preprocessing.crop_pct",
-                   f"must be a number in (0, 1] with input_size / crop_pct at most {MAX_RESIZED}, not {_show(crop)}")
-
-
-def _check_text_preprocessing(card_path: Path, pre: dict[str, Any]) -> None:
-    kind = pre.get("kind")
-    _int_field(card_path, "preprocessing.max_length", pre.get("max_length"), 1, MAX_TEXT_LENGTH)
-    if kind == "words":
-        vocab = _strings(card_path, "preprocessing.vocab", pre.get("vocab"))
-        if vocab[:2] != ["<pad>", "<unk>"]:
-            raise _bad(card_path, "preprocessing.vocab", "must start with '<pad>', '<unk>'")
-    elif kind == "tokenizer":
-        if not isinstance(pre.get("path"), str) or not pre["path"].strip():
-            raise _bad(card_path, "preprocessing.path", "must name the tokenizer's folder")
-        _int_field(card_path, "preprocessing.pad_id", pre.get("pad_id"), 0, 10_000_000)
-    else:
-        raise _bad(card_path, "preprocessing.kind", f"must be 'words' or 'tokenizer' for a text run, not {_show(kind)}")
-
-
 def check_card(card: Any, card_path: Path) -> dict[str, Any]:
     """The card if its schema is sound, else one sentence naming ``card_path`` and the field at fault."""
     if not isinstance(card, dict):
         raise UserError(f"{card_path} is not a transferlab model card (not a JSON object)")
     if card.get("format") != MODEL_FORMAT:
-        raise UserError(f"{card_path} is not a transferlab model card (format {_show(card.get('format'))})")
+        raise UserError(f"{card_path} is not a transferlab model card (format {show(card.get('format'))})")
     arch = card.get("architecture")
     if not isinstance(arch, str) or architecture_kind(arch) is None:
-        raise _bad(card_path, "architecture", f"must be {ARCHITECTURES}, not {_show(arch)}")
-    _strings(card_path, "block_names", card.get("block_names"))
-    _strings(card_path, "classes", card.get("classes"))
+        raise card_error(card_path, "architecture", f"must be {ARCHITECTURES}, not {show(arch)}")
+    strings(card_path, "block_names", card.get("block_names"))
+    strings(card_path, "classes", card.get("classes"))
     modality = card.get("modality", "image")
     if modality not in MODALITIES:
-        raise _bad(card_path, "modality", f"must be 'image' or 'text', not {_show(modality)}")
+        raise card_error(card_path, "modality", f"must be one of {', '.join(MODALITIES)}, not {show(modality)}")
     if "num_features" in card:
-        _int_field(card_path, "num_features", card["num_features"], 1, 10_000_000)
+        int_field(card_path, "num_features", card["num_features"], 1, 10_000_000)
     pre = card.get("preprocessing")
     if not isinstance(pre, dict):
-        raise _bad(card_path, "preprocessing", "must be an object saying how inputs are prepared, not "
-                                                 f"{_show(pre)}")
-    if modality == "text":
-        _check_text_preprocessing(card_path, pre)
-    elif "kind" in pre:
-        raise _bad(card_path, "preprocessing.kind",
-                   f"{_show(pre['kind'])} is a text preprocessing but modality is image")
-    else:
-        _check_image_preprocessing(card_path, pre)
+        raise card_error(card_path, "preprocessing", "must be an object saying how inputs are prepared, not "
+                                                       f"{show(pre)}")
+    modalities.get(modality).check_card(card_path, pre)
     return card
 
 
@@ -226,15 +160,13 @@ def encoder_folder(spec: str, run_dir: Path, field: str) -> Path:
         raise UserError(f"{card_path}: field {field} names the folder {folder}, which does not exist (moved or "
                         "deleted?): restore it or train again")
     if (folder / CARD).exists():
-        raise _bad(card_path, field, f"names a transferlab run directory ({folder}), not a sentence-transformers "
+        raise card_error(card_path, field, f"names a transferlab run directory ({folder}), not a sentence-transformers "
                                      "folder")
     return folder.resolve()
 
 
 def resolve_card(card: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """A copy of a checked card whose sentence-encoder and tokenizer locations are absolute local folders."""
-    from transferlab.sources.text import BUILTIN_ENCODER, builtin_encoder_path
-
     card = copy.deepcopy(card)
     arch = card["architecture"]
     if arch.startswith("sentence-transformers:"):
@@ -253,10 +185,6 @@ def skeleton(card: dict[str, Any], run_dir: Path) -> Source:
     """A randomly initialised source of a resolved card's architecture (word models: over the card's vocabulary).
 
     Only the kinds :func:`architecture_kind` accepts are built, without weights and without network access."""
-    from transferlab.sources import BUILTIN
-    from transferlab.sources.text import parse_words_spec, sentence_encoder_source, vectors_source
-    from transferlab.sources.zoo import timm_source, torchvision_source
-
     card_path = run_dir / CARD
     arch = card["architecture"]
     kind, _, rest = arch.partition(":")
@@ -273,34 +201,37 @@ def skeleton(card: dict[str, Any], run_dir: Path) -> Source:
         elif kind == "sentence-transformers":
             source = sentence_encoder_source(arch, rest, False, local_only=True)
         else:
-            raise _bad(card_path, "architecture", f"must be {ARCHITECTURES}, not {_show(arch)}")
-        if source.adapt is not None:
-            source = source.adapt(card["preprocessing"]["vocab"][2:])  # without <pad> and <unk>
+            raise card_error(card_path, "architecture", f"must be {ARCHITECTURES}, not {show(arch)}")
+        source = modalities.get(card.get("modality", "image")).bind_card(source, card["preprocessing"])
     except UserError as e:
         if str(card_path) in str(e):
             raise
-        raise _bad(card_path, "architecture", f"{arch!r} cannot be rebuilt ({e})") from None
+        raise card_error(card_path, "architecture", f"{arch!r} cannot be rebuilt ({e})") from None
     if source.modality != card.get("modality", "image"):
-        raise _bad(card_path, "modality", f"{card.get('modality', 'image')!r} does not match the architecture "
+        raise card_error(card_path, "modality", f"{card.get('modality', 'image')!r} does not match the architecture "
                                           f"{arch!r} ({source.modality})")
     kind_here = getattr(source.preprocessing, "kind", None)
     if kind_here != card["preprocessing"].get("kind"):
-        raise _bad(card_path, "preprocessing.kind", f"{card['preprocessing'].get('kind')!r} does not match the "
+        raise card_error(card_path, "preprocessing.kind", f"{card['preprocessing'].get('kind')!r} does not match the "
                                                     f"architecture {arch!r} ({kind_here!r})")
     names = list(source.blocks)
     if card["block_names"] != names:
-        raise _bad(card_path, "block_names",
-                   f"{_show(card['block_names'])} does not match the blocks of {arch!r} ({names})")
+        raise card_error(card_path, "block_names",
+                   f"{show(card['block_names'])} does not match the blocks of {arch!r} ({names})")
     if card.get("num_features", source.num_features) != source.num_features:
-        raise _bad(card_path, "num_features", f"{card['num_features']} does not match {arch!r} "
+        raise card_error(card_path, "num_features", f"{card['num_features']} does not match {arch!r} "
                                               f"({source.num_features})")
     return source
 
 
 def load_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
     """The trained TransferModel of a finished run directory and its card (checked, locations resolved)."""
-    from transferlab.model import build_model
+    model, card, _ = _load(run_dir)
+    return model, card
 
+
+def _load(run_dir: Path) -> tuple[Any, dict[str, Any], Source]:
+    """The trained model, the checked card, and the architecture it was rebuilt from."""
     run_dir = Path(run_dir)
     card_path, weights_path = run_dir / CARD, run_dir / WEIGHTS
     card = resolve_card(read_card(run_dir), run_dir)
@@ -310,34 +241,34 @@ def load_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
     state = read_state_dict(weights_path)
     head = state.get("head.weight")
     if head is not None and head.dim() == 2 and head.shape[0] != len(card["classes"]):
-        raise _bad(card_path, "classes", f"lists {len(card['classes'])} classes but the head in {weights_path} has "
-                                         f"{head.shape[0]} outputs")
+        raise card_error(card_path, "classes", f"lists {len(card['classes'])} classes but the head in "
+                                               f"{weights_path} has {head.shape[0]} outputs")
     try:
         load_checked(model, state, str(weights_path))
     except UserError as e:
         raise UserError(f"{card_path} does not describe the weights beside it ({e}): check its architecture, "
                         "block_names and preprocessing, or train again") from None
     model.eval()
-    return model, card
+    return model, card, source
 
 
 def run_source(run_dir: Path) -> Source:
     """A run directory as a source: its blocks, pool and trained head (the new source head)."""
-    model, card = load_run(run_dir)
+    model, card, rebuilt = _load(run_dir)
     architecture = card["architecture"]
-    modality = card.get("modality", "image")
+    modality = modalities.get(card.get("modality", "image"))
     return Source(
         name=str(run_dir),
         architecture=architecture,
         blocks=OrderedDict(zip(card["block_names"], model.blocks, strict=True)),
         pool=model.pool,
         num_features=model.head.in_features,
-        preprocessing=preprocessing_from_dict(card["preprocessing"]),
+        preprocessing=modality.preprocessing_from_dict(card["preprocessing"]),
         pretrained=True,
         weights_origin=f"run directory {run_dir}",
         rebuild=lambda: skeleton(card, Path(run_dir)),
         classifier=model.head,
         source_classes=list(card["classes"]),
-        modality=modality,
-        cache_partial=modality == "image",
+        modality=modality.name,
+        cache_partial=rebuilt.cache_partial,
     )

@@ -32,6 +32,7 @@ from torch import nn
 
 from transferlab.errors import UserError
 from transferlab.sources.base import Source
+from transferlab.sources.vectors import load_vectors, vectors_scale
 
 log = logging.getLogger(__name__)
 TOKEN_RE = re.compile(r"\w+(?:['’-]\w+)*")
@@ -259,6 +260,7 @@ def word_model(
         modality="text",
         reusable=1,
         cache_partial=False,
+        prefix_pool=TokenMean(),
         info=info or {},
     )
 
@@ -275,8 +277,6 @@ def vectors_source(spec: str, path: Path | None, pretrained: bool, max_vectors: 
                    encoding_errors: str = "strict", dim: int = DEFAULT_DIM, text_model: str | None = None) -> Source:
     """An unadapted word-vector source (``path=None``: random embeddings of ``dim``). ``adapt(vocab, counts,
     text_model)`` builds the model for a target vocabulary, reporting the vectors' coverage of it."""
-    from transferlab.sources.vectors import load_vectors, vectors_scale
-
     kv = load_vectors(path, max_vectors=max_vectors, encoding_errors=encoding_errors) if path is not None else None
     size = kv.vector_size if kv is not None else dim
     scale = vectors_scale(kv.vectors) if kv is not None else 1.0

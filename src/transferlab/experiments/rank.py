@@ -15,11 +15,25 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import stats
 
-from transferlab.compare import clean_json, finish_experiment, prepare_experiment
-from transferlab.config import RUNTIME_OPTIONS, FitConfig
+from transferlab import modality as modalities
+from transferlab import preflight
+from transferlab.config import SET_BY_COMPARE, FitConfig
 from transferlab.errors import UserError, did_you_mean
 from transferlab.evaluate import transferability as tr
+from transferlab.experiments.common import (
+    clean_json,
+    experiment_folder,
+    finish_experiment,
+    recorded_base,
+    shared_modality,
+)
+from transferlab.experiments.compare import compare
+from transferlab.report.html import write_rank_report
+from transferlab.train.datamodule import frozen_features
+from transferlab.train.fit import bind_source, open_source, versions
+from transferlab.transfer.model import build_model
 
 log = logging.getLogger(__name__)
 SCHEMA = "transferlab.rank/1"
@@ -72,11 +86,6 @@ def rank(
     **options: Any,
 ) -> dict[str, Any]:
     """Rank candidate sources for ``data``; write ``results.json`` and ``report.html`` to ``out``."""
-    from transferlab.model import build_model
-    from transferlab.report.html import write_rank_report
-    from transferlab.sources.text import TokenMean
-    from transferlab.train.run import adapt_source, data_for, frozen_features, open_source, versions
-
     specs = [s.strip() for s in (sources.split(",") if isinstance(sources, str) else sources) if s.strip()]
     if len(set(specs)) != len(specs):
         raise UserError("--sources lists the same source twice")
@@ -86,6 +95,8 @@ def rank(
     base = FitConfig.from_dict({"data": data, "source": specs[0], "strategy": "frozen", "per_class": per_class,
                                 **options})
     out = Path(out)
+    name = preflight.resolve_modality(data, specs)  # the data are read and checked before any model loads
+    dataset = modalities.get(name).load(base) if name is not None else None
 
     loaded, skipped = {}, {}
     for spec in specs:
@@ -99,10 +110,8 @@ def rank(
             log.warning("skipping %s: %s", spec, e)
     if len(loaded) < 2:
         raise UserError(f"only {len(loaded)} of the candidates could be loaded; ranking needs two")
-    modalities = {s.modality for s in loaded.values()}
-    if len(modalities) > 1:
-        raise UserError("--sources mix image and text sources; rank sources of one modality")
-    dataset = data_for(base, modalities.pop())
+    modality = shared_modality(data, list(loaded.values()), list(loaded))
+    dataset = dataset if dataset is not None else modality.load(base)
     labels = np.asarray(dataset.train.labels)
     heads = {spec: s.classifier is not None for spec, s in loaded.items()}
     missing_head = [spec for spec, has in heads.items() if not has]
@@ -111,21 +120,19 @@ def rank(
         raise UserError(f"--scores {asked_head[0]} needs the source's own classifier head, which {missing_head[0]} "
                         "has not; drop it from --scores or pass --skip-missing")
     config = {"data": data, "sources": specs, "scores": wanted, "validate": validate, "seeds": seeds,
-              "base": {k: v for k, v in base.to_dict().items() if k not in RUNTIME_OPTIONS}}
-    lock = prepare_experiment(out, config, resume, "rank", overwrite)
-    try:
-
+              "base": recorded_base(base)}
+    with experiment_folder(out, config, resume, "rank", overwrite) as zero:
         results: dict[str, dict[str, float]] = {}
         seconds: dict[str, dict[str, float]] = {}
         for spec, source in loaded.items():
             log.info("features of %s", spec)
-            source = adapt_source(source, dataset, base)
+            source = bind_source(modality, source, dataset, base)
             model = build_model(source, len(dataset.classes), None, pretrained=True)
-            reuse = len(source.blocks) if source.reusable is None else source.reusable
+            reuse = source.default_reuse
             pre = source.preprocessing.resized(base.image_size)
             prefix, cut = model.prefix(reuse), reuse
-            if reuse < len(source.blocks) and not source.cache_partial:  # word vectors: their mean over the tokens
-                prefix, cut = torch.nn.Sequential(prefix, TokenMean()), f"{reuse}+mean"
+            if reuse < len(source.blocks) and source.prefix_pool is not None:  # e.g. word vectors' mean over tokens
+                prefix, cut = torch.nn.Sequential(prefix, source.prefix_pool), f"{reuse}+pool"
             feats, _, feature_seconds = frozen_features(prefix, source, cut, {"train": dataset.train}, pre, base,
                                                         progress)
             tick = time.perf_counter()
@@ -150,21 +157,15 @@ def rank(
         if validate:
             summary.update(_validate(data, out, list(loaded), results, wanted, seeds, seconds, base, progress))
         summary = clean_json(summary)
-        write_rank_report(out / "report.html", summary)
-        finish_experiment(out, summary)
+        if zero:
+            write_rank_report(out / "report.html", summary)
+            finish_experiment(out, summary)
         return summary
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _validate(data: str, out: Path, specs: list[str], results: dict[str, dict[str, float]], wanted: list[str],
               seeds: int, seconds: dict[str, dict[str, float]], base: FitConfig, progress: bool) -> dict[str, Any]:
     """Fine-tune every candidate through ``compare`` and measure how well each score predicted the outcome."""
-    from scipy import stats
-
-    from transferlab.compare import SET_BY_COMPARE, compare
-
     options = {k: v for k, v in base.to_dict().items() if k not in SET_BY_COMPARE}  # devices and precision too
     arms = {spec: f"finetune:source={spec}" for spec in specs}
     size = None if base.per_class is None else str(base.per_class)

@@ -13,17 +13,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from transferlab.compare import clean_json, finish_experiment, prepare_experiment
-from transferlab.config import RUNTIME_OPTIONS, FitConfig
+from transferlab import modality as modalities
+from transferlab.config import FitConfig
 from transferlab.errors import UserError
 from transferlab.evaluate.curves import interval
+from transferlab.experiments.common import clean_json, experiment_folder, finish_experiment, recorded_base
+from transferlab.report.html import write_layers_report
+from transferlab.sources import load_source
+from transferlab.train.fit import bind_source, fit, modality_of, open_source, pretrain, versions
 
 log = logging.getLogger(__name__)
 SCHEMA = "transferlab.layers/1"
 SERIES = {"AnB": ("A", "frozen"), "AnB+": ("A", "finetune"), "BnB": ("B", "frozen"), "BnB+": ("B", "finetune")}
 
 
-def layers(
+def sweep(
     target_data: str,
     *,
     out: str | Path,
@@ -37,11 +41,6 @@ def layers(
     **options: Any,
 ) -> dict[str, Any]:
     """Run the layer-transfer sweep and write ``results.json`` and ``report.html`` to ``out``."""
-    from transferlab.api import pretrain
-    from transferlab.report.html import write_layers_report
-    from transferlab.sources import load_source
-    from transferlab.train.run import adapt_source, data_for, fit, open_source, versions
-
     if (source_data is None) == (source is None):
         raise UserError("give exactly one of --source-data (train base A yourself) or --source (a ready source)")
     if seeds < 2:
@@ -49,19 +48,14 @@ def layers(
     base = FitConfig(data=target_data, source=source or arch, **options)
     out = Path(out)
     config = {"target_data": target_data, "source_data": source_data, "arch": arch, "source": source,
-              "seeds": seeds, "base": {k: v for k, v in base.to_dict().items() if k not in RUNTIME_OPTIONS}}
+              "seeds": seeds, "base": recorded_base(base)}
+    modality = modality_of(base)  # the data are read and checked before any model loads
+    data = modality.load(base) if modality is not None else None
     ready = open_source(base, pretrained=True) if source is not None else None  # errors now, not after cells
-    data = data_for(base, ready.modality if ready is not None else "image")
-    from transferlab.files import is_global_zero
-
-    zero = is_global_zero()  # under DDP every process runs the cells together; rank 0 writes
-    lock = prepare_experiment(out, config, resume, "layers", overwrite) if zero else None
-    try:
-
-        train = {k: v for k, v in base.to_dict().items() if k in (
-            "epochs", "batch_size", "lr", "image_size", "eval_per_class", "weight_decay", "accelerator", "devices",
-            "num_nodes", "distributed", "precision", "compile", "channels_last", "pin_memory", "num_workers",
-            "deterministic")}
+    if modality is None:
+        modality = modalities.get(ready.modality if ready is not None else "image")
+        data = modality.load(base)
+    with experiment_folder(out, config, resume, "layers", overwrite) as zero:
         seed_range = range(base.seed, base.seed + seeds)
         base_b = []
         sources: dict[str, Any] = {}
@@ -69,16 +63,17 @@ def layers(
             for task, task_data in (("A", source_data), ("B", target_data)):
                 for seed in seed_range if task == "B" else [base.seed]:
                     run_dir = out / "base" / f"{task}_seed{seed}"
-                    result, _ = pretrain(task_data, arch=arch, out=run_dir, resume=True, progress=progress, seed=seed,
-                                         split_seed=base.seed, **train)
+                    cfg = base.replace(data=task_data, source=arch, seed=seed, split_seed=base.seed, per_class=None,
+                                       reuse=None)
+                    result, _ = pretrain(cfg, run_dir, resume=True, progress=progress)
                     if task == "B":
                         base_b.append(result.test_accuracy)
                 sources[task] = load_source(str(out / "base" / f"{task}_seed{base.seed}"))
             series = list(SERIES)
         else:
-            sources["A"] = adapt_source(ready, data, base)
+            sources["A"] = bind_source(modality, ready, data, base)
             series = ["AnB", "AnB+"]
-        n_blocks = len(sources["A"].blocks) if sources["A"].reusable is None else sources["A"].reusable
+        n_blocks = sources["A"].default_reuse
 
         acc: dict[str, dict[int, list[float]]] = {name: {} for name in series}
         for name in series:
@@ -89,7 +84,8 @@ def layers(
                                        source=str(sources[task].name), backbone_lr_mult=1.0)
                     cell = out / "cells" / name / f"n{n}" / f"seed{seed}"
                     log.info("%s n=%d seed %d", name, n, seed)
-                    result = fit(cfg, cell, resume=True, progress=progress, data=data, source=sources[task])
+                    result = fit(cfg, cell, resume=True, progress=progress, data=data, source=sources[task],
+                                 modality=modality)
                     acc[name].setdefault(n, []).append(result.test_accuracy)
 
         if not zero:
@@ -111,6 +107,3 @@ def layers(
         write_layers_report(out / "report.html", results)
         finish_experiment(out, results)
         return results
-    finally:
-        if lock is not None:
-            lock.release()

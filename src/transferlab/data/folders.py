@@ -1,0 +1,46 @@
+"""Scanning folders of class subfolders (images, texts): one rule for hidden files, order and loose files."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from transferlab.errors import UserError
+
+logger = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Non-hidden files below ``folder``, recursively, in a stable order."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not hidden(d))
+        found.extend(Path(dirpath) / f for f in sorted(filenames) if not hidden(f))
+    return found
+
+
+def class_folders(folder: Path, word: str = "images") -> dict[str, Path]:
+    """The class subfolders of ``folder`` by name, sorted; warns about loose files."""
+    entries = [e for e in sorted(folder.iterdir()) if not hidden(e.name)]
+    loose = [e for e in entries if not e.is_dir()]
+    if loose:
+        logger.warning(
+            "ignoring %d file(s) directly in %s (e.g. %s): %s must be inside class folders",
+            len(loose),
+            folder,
+            loose[0].name,
+            word,
+        )
+    classes = {e.name: e for e in entries if e.is_dir()}
+    if not classes:
+        raise UserError(
+            f"{folder} has no class folders; put the {word} of each class in its own subfolder, "
+            f"e.g. {folder / 'cat'}"
+        )
+    return classes

@@ -1,0 +1,123 @@
+"""What every experiment shares: its locked output folder (created, resumed or started over), the atomic results
+file that marks it complete, JSON-safe results, and the modality its data and sources share."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferlab import modality as modalities
+from transferlab import preflight
+from transferlab.config import RUNTIME_OPTIONS, FitConfig
+from transferlab.errors import UserError
+from transferlab.files import (
+    LOCK,
+    atomic_write,
+    check_overwritable,
+    clear_output,
+    is_global_zero,
+    lock_folder,
+    mark,
+    write_json,
+)
+from transferlab.modality import Modality
+from transferlab.sources import Source
+
+EXPERIMENTS = {"compare": "comparison", "layers": "layer sweep", "rank": "ranking"}
+
+
+@contextlib.contextmanager
+def experiment_folder(out: Path, config: dict[str, Any], resume: bool, kind: str, overwrite: bool = False,
+                      ) -> Iterator[bool]:
+    """Create and lock ``out`` for an experiment (``kind``: compare, layers or rank) for the ``with`` block, or
+    accept it for ``--resume`` when it holds the same one; ``--overwrite`` empties it only when it is wholly a
+    transferlab ``kind`` folder. Under DDP only rank 0 touches the folder; the block gets whether this process is
+    rank 0 (the one that writes results)."""
+    zero = is_global_zero()
+    lock = _prepare(Path(out), config, resume, kind, overwrite) if zero else None
+    try:
+        yield zero
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _prepare(out: Path, config: dict[str, Any], resume: bool, kind: str, overwrite: bool) -> Any:
+    what, path = EXPERIMENTS[kind], out / f"{kind}.json"
+    lock = lock_folder(out, f"the {what} folder")
+    try:
+        if any(p.name != LOCK for p in out.iterdir()):
+            if overwrite:
+                check_overwritable(out, kind)
+                clear_output(out)
+            elif not path.is_file():
+                raise UserError(f"--out {out} holds files that are not a transferlab {what}; choose another --out")
+            else:
+                try:
+                    old = json.loads(path.read_text())
+                except ValueError:
+                    raise UserError(f"{path} is not valid JSON: --overwrite starts the {what} over") from None
+                if old != config:
+                    diff = next((k for k in config if old.get(k) != config[k]), "configuration")
+                    raise UserError(
+                        f"--out {out} holds another experiment (its {diff} is {old.get(diff)!r}, now "
+                        f"{config.get(diff)!r}); choose another --out or pass --overwrite"
+                    )
+                if not resume:
+                    raise UserError(f"--out {out} already holds this {what}: pass --resume to continue or reuse "
+                                    "it, or --overwrite to start over")
+        mark(out, kind)
+        if not (out / "results.json").is_file():
+            atomic_write(out / "INCOMPLETE", f"this {what} has not finished; `--resume` continues it\n")
+        write_json(path, config)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def finish_experiment(out: Path, results: dict[str, Any]) -> None:
+    """Write ``results.json`` atomically, then drop the INCOMPLETE marker: the experiment is complete."""
+    write_json(out / "results.json", results)
+    (out / "INCOMPLETE").unlink(missing_ok=True)
+
+
+def clean_json(obj: Any) -> Any:
+    """JSON-safe: NaN and infinities become null, numpy scalars plain numbers, tuple keys strings."""
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [clean_json(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def recorded_base(base: FitConfig) -> dict[str, Any]:
+    """The options an experiment's folder records (runtime options may change on ``--resume``)."""
+    return {k: v for k, v in base.to_dict().items() if k not in RUNTIME_OPTIONS}
+
+
+def shared_modality(data: str, loaded: list[Source], specs: list[str]) -> Modality:
+    """The one modality of the data and every loaded source (a mix is one sentence naming the odd source out)."""
+    name = preflight.resolve_modality(data, specs) or loaded[0].modality
+    for spec, source in zip(specs, loaded, strict=True):
+        if source.modality != name:
+            have, takes = modalities.get(name), modalities.get(source.modality)
+            raise UserError(f"the source {spec} takes {takes.word} but the data and the other sources are "
+                            f"{have.word}; use sources of one modality")
+    return modalities.get(name)
+
+
+def other_options(modality: Modality) -> list[str]:
+    """The options only other modalities use: reports leave them out."""
+    mine = set(modality.options)
+    return sorted({o for m in modalities.all_modalities() if m is not modality for o in m.options} - mine)

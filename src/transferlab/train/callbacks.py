@@ -1,0 +1,174 @@
+"""What a run records while it trains: metrics.csv, the test learning curve, the epoch bar, the divergence stop."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+from transferlab.errors import UserError
+from transferlab.report import write_csv
+from transferlab.train.features import run_inference
+
+log = logging.getLogger(__name__)
+
+
+def write_rows(path: Path, columns: tuple[str, ...], rows: list[dict[str, float]]) -> None:
+    """Rewrite a callback's CSV with every row so far (numbers to 6 significant digits)."""
+    write_csv(path, columns, [[f"{r[c]:.6g}" for c in columns] for r in rows])
+
+
+class MetricsCSV(L.Callback):
+    """One row per epoch in ``metrics.csv``; its rows live in the checkpoint, so a resumed run keeps them."""
+
+    columns = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_count", "wall_seconds")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, float]] = []
+        self._start = time.perf_counter()
+        self._offset = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        m = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch + 1}
+        for key in self.columns[1:5]:
+            row[key] = float(m[key]) if key in m else float("nan")
+        row["wall_seconds"] = round(self._offset + time.perf_counter() - self._start, 3)
+        self.rows.append(row)
+        if trainer.is_global_zero:  # one run directory, written by rank 0 only
+            write_rows(self.path, self.columns, self.rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+        self._offset = self.rows[-1]["wall_seconds"] if self.rows else 0.0
+
+
+def fixed_subset(n: int, cap: int | None) -> np.ndarray | None:
+    """Positions of at most ``cap`` of ``n`` examples, the same every time (None: all of them)."""
+    if cap is None or n <= cap:
+        return None
+    return np.sort(np.random.default_rng(0).permutation(n)[:cap])
+
+
+class TestCurve(L.Callback):
+    """Evaluates on the held-out test split at step 0, at a few points within the first epoch, then after every
+    epoch, and writes ``curve.csv``. Points before an epoch's end use at most ``within_epoch_cap`` test examples
+    (a fixed subset, so they do not dominate a short run's time); every epoch's end uses the whole split.
+    ``wall_seconds`` counts training time only (evaluation pauses the clock) plus ``offset`` (for example the
+    one-off feature extraction of a frozen arm). Rows live in the checkpoint."""
+
+    columns = ("step", "epoch", "examples", "wall_seconds", "test_accuracy", "test_loss", "epoch_end", "test_count")
+    fractions = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
+
+    def __init__(self, path: Path, data: Any, labels: torch.Tensor, within_epoch_cap: int | None = None) -> None:
+        self.path, self.data, self.labels = path, data, labels  # data: the run's datamodule (loader, feature_seconds)
+        self.cap = within_epoch_cap  # points before an epoch's end use at most this many test examples
+        self.rows: list[dict[str, float]] = []
+        self.examples, self.train_seconds, self.offset = 0, 0.0, 0.0
+        self._tick = time.perf_counter()
+
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch_end: bool) -> None:
+        self.train_seconds += time.perf_counter() - self._tick
+        if not trainer.is_global_zero:  # rank 0 evaluates the whole test split; the others train on
+            self._tick = time.perf_counter()
+            return
+        keep = None if epoch_end else fixed_subset(len(self.labels), self.cap)
+        logits = run_inference(pl_module.net, self.data.loader("test", keep))
+        labels = self.labels if keep is None else self.labels[keep]
+        pl_module.net.train()
+        self.rows.append({
+            "step": trainer.global_step,
+            "epoch": trainer.current_epoch + (1 if epoch_end else 0),
+            "examples": self.examples,
+            "wall_seconds": round(self.offset + self.train_seconds, 4),
+            "test_accuracy": float((logits.argmax(1) == labels).float().mean()),
+            "test_loss": float(F.cross_entropy(logits, labels)),
+            "epoch_end": int(epoch_end),
+            "test_count": len(labels),
+        })
+        write_rows(self.path, self.columns, self.rows)
+        self._tick = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.offset = self.data.feature_seconds  # the one-off feature extraction of a frozen arm counts as time
+        if not self.rows:
+            self._evaluate(trainer, pl_module, epoch_end=False)
+        self._tick = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.examples += len(batch[1]) * trainer.world_size
+        n = int(trainer.num_training_batches)
+        points = {max(1, round(f * n)) for f in self.fractions} - {n}
+        if trainer.current_epoch == 0 and batch_idx + 1 in points:
+            self._evaluate(trainer, pl_module, epoch_end=False)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.train_seconds += time.perf_counter() - self._tick  # the validation pass is not training time either
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._tick = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._evaluate(trainer, pl_module, epoch_end=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "examples": self.examples, "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+        self.examples, self.train_seconds = int(state_dict["examples"]), float(state_dict["train_seconds"])
+
+
+class EpochBar(TQDMProgressBar):
+    """Lightning's bar with epochs counted from 1 (``Epoch 1/3``), the epoch's training loss and validation
+    accuracy beside it, and one log line per finished epoch (what stays on the terminal)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        m = trainer.callback_metrics
+        if trainer.is_global_zero and "train_loss" in m and "val_accuracy" in m:
+            log.info("epoch %d/%d: training loss %.4f, validation accuracy %.4f", trainer.current_epoch + 1,
+                     trainer.max_epochs, float(m["train_loss"]), float(m["val_accuracy"]))
+
+
+class Diverged(UserError):
+    """Training produced a non-finite loss: the run stops, its last good checkpoint kept."""
+
+
+class StopOnNonFinite(L.Callback):
+    """At the end of every epoch, before its checkpoint is written, stop the run if any step's loss was NaN or
+    infinite (the module records the first such step on the device, so no step waits for the host)."""
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        first = getattr(pl_module, "first_nonfinite", None)
+        mine = torch.zeros(()) if first is None else (first >= 0).float()
+        if float(trainer.strategy.reduce(mine.to(pl_module.device), reduce_op="sum")) > 0:  # every process stops
+            where = f"step {int(first) + 1}" if float(mine) > 0 else "a step of another process"
+            raise Diverged(f"training diverged: the loss became NaN or infinite at epoch {trainer.current_epoch + 1}, "
+                           f"{where}; lower --lr (now {self.lr:g}) and start over with --overwrite")

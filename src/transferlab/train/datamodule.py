@@ -1,0 +1,118 @@
+"""The run's data as Lightning serves it: seeded loaders (sharded under DDP) and, for a frozen prefix, its cached
+features in place of the inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset, TensorDataset
+
+from transferlab.config import FitConfig
+from transferlab.data.splits import SplitDataset
+from transferlab.sources.base import Source, state_fingerprint
+from transferlab.train.features import cache_key, cached_features
+from transferlab.train.samplers import EpochSampler, EpochSeeded, Padded
+
+INFERENCE_BATCH = 64
+
+
+def make_loader(
+    ds: torch.utils.data.Dataset, cfg: FitConfig, shuffle: bool, collate: Any = None, rank: int = 0, world: int = 1,
+    pin_memory: bool = False, augment: bool = False,
+) -> DataLoader:
+    """Training batches at --batch-size in a seeded per-epoch order (this process's share of it under DDP), each
+    example's augmentation seeded by (seed, epoch, index); inference at least 64 at a time (benchmarks/overhead.py:
+    extraction is up to 9% faster at 64 than at 32 on 2 cores), under DDP every ``world``-th example of the split
+    padded as :class:`Padded` says."""
+    if shuffle:
+        sampler, size = EpochSampler(len(ds), cfg.seed, rank, world), cfg.batch_size
+        ds = EpochSeeded(ds, cfg.seed, reseed=augment)
+    else:
+        size = max(cfg.batch_size, INFERENCE_BATCH)
+        sampler = None
+        if world > 1:
+            ds = Padded(ds, world)
+            sampler = list(range(rank, len(ds), world))
+    return DataLoader(ds, sampler=sampler, batch_size=size, num_workers=cfg.num_workers, collate_fn=collate,
+                      pin_memory=pin_memory, persistent_workers=cfg.num_workers > 0)
+
+
+def plain_loaders(splits: dict[str, Any], pre: Any, cfg: FitConfig) -> dict[str, DataLoader]:
+    """Every split, unaugmented and in order: what a frozen prefix's features are computed from."""
+    return {s: make_loader(SplitDataset(d, pre.transform(False)), cfg, False, pre.collate) for s, d in splits.items()}
+
+
+class RunData(L.LightningDataModule):
+    """The run's loaders, built once Lightning knows this process's rank and world size. A frozen run's features
+    are extracted here (shard by shard under DDP, through the cache) and the loaders then serve them."""
+
+    def __init__(self, splits: dict[str, Any], pre: Any, cfg: FitConfig, augment: bool, progress: bool,
+                 prefix: torch.nn.Module | None = None, key: str | None = None) -> None:
+        super().__init__()
+        self.splits, self.pre, self.cfg, self.augment, self.progress = splits, pre, cfg, augment, progress
+        self.prefix, self.key = prefix, key
+        self.feats: dict[str, torch.Tensor] | None = None
+        self.cache_hit: bool | None = None
+        self.feature_seconds = 0.0
+
+    def _where(self) -> tuple[int, int, bool]:
+        t = self.trainer
+        if t is None:
+            return 0, 1, False
+        pin = self.cfg.pin_memory if self.cfg.pin_memory is not None else t.strategy.root_device.type == "cuda"
+        return t.global_rank, t.world_size, pin
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.prefix is not None and self.feats is None:
+            rank, world, _ = self._where()
+            if self.trainer is not None:
+                self.prefix.to(self.trainer.strategy.root_device)
+            self.feats, self.cache_hit, self.feature_seconds = cached_features(
+                self.key, self.prefix, plain_loaders(self.splits, self.pre, self.cfg), self.progress, rank, world)
+            self.prefix.cpu()
+
+    def dataset(self, split: str, augment: bool = False) -> torch.utils.data.Dataset:
+        if self.feats is not None:
+            return TensorDataset(self.feats[split], torch.as_tensor(self.splits[split].labels))
+        return SplitDataset(self.splits[split], self.pre.transform(augment))
+
+    def _collate(self) -> Any:
+        return None if self.feats is not None else self.pre.collate
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world, pin = self._where()
+        return make_loader(self.dataset("train", self.augment), self.cfg, True, self._collate(), rank, world, pin,
+                           augment=self.augment and self.feats is None)
+
+    def val_dataloader(self) -> DataLoader:
+        rank, world, pin = self._where()
+        return make_loader(self.dataset("val"), self.cfg, False, self._collate(), rank, world, pin)
+
+    def loader(self, split: str, keep: np.ndarray | None = None) -> DataLoader:
+        """The whole split (or the positions ``keep`` of it) in one process: test curves and the final test."""
+        ds = self.dataset(split)
+        return make_loader(ds if keep is None else Subset(ds, keep.tolist()), self.cfg, False, self._collate())
+
+
+def feature_key(prefix: torch.nn.Module, source: Source, reuse: int | str, splits: dict[str, Any], pre: Any) -> str:
+    """The feature cache's key: the exact prefix weights, the cut, the data and the preprocessing."""
+    return cache_key(
+        prefix=state_fingerprint(prefix),
+        architecture=source.architecture,
+        cut=reuse,
+        data={s: d.fingerprint() for s, d in splits.items()},
+        preprocessing=pre.to_dict(),
+    )
+
+
+def frozen_features(
+    prefix: torch.nn.Module, source: Source, reuse: int | str, splits: dict[str, Any], pre: Any, cfg: FitConfig,
+    progress: bool,
+) -> tuple[dict[str, torch.Tensor], bool, float]:
+    """Outputs of a frozen ``prefix`` (the first ``reuse`` blocks) on ``splits`` through the on-disk cache, in one
+    process (``rank`` uses this; ``fit`` goes through :class:`RunData`, which shards it under DDP)."""
+    return cached_features(feature_key(prefix, source, reuse, splits, pre), prefix, plain_loaders(splits, pre, cfg),
+                           progress)

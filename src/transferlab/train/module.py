@@ -1,0 +1,90 @@
+"""The one training loop: a LightningModule for cross-entropy training of any modality's network."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class LitClassifier(L.LightningModule):
+    """Cross-entropy training of ``net`` with AdamW over the strategy's parameter groups and a cosine schedule.
+    What trains and when is the strategy's business (a callback); this module only runs the steps."""
+
+    def __init__(
+        self, net: nn.Module, param_groups: list[dict[str, Any]], weight_decay: float, channels_last: bool = False,
+        compile: bool = False, seed: int = 0,
+    ):
+        super().__init__()
+        self.net = net
+        self.seed = seed
+        self.first_nonfinite: torch.Tensor | None = None  # global step of the first non-finite loss, on the device
+        self.param_groups = [g for g in param_groups if g["params"]]
+        self.weight_decay = weight_decay
+        self.channels_last = channels_last
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        # kept outside the module tree: the compiled wrapper shares net's parameters, and the state dict stays net's
+        object.__setattr__(self, "_forward", torch.compile(net) if compile else net)
+        self._val = torch.zeros(3, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._forward(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # dropout and other randomness of the step depend on (seed, epoch, batch) only: a resumed run draws the same
+        torch.manual_seed(mix_seed(self.seed, self.current_epoch, batch_idx, 1))
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self._watch(loss.detach())
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True, prog_bar=True)
+        return loss
+
+    def _watch(self, loss: torch.Tensor) -> None:
+        """Remember the first step whose loss is not finite, without a host sync (checked once per epoch)."""
+        if self.first_nonfinite is None or self.first_nonfinite.device != loss.device:
+            self.first_nonfinite = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss) & (self.first_nonfinite < 0)
+        self.first_nonfinite = torch.where(bad, self.global_step, self.first_nonfinite)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = torch.zeros(3, dtype=torch.float64)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Sums of loss, correct predictions and examples; padding (label -1, see :class:`Padded`) is left out."""
+        x, y = batch
+        logits = self(x).float()
+        keep = y >= 0
+        if keep.any():
+            loss = F.cross_entropy(logits[keep], y[keep], reduction="sum")
+            correct = (logits[keep].argmax(1) == y[keep]).sum()
+            self._val += torch.stack([loss.detach(), correct, keep.sum()]).double().cpu()
+
+    def on_validation_epoch_end(self) -> None:
+        """Validation metrics over the whole split: the sums of every process, added up."""
+        total = self.trainer.strategy.reduce(self._val.to(self.device), reduce_op="sum").cpu()
+        loss, correct, count = total.tolist()
+        count = max(count, 1.0)
+        self.log("val_loss", loss / count)
+        self.log("val_accuracy", correct / count, prog_bar=True)
+        self.log("val_count", float(total[2]))
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.param_groups, weight_decay=self.weight_decay)
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (seed, epoch, item, ...): independent streams that do not depend on history."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1

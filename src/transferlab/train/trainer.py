@@ -1,0 +1,129 @@
+"""Lightning's Trainer as transferlab runs it: atomic checkpoints read with weights_only, devices, precision."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from transferlab.errors import UserError
+from transferlab.files import atomic_write
+from transferlab.train.callbacks import EpochBar
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written atomically in their own folder (temporary file, fsync, rename: a full disk or a kill
+    never leaves a truncated ``last.ckpt``) and read only with ``weights_only=True``; an unreadable one is one
+    sentence. :meth:`check` reads a checkpoint before training starts and hands it to Lightning, so it is read
+    once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._read: tuple[str, dict[str, Any]] | None = None
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+    def check(self, path: Path) -> int:
+        """Read and check ``path`` now; returns the epoch (counted from 0) the checkpoint closed."""
+        self._read = (str(path), read_checkpoint(path))
+        return int(self._read[1]["epoch"])
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if self._read is not None and self._read[0] == str(path):
+            ckpt, self._read = self._read[1], None
+            return ckpt
+        return read_checkpoint(Path(path))
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint read with ``weights_only=True``, or one sentence saying why it cannot be resumed."""
+    hint = "delete it to restart from scratch, or start over with --overwrite"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, not a zip, a refused pickle: all mean "cannot resume from this"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(f"{path} is not a readable checkpoint (truncated, corrupt or not a checkpoint: {first}); "
+                        f"{hint}") from None
+    if not isinstance(ckpt, dict) or not {"state_dict", "epoch", "global_step"} <= set(ckpt):
+        raise UserError(f"{path} is not a transferlab training checkpoint; {hint}")
+    return ckpt
+
+
+def trainer_devices(devices: str) -> int | str | list[int]:
+    """``--devices`` as Lightning takes it: a count, "auto", or a list of device indices."""
+    if devices == "auto":
+        return devices
+    parts = [int(p) for p in str(devices).split(",") if p.strip()]
+    return parts[0] if len(parts) == 1 and "," not in str(devices) else parts
+
+
+def runs_on_cpu(cfg: Any) -> bool:
+    """Whether training will run on the CPU (``--accelerator cpu``, or no GPU to be had)."""
+    return getattr(cfg, "accelerator", "auto") == "cpu" or not torch.cuda.is_available()
+
+
+def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback], cfg: Any = None) -> L.Trainer:
+    """Lightning's Trainer with transferlab's checkpointing; ``cfg`` gives accelerator, devices, nodes, the
+    distributed strategy and precision. Samplers are transferlab's own (``use_distributed_sampler=False``): the
+    training order is sharded by :class:`EpochSampler` and evaluation is padded by :class:`Padded`, so that no
+    example is dropped or counted twice."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    accelerator = getattr(cfg, "accelerator", "auto")
+    on_cpu = runs_on_cpu(cfg)
+    # the --distributed name and 16-mixed with --accelerator cpu were checked by FitConfig before any slow import;
+    # 16-mixed with --accelerator auto on a machine without a GPU needs torch to tell
+    if on_cpu and getattr(cfg, "precision", "32") == "16-mixed":
+        raise UserError("--precision 16-mixed needs a GPU; on the CPU use bf16-mixed (or the default 32)")
+    try:
+        return _trainer(out, epochs, progress, callbacks, cfg, accelerator, on_cpu)
+    except (MisconfigurationException, ValueError) as e:  # an accelerator, device count or strategy not available
+        raise UserError(f"--accelerator/--devices/--num-nodes/--distributed: {str(e).splitlines()[0]}") from None
+
+
+def _trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback], cfg: Any, accelerator: str,
+             on_cpu: bool) -> L.Trainer:
+    """Its ``checkpoint_io`` is an :class:`AtomicCheckpointIO`."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ckpt = ModelCheckpoint(  # checkpoints/last.ckpt after every epoch, once the epoch's rows are recorded
+        dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=trainer_devices(getattr(cfg, "devices", "1")),
+        num_nodes=getattr(cfg, "num_nodes", 1),
+        strategy=getattr(cfg, "distributed", "auto"),
+        precision=getattr(cfg, "precision", "32"),
+        use_distributed_sampler=False,
+        logger=False,
+        callbacks=[*callbacks, ckpt, *([EpochBar()] if progress else [])],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()],
+        deterministic=(True if on_cpu else "warn") if getattr(cfg, "deterministic", False) else None,
+    )
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up chatter and hints that do not apply here off the terminal."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # frozen blocks, on purpose
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # validation sums are reduced by hand
