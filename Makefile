@@ -23,7 +23,7 @@ demo-text: setup
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto  # one process per core, one thread each (tests/conftest.py)
 
 bench: setup
 	$(BIN)/python benchmarks/feature_cache.py

@@ -3,7 +3,7 @@
 Stages, most valuable first. Each runs in its own process group with its own time cap (a hang costs only that
 stage, and what it measured before the cap is kept); the JSON is rewritten after every stage:
 
-1. ``tests``: the tests marked ``gpu`` (tests/test_gpu.py), with the GPU visible;
+1. ``tests``: the tests marked ``gpu`` (tests/train/test_gpu.py), with the GPU visible;
 2. ``train``: ``fit --strategy finetune`` of EfficientNet-Lite0 at 224 px in ``32``, ``16-mixed`` and
    ``bf16-mixed``, each against the bare PyTorch loop of ``train_throughput.py`` with the same model, data,
    transforms, batch size, workers and precision, one after the other in one process; then ``bf16-mixed`` at
@@ -468,7 +468,7 @@ def run_program(cmd: list[str], cap: float, env: dict[str, str] | None = None, c
 
 def stage_tests(spec: dict[str, Any], result: dict[str, Any], save, cap: float) -> None:
     junit = Path(tempfile.mkdtemp()) / "junit.xml"
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-p", "no:cacheprovider", "-rfEs",
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/train/test_gpu.py", "-p", "no:cacheprovider", "-rfEs",
            "--durations=5", f"--junitxml={junit}"] + (["-k", spec["k"]] if spec.get("k") else [])
     if spec.get("workers", 0) > 1:  # independent tests, one GPU: ~155 s in one process, so spread them
         try:
@@ -484,8 +484,8 @@ def stage_tests(spec: dict[str, Any], result: dict[str, Any], save, cap: float) 
 def stage_suite(spec: dict[str, Any], result: dict[str, Any], save, cap: float) -> None:
     """The suite that passes on the CPU, now with the GPU visible (DDP-on-gloo and text tests left out)."""
     junit = Path(tempfile.mkdtemp()) / "junit.xml"
-    cmd = [sys.executable, "-m", "pytest", "tests", "-m", "not gpu", "--ignore=tests/test_distributed.py",
-           "--ignore=tests/test_text.py", "-k", "not text", "-p", "no:cacheprovider", "-rfE", "-q",
+    cmd = [sys.executable, "-m", "pytest", "tests", "-m", "not gpu", "--ignore=tests/train/test_distributed.py",
+           "--ignore=tests/modality/test_text.py", "-k", "not text", "-p", "no:cacheprovider", "-rfE", "-q",
            f"--junitxml={junit}"]
     try:
         import xdist  # noqa: F401

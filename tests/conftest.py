@@ -12,6 +12,8 @@ from PIL import Image
 os.environ["TRANSFERLAB_ALLOCATOR"] = "system"  # never re-exec the test process
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per test process: two workers on two cores, not four threads
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from transferlab import modality
 from transferlab.config import FitConfig
 from transferlab.errors import UserError
 from transferlab.files import disk_full, is_disk_full
@@ -446,7 +447,8 @@ def predict(
         err.print(f"skipped {len(unread)} files that cannot be read: {shown}{more} ({where})", markup=False)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["text" if api.run_card(run_dir).get("modality") == "text" else "path", "label", "probability"])
+    kind = modality.get(api.run_card(run_dir).get("modality", "image"))
+    writer.writerow([kind.predict_column, "label", "probability"])
     writer.writerows((p, label, f"{prob:.6f}") for p, label, prob in rows)
     if output is None:
         sys.stdout.write(buf.getvalue())
