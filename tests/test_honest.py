@@ -102,7 +102,7 @@ def test_help_says_what_every_option_does_and_its_modality_defaults() -> None:
                 assert len(words) >= 3, f"{command}: an option without help: {line.strip()}"
         assert not re.search(r" \.(\s|$)", page), f"{command}: a dangling ' .' in the help"
     fit_page = CliRunner().invoke(app, ["fit", "--help"], env={"COLUMNS": "200"}).output
-    assert "Default: 1e-3 for images and tables, 1e-2 for text" in fit_page
+    assert "Default: 1e-3 for images, 1e-2 for text and tables" in fit_page
 
 
 def test_too_small_an_input_names_the_smallest_that_works() -> None:

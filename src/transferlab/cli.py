@@ -120,7 +120,7 @@ Arch = Annotated[str, typer.Option(help="Architecture trained from scratch: cnn_
 Epochs = Annotated[int, typer.Option(help="Passes over the training data.")]
 BatchSize = Annotated[int, typer.Option(help="Training examples per step.")]
 Lr = Annotated[float | None, typer.Option(help="Learning rate of the head and new blocks. Default: 1e-3 for "
-                                          "images and tables, 1e-2 for text.")]
+                                          "images, 1e-2 for text and tables.")]
 BackboneLrMult = Annotated[float | None, typer.Option(help="finetune: the reused blocks train at lr x this. Default: "
                                                        "0.1 for images and tables, 0.01 for text.")]
 Seed = Annotated[int, typer.Option(help="Random seed (weights, order, augmentation; also the split); with --seeds N, "

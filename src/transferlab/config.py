@@ -29,8 +29,8 @@ class FitConfig:
     reuse: int | None = None  # first N blocks of the source; None = all
     epochs: int = 5
     batch_size: int = 32
-    lr: float | None = None  # None: the modality's default (1e-3 for images and tables, 1e-2 for texts)
-    backbone_lr_mult: float | None = None  # None: 0.1 for image sources, 0.01 for text sources
+    lr: float | None = None  # None: the modality's default (1e-3 for images, 1e-2 for texts and tables)
+    backbone_lr_mult: float | None = None  # None: the modality's default (0.01 for texts, else 0.1)
     freeze_bn: bool = True  # finetune: reused BatchNorm layers keep the source's statistics
     weight_decay: float = 1e-4
     image_size: int | None = None  # None = the source's own input size

@@ -67,7 +67,8 @@ def check_data(spec: str, option: str = "DATA") -> None:
     path = Path(spec).expanduser()
     if not path.exists():
         raise UserError(f"{option} {spec} does not exist: give a folder of class subfolders, a .csv/.tsv/.jsonl "
-                        "file, or a built-in task (fashion-mnist[:options], wordnet[:options])")
+                        "file (images, texts or a table), or a built-in task (fashion-mnist[:options], "
+                        "wordnet[:options])")
     if path.is_file() and path.suffix.lower() not in DATA_SUFFIXES:
         raise UserError(f"{option} {spec} is a {path.suffix or 'suffix-less'} file; give a folder of class "
                         "subfolders or a .csv, .tsv or .jsonl file")

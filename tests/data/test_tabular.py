@@ -189,7 +189,7 @@ def test_make_blobs_script_writes_the_tutorial_problems(tmp_path: Path) -> None:
     spec.loader.exec_module(module)
     module.main([str(tmp_path / "a")])
     module.main([str(tmp_path / "b")])
-    for name in ("problem1.csv", "problem2.csv"):
+    for name in ("problem1.csv", "problem2.csv", "problem2-same-centres.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()  # deterministic
         _, given, classes, columns = read_table(tmp_path / "a" / name)
         assert classes == ["0", "1", "2"] and columns == ["x1", "x2"] and len(given[None]) == 1000
@@ -197,3 +197,7 @@ def test_make_blobs_script_writes_the_tutorial_problems(tmp_path: Path) -> None:
     one, two = (read_table(tmp_path / "a" / f"problem{i}.csv")[1][None] for i in (1, 2))
     means = [[split.features[split.labels == c].mean(0) for c in range(3)] for split in (one, two)]
     assert np.abs(np.array(means[0]) - np.array(means[1])).max() > 1  # seeds 1 and 2 put the blobs elsewhere
+    same = read_table(tmp_path / "a" / "problem2-same-centres.csv")[1][None]
+    near = np.array([same.features[same.labels == c].mean(0) for c in range(3)])
+    assert np.abs(np.array(means[0]) - near).max() < 0.5  # problem 1's centres, other samples
+    assert not np.array_equal(same.features, one.features)

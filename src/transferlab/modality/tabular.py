@@ -26,7 +26,10 @@ FLOAT32_MAX = 3.4028234663852886e38
 class TabularModality(Modality):
     name = "tabular"
     word = "rows"
-    default_lr = (1e-3, 0.1)
+    # Measured on the blobs tables (README, Tables): at 5 rows per class and 20 epochs a small MLP from scratch
+    # reached 0.685 at 1e-3 and 0.810 at 1e-2, a head on a developed MLP 0.569 and 0.925; with every row, scratch
+    # 0.820 and 0.814 (10 seeds each).
+    default_lr = (1e-2, 0.1)
     options = ("impute",)
     predict_column = "row"
 
