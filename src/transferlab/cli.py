@@ -232,7 +232,9 @@ def fit(
                                         ".csv/.tsv/.jsonl, folder of .txt files, wordnet[:options].")],
     out: Annotated[Path, typer.Option(help="Run directory to write.")],
     source: Source = FIT.source,
-    strategy: Annotated[str, typer.Option(help="scratch, frozen or finetune.")] = FIT.strategy,
+    strategy: Annotated[str, typer.Option(help="scratch, frozen, finetune, gradual, l2sp, bss or lora, with options as "
+                                          "NAME:key=value,... (finetune:decay=0.7,reg=l2sp; gradual:every=2; "
+                                          "lora:r=8,alpha=16).")] = FIT.strategy,
     reuse: Annotated[str, typer.Option(help="Reuse the first N blocks of the source, or 'all'.")] = "all",
     epochs: Epochs = FIT.epochs,
     batch_size: BatchSize = FIT.batch_size,

@@ -14,9 +14,52 @@ PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 RUNTIME_OPTIONS = ("num_workers", "pin_memory", "channels_last", "compile", "accelerator", "devices", "num_nodes",
                    "distributed", "precision", "deterministic")
 DISTRIBUTED = ("auto", "ddp", "ddp_find_unused_parameters_true")  # replicated models, launched as subprocesses
-# transfer/strategies.py registers exactly these (asserted there); named here so that a bad name is an error before
-# Lightning is imported
-STRATEGY_NAMES = ("scratch", "frozen", "finetune")
+# transfer/strategies.py registers exactly these (asserted there), each with the options its spec takes
+# (``finetune:decay=0.7,reg=l2sp``); named here so that a bad name or option is an error before Lightning loads
+TUNING = {"decay": float, "reg": str, "alpha": float, "beta": float, "eta": float, "k": int}
+STRATEGY_OPTIONS: dict[str, dict[str, type]] = {
+    "scratch": {},
+    "frozen": {},
+    "finetune": TUNING,
+    "gradual": {**TUNING, "every": int},
+    "l2sp": {"decay": float, "alpha": float, "beta": float},
+    "bss": {"decay": float, "eta": float, "k": int},
+    "lora": {"r": int, "alpha": float, "dropout": float},
+}
+STRATEGY_NAMES = tuple(STRATEGY_OPTIONS)
+REGULARISERS = ("none", "l2sp", "bss")
+
+
+def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name[:key=value,...]`` -> (name, options), every option one the strategy takes, of its type."""
+    name, _, rest = spec.strip().partition(":")
+    if name not in STRATEGY_OPTIONS:
+        raise UserError(f"unknown strategy {name!r}{did_you_mean(name, STRATEGY_NAMES)}; known: "
+                        f"{', '.join(STRATEGY_NAMES)}")
+    takes, options = STRATEGY_OPTIONS[name], {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in takes:
+            what = f"its options are {', '.join(takes)}" if takes else "it takes no options"
+            raise UserError(f"strategy {spec!r}: unknown option {key!r}{did_you_mean(key, takes)}; {what}")
+        try:
+            options[key] = takes[key](value)
+        except ValueError:
+            kind = "a whole number" if takes[key] is int else "a number"
+            raise UserError(f"strategy {spec!r}: {key}={value!r} is not {kind}") from None
+        if takes[key] is float and not math.isfinite(options[key]):
+            raise UserError(f"strategy {spec!r}: {key} must be a finite number, not {value}")
+    if options.get("reg", "none") not in REGULARISERS:
+        raise UserError(f"strategy {spec!r}: reg must be one of {', '.join(REGULARISERS)}, not {options['reg']!r}")
+    if "decay" in options and not 0 < options["decay"] <= 1:
+        raise UserError(f"strategy {spec!r}: decay must lie in (0, 1], not {options['decay']}")
+    for key in ("every", "k", "r"):
+        if key in options and options[key] < 1:
+            raise UserError(f"strategy {spec!r}: {key} must be at least 1, not {options[key]}")
+    for key in ("alpha", "beta", "eta", "dropout"):
+        if options.get(key, 0) < 0:
+            raise UserError(f"strategy {spec!r}: {key} must not be negative, not {options[key]}")
+    return name, options
 
 
 @dataclass(frozen=True)
@@ -65,9 +108,7 @@ class FitConfig:
     impute: str = "none"  # "none": a missing cell is an error; "mean": filled with the training split's column mean
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGY_NAMES:
-            raise UserError(f"unknown strategy {self.strategy!r}{did_you_mean(self.strategy, STRATEGY_NAMES)}; "
-                            f"known: {', '.join(STRATEGY_NAMES)}")
+        parse_strategy(self.strategy)
         for name in ("lr", "backbone_lr_mult", "weight_decay", "val_fraction", "test_fraction"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -138,19 +179,29 @@ class Arm:
 
     @classmethod
     def parse(cls, spec: str) -> Arm:
-        strategy, _, rest = spec.strip().partition(":")
-        if strategy not in STRATEGY_NAMES:
-            raise UserError(f"arm {spec!r}: unknown strategy {strategy!r}{did_you_mean(strategy, STRATEGY_NAMES)}; "
+        """Options of the run (``ARM_OPTIONS``) and of the strategy (``STRATEGY_OPTIONS``) may be mixed; the
+        strategy's stay in its spec (``finetune:decay=0.7``)."""
+        name, _, rest = spec.strip().partition(":")
+        if name not in STRATEGY_OPTIONS:
+            raise UserError(f"arm {spec!r}: unknown strategy {name!r}{did_you_mean(name, STRATEGY_NAMES)}; "
                             f"known: {', '.join(STRATEGY_NAMES)}")
         options: dict[str, Any] = {}
+        own: list[str] = []
         for item in filter(None, rest.split(",")):
             key, eq, value = item.partition("=")
-            if not eq or key not in ARM_OPTIONS:
-                raise UserError(
-                    f"arm {spec!r}: unknown option {key!r}{did_you_mean(key, ARM_OPTIONS)}; "
-                    f"arm options are {', '.join(ARM_OPTIONS)}"
-                )
-            options[key] = _arm_value(spec, key, value)
+            if eq and key in STRATEGY_OPTIONS[name]:
+                own.append(item)
+            elif eq and key in ARM_OPTIONS:
+                options[key] = _arm_value(spec, key, value)
+            else:
+                known = [*ARM_OPTIONS, *STRATEGY_OPTIONS[name]]
+                raise UserError(f"arm {spec!r}: unknown option {key!r}{did_you_mean(key, known)}; arm options are "
+                                f"{', '.join(known)}")
+        strategy = name + (":" + ",".join(own) if own else "")
+        try:
+            parse_strategy(strategy)
+        except UserError as e:
+            raise UserError(f"arm {spec!r}: {e}") from None
         return cls(spec.strip(), strategy, options)
 
     def source(self, default: str) -> str:

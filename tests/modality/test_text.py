@@ -324,7 +324,8 @@ def test_sentence_encoder_finetune_and_scratch_run(text_csv: Path, tmp_path: Pat
     tuned = api.fit(str(text_csv), out=tmp_path / "ft", source="minilm", strategy="finetune", **common)
     assert tuned.test_size == 9
     reloaded = load_source(str(tmp_path / "ft"))
-    assert reloaded.blocks["transformer"].model.config.hidden_size == 384
+    assert list(reloaded.blocks) == ["embeddings", *(f"layer{i}" for i in range(1, 7))]
+    assert reloaded.blocks["layer1"].config.hidden_size == 384
     scratch = api.fit(str(text_csv), out=tmp_path / "sc", source="minilm", strategy="scratch", **common)
     assert json.loads((tmp_path / "sc" / "config.json").read_text())["resolved"]["source_weights"] == "random init"
     assert scratch.test_size == 9
@@ -380,8 +381,8 @@ def test_modality_mismatch_is_a_clear_error(text_csv: Path, image_folder: Path, 
         from transferlab.train.fit import fit
 
         fit(FitConfig(data=str(image_folder), source="words"), tmp_path / "o", data=load_images(str(image_folder)))
-    with pytest.raises(UserError, match="exceeds the 1 blocks of minilm"):
-        api.fit(str(text_csv), out=tmp_path / "m", source="minilm", strategy="frozen", reuse=2,
+    with pytest.raises(UserError, match="exceeds the 7 blocks of minilm"):
+        api.fit(str(text_csv), out=tmp_path / "m", source="minilm", strategy="frozen", reuse=8,
                 text_column="sentence", label_column="topic")
     with pytest.raises(UserError, match="test split of .* is empty"):
         api.fit(str(text_csv), out=tmp_path / "t", source="words", test_fraction=0.0, text_column="sentence",

@@ -33,7 +33,7 @@ class UnfreezeAtEpoch2(strategies.Strategy):
 
 @pytest.fixture
 def scheduled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config, "STRATEGY_NAMES", (*config.STRATEGY_NAMES, "unfreeze2"))
+    monkeypatch.setitem(config.STRATEGY_OPTIONS, "unfreeze2", {})
     monkeypatch.setitem(strategies.STRATEGIES._items, "unfreeze2", UnfreezeAtEpoch2)
 
 
@@ -73,10 +73,99 @@ def test_strategy_parameters_are_recorded(base_run: Path, tmp_path: Path) -> Non
     run = fit(_data(base_run), out=tmp_path / "f", source=str(base_run), strategy="finetune", epochs=1,
               backbone_lr_mult=0.5, freeze_bn=False, progress=False)
     resolved = json.loads((run.out / "config.json").read_text())["resolved"]
-    assert resolved["strategy"] == {"name": "finetune", "backbone_lr_mult": 0.5, "freeze_bn": False}
+    assert resolved["strategy"] == {"name": "finetune", "backbone_lr_mult": 0.5, "freeze_bn": False, "decay": None,
+                                    "reg": "none", "alpha": 0.1, "beta": 0.01, "eta": 0.001, "k": 1}
     assert resolved["modality"] == "image"
 
 
 def test_every_registered_strategy_is_named_before_lightning_loads() -> None:
     assert tuple(strategies.STRATEGIES) == config.STRATEGY_NAMES
     assert all(issubclass(strategies.STRATEGIES.get(n), strategies.Strategy) for n in config.STRATEGY_NAMES)
+
+
+# --- the strategies of the transformer era ------------------------------------------------------------------------
+
+
+def _model(base_run: Path, reuse: int = 3) -> TransferModel:
+    from transferlab.sources import load_source
+    from transferlab.transfer.model import build_model
+
+    return build_model(load_source(str(base_run)), 3, reuse=reuse, pretrained=True)
+
+
+def test_layer_wise_decay_gives_every_block_its_rate(base_run: Path) -> None:
+    model = _model(base_run)
+    groups = strategies.make_strategy("finetune:decay=0.5").attach(model, 3, lr=1.0)
+    blocks = list(model.blocks)
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    for i, block in enumerate(blocks):  # counted from the top: conv3 0.5, conv2 0.25, conv1 0.125
+        assert {rate[id(p)] for p in block.parameters()} == {0.5 ** (len(blocks) - i)}, i
+    assert {rate[id(p)] for p in model.head.parameters()} == {1.0}
+    plain = strategies.make_strategy("finetune", backbone_lr_mult=0.1).attach(_model(base_run, 2), 2, lr=1.0)
+    assert [g["lr"] for g in plain] == [0.1, 1.0]  # without decay: the reused blocks at lr x backbone_lr_mult
+
+
+def test_strategy_specs_are_checked_before_anything_loads() -> None:
+    from transferlab.config import FitConfig, parse_strategy
+    from transferlab.errors import UserError
+
+    assert parse_strategy("gradual:every=2,decay=0.8,reg=l2sp") == ("gradual", {"every": 2, "decay": 0.8,
+                                                                                 "reg": "l2sp"})
+    for spec, fragment in [("finetune:decay=2", "decay must lie in"), ("gradual:every=0", "every must be at least"),
+                           ("finetune:reg=dropout", "reg must be one of"), ("lora:rank=4", "unknown option 'rank'"),
+                           ("frozen:decay=0.5", "it takes no options"), ("l2sp:alpha=x", "is not a number")]:
+        with pytest.raises(UserError, match=fragment):
+            FitConfig(strategy=spec)
+    arm = config.Arm.parse("finetune:decay=0.7,reuse=2")
+    assert arm.strategy == "finetune:decay=0.7" and arm.options == {"reuse": 2}
+
+
+def test_l2sp_pulls_towards_the_source_and_bss_penalises_small_singular_values(base_run: Path) -> None:
+    model = _model(base_run, reuse=2)
+    strategy = strategies.make_strategy("l2sp:alpha=2,beta=0")
+    strategy.attach(model, 2, lr=1.0)
+    module = torch.nn.Module()
+    module.device = torch.device("cpu")  # what penalty() reads of the LightningModule
+    assert strategy.penalty(module, None).item() == 0.0  # at the source's weights
+    with torch.no_grad():
+        model.blocks[0][0].weight.add_(0.5)
+    n = model.blocks[0][0].weight.numel()
+    assert strategy.penalty(module, None).item() == pytest.approx(2 / 2 * 0.25 * n)
+    bss = strategies.make_strategy("bss:eta=1,k=1")
+    assert bss.wants_features
+    feats = torch.diag(torch.tensor([3.0, 2.0, 1.0]))
+    assert float(bss.penalty(module, feats)) == pytest.approx(1.0)
+
+
+def test_gradual_opens_one_block_per_epoch_from_the_top_and_resumes(base_run: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    opts = dict(source=str(base_run), strategy="gradual:every=1", reuse=3, epochs=4, progress=False)
+    fit(_data(base_run), out=tmp_path / "full", **opts)
+    full = load_file(str(tmp_path / "full" / "model.safetensors"))
+
+    real_end = callbacks.MetricsCSV.on_train_epoch_end
+    opened: list[list[bool]] = []
+
+    def die_in_epoch_3(self, trainer, module):  # records which blocks trained in each epoch, then stops in the 3rd
+        opened.append([b[0].weight.requires_grad for b in module.net.blocks])
+        real_end(self, trainer, module)
+        if trainer.current_epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", die_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_data(base_run), out=tmp_path / "cut", **opts)
+    assert opened == [[False, False, False], [False, False, True], [False, True, True]]
+    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", real_end)
+    fit(_data(base_run), out=tmp_path / "cut", resume=True, **opts)
+    resumed = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_bss_and_lora_refusal_run_through_fit(base_run: Path, tmp_path: Path) -> None:
+    from transferlab.errors import UserError
+
+    run = fit(_data(base_run), out=tmp_path / "bss", source=str(base_run), strategy="bss", epochs=1, progress=False)
+    assert run.parameters["trained"] == run.parameters["total"]
+    with pytest.raises(UserError, match="lora adapts the attention projections"):
+        fit(_data(base_run), out=tmp_path / "lora", source=str(base_run), strategy="lora", epochs=1, progress=False)

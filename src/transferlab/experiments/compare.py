@@ -17,7 +17,7 @@ from typing import Any
 
 from transferlab import modality as modalities
 from transferlab import preflight
-from transferlab.config import SET_BY_COMPARE, Arm, FitConfig, parse_sizes, size_key
+from transferlab.config import SET_BY_COMPARE, Arm, FitConfig, parse_sizes, parse_strategy, size_key
 from transferlab.errors import UserError, did_you_mean
 from transferlab.evaluate.curves import Curve, asymptote, benefits, interval, still_rising
 from transferlab.experiments.common import (
@@ -67,7 +67,11 @@ def parse_arms(arms: list[str] | str) -> list[Arm]:
 
 def is_baseline(arm: Arm) -> bool:
     """The no-transfer arm: a strategy that starts from random weights."""
-    return not STRATEGIES.get(arm.strategy).pretrained
+    return not strategy_class(arm).pretrained
+
+
+def strategy_class(arm: Arm) -> type:
+    return STRATEGIES.get(parse_strategy(arm.strategy)[0])
 
 
 def compare(
@@ -112,7 +116,7 @@ def compare(
     loaded: dict[tuple[str, bool], Source] = {}  # every source once, pretrained or fresh, before training anything
 
     def source_of(arm: Arm) -> Source:
-        key = arm.source(source), STRATEGIES.get(arm.strategy).pretrained
+        key = arm.source(source), strategy_class(arm).pretrained
         if key not in loaded:
             loaded[key] = open_source(base.replace(source=key[0]), key[1])
         return loaded[key]
@@ -171,7 +175,7 @@ def compare(
                     cells.append({
                         "arm": arm.name, "per_class": key, "seed": seed, "run_dir": str(cell_dir.relative_to(out)),
                         "test_accuracy": result.test_accuracy, "train_wall_seconds": result.wall_seconds,
-                        "reused": finished,
+                        "reused": finished, "parameters": result.parameters,
                     })
 
         if not zero:
@@ -260,7 +264,7 @@ def estimate_seconds(steps: dict[str, float], arms: list[Arm], seeds: int, cfg: 
         evaluated = cfg.epochs * val + within * min(test, 500) + (cfg.epochs + 1) * test
         for arm in arms:
             step = steps[arm.name]
-            if STRATEGIES.get(arm.strategy).frozen_prefix:
+            if strategy_class(arm).frozen_prefix:
                 total += (train + val + test) / cfg.batch_size * step / 6
             else:
                 total += seeds * (batches * cfg.epochs * step + evaluated / cfg.batch_size * step / 6)

@@ -130,6 +130,9 @@ def cpu_input_size(source: Source, data: Data) -> int:
     the accuracy cost is measured in the README)."""
     own, native = source.preprocessing.input_size, data.train.native_size()
     size = min(own, max(CPU_AUTO_MIN_SIZE, -(-native // 32) * 32))
+    if size < own and not _runs_at(source, size):  # e.g. a ViT: its position embeddings fix its input size
+        log.info("input size %d px: %s takes no smaller input", own, source.name)
+        return own
     if size < own:
         log.info("input size %d px (the data are %d px, %s's own is %d px; on a CPU transferlab picks the smaller: "
                  "--image-size %d for the source's own)", size, native, source.name, own, own)
@@ -145,7 +148,7 @@ def _runs_at(source: Source, size: int) -> bool:
             for block in source.blocks.values():
                 x = block.eval()(x)
             source.pool(x)
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError, AssertionError):  # timm and torchvision ViTs assert their input size
         return False
     return True
 
@@ -160,6 +163,9 @@ def check_input_size(source: Source, size: int) -> None:
     while not _runs_at(source, high):
         low, high = high, high * 2
         if high > 4096:
+            own = source.preprocessing.input_size
+            if _runs_at(source, own):
+                raise UserError(f"--image-size {size}: {source.name} takes only its own input size, {own} px")
             raise UserError(f"--image-size {size}: {source.name} does not run on square images of any size up to "
                             "4096 px")
     while high - low > 1:

@@ -119,15 +119,28 @@ def shown_config(results: dict[str, Any]) -> dict[str, Any]:
     return {**cfg, "base": base, "test_size": results.get("test_size")}
 
 
+def arm_parameters(results: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Each arm's trained and total parameter counts (from its first cell that recorded them)."""
+    found: dict[str, dict[str, int]] = {}
+    for cell in results.get("cells", []):
+        if cell.get("parameters") and cell["arm"] not in found:
+            found[cell["arm"]] = cell["parameters"]
+    return found
+
+
 def accuracy_table(results: dict[str, Any]) -> str:
-    """Each arm's absolute asymptotic test accuracy per labelled size (mean [interval]); lower bounds marked."""
+    """Each arm's absolute asymptotic test accuracy per labelled size (mean [interval]); lower bounds marked; and
+    the parameters it trained of its total."""
     sizes = results["config"]["per_class"]
+    params = arm_parameters(results)
     rows = ["<table><tr><th class=l>arm</th>" + "".join(f"<th>{html.escape(s)} per class</th>" for s in sizes)
-            + "</tr>"]
+            + "<th>parameters trained / total</th></tr>"]
     for arm, per_size in results["data_efficiency"].items():
         cells = "".join(f"<td>{fmt_interval(per_size[s])}{'' if per_size[s].get('plateau', True) else ' ↗'}</td>"
                         for s in sizes)
-        rows.append(f"<tr><td class=l>{html.escape(arm)}</td>{cells}</tr>")
+        p = params.get(arm)
+        count = f"{p['trained']:,} / {p['total']:,}" if p else "?"
+        rows.append(f"<tr><td class=l>{html.escape(arm)}</td>{cells}<td>{count}</td></tr>")
     return "\n".join(rows) + "</table>"
 
 

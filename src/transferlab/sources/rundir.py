@@ -271,4 +271,5 @@ def run_source(run_dir: Path) -> Source:
         source_classes=list(card["classes"]),
         modality=modality.name,
         cache_partial=rebuilt.cache_partial,
+        prefix_pool=rebuilt.prefix_pool,
     )

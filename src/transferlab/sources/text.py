@@ -6,8 +6,10 @@ directories treat them exactly as image sources:
 - word-vector models: blocks ``embedding`` (from the vectors) and ``encoder`` (new: ``bag`` = mean of the word
   vectors + a hidden layer, or ``cnn`` = 1-D convolutions with widths 3, 4, 5 and max-pooling over time). The
   vocabulary comes from the target texts, so the source is *adapted* to the data before use.
-- sentence encoders (sentence-transformers): block ``transformer``, pooled by masked mean (and L2-normalised
-  when the encoder is); ``frozen`` caches the sentence embeddings, ``finetune`` tunes the transformer.
+- sentence encoders (sentence-transformers): blocks ``embeddings`` and ``layer1``..``layerN`` (one per transformer
+  layer; one block ``transformer`` when the model is not BERT-shaped), pooled by masked mean or the first token
+  (and L2-normalised when the encoder is); ``frozen`` caches the sentence embeddings, ``finetune`` tunes the
+  transformer.
 
 A batch of text is a LongTensor of token ids padded with the preprocessing's ``pad_id``; blocks pass
 ``(hidden, mask)`` along so that padding never counts.
@@ -210,6 +212,38 @@ class HFEncoder(nn.Module):
         return self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state, mask
 
 
+class HFEmbeddings(nn.Module):
+    """ids -> (embeddings, mask): the first step of ``BertModel.forward``, ``model.embeddings(input_ids=ids)``."""
+
+    def __init__(self, embeddings: nn.Module, pad_id: int) -> None:
+        super().__init__()
+        self.embeddings = embeddings
+        self.pad_id = pad_id
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embeddings(input_ids=ids), ids != self.pad_id
+
+
+class HFLayer(nn.Module):
+    """(hidden, mask) -> (hidden, mask) through one transformer layer (``model.encoder.layer[i]``).
+
+    The layer gets the attention mask ``BertModel.forward`` builds in transformers 5: ``create_bidirectional_mask``
+    for the config's attention implementation (additive floats for eager attention; booleans, or None without
+    padding, for SDPA), so padding never counts."""
+
+    def __init__(self, layer: nn.Module, config: Any) -> None:
+        super().__init__()
+        self.layer = layer
+        self.config = config
+
+    def forward(self, inputs: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        x, mask = inputs
+        attention = create_bidirectional_mask(config=self.config, inputs_embeds=x, attention_mask=mask.long())
+        return self.layer(x, attention), mask
+
+
 class SentencePool(nn.Module):
     """Masked mean (or the first token) of the hidden states, L2-normalised when the encoder is."""
 
@@ -337,7 +371,8 @@ def builtin_encoder_path() -> Path:
 
 
 def sentence_encoder_source(spec: str, location: str, pretrained: bool, local_only: bool = False) -> Source:
-    """A sentence-transformers model (a local folder or a hub id) as a one-block source.
+    """A sentence-transformers model (a local folder or a hub id) as a source: ``embeddings``, ``layer1``..``layerN``
+    (see :func:`encoder_blocks`), then the encoder's own pooling.
 
     A local folder is recorded by its absolute path (architecture and tokenizer), so a run trained with a relative
     ``sentence-transformers:<folder>`` still finds it from another working directory. ``local_only`` (a run card
@@ -375,18 +410,56 @@ def sentence_encoder_source(spec: str, location: str, pretrained: bool, local_on
 
         model = AutoModel.from_config(model.config)
     pad_id = int(tokenizer.pad_token_id or 0)
+    pool = SentencePool(mode, normalize)
     return Source(
         name=spec,
         architecture=architecture,
-        blocks=OrderedDict(transformer=HFEncoder(model, pad_id)),
-        pool=SentencePool(mode, normalize),
+        blocks=encoder_blocks(model, tokenizer, pad_id, pool, spec),
+        pool=pool,
         num_features=int(model.config.hidden_size),
         preprocessing=TokenizerPreprocessing(folder, int(st.max_seq_length or 256), pad_id),
         pretrained=pretrained,
         weights_origin=location if pretrained else "random init",
         rebuild=lambda: sentence_encoder_source(spec, folder, False, local_only),
         modality="text",
+        cache_partial=False,  # a cut before the last block hands on variable-length sequences
+        prefix_pool=SentencePool(mode, normalize),  # so that ``rank`` can score such a cut
     )
+
+
+PROBES = ("A man is playing a guitar.", "Hello", "Transfer learning reuses what a model has learned on one task.",
+          "The quick brown fox jumps over the lazy dog, twice.")
+
+
+def encoder_blocks(model: nn.Module, tokenizer: Any, pad_id: int, pool: nn.Module,
+                   name: str) -> OrderedDict[str, nn.Module]:
+    """``embeddings`` then ``layer1``..``layerN`` (``model.encoder.layer``) for a BERT-shaped model, checked against
+    the whole model: the split must give the same sentence embeddings (within 1e-5) on a few padded sentences.
+    Otherwise one block ``transformer`` (with a warning)."""
+    whole = OrderedDict(transformer=HFEncoder(model, pad_id))
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if not isinstance(getattr(model, "embeddings", None), nn.Module) or not isinstance(layers, nn.ModuleList):
+        log.warning("%s is not BERT-shaped (embeddings, encoder.layer): it is reused as one block", name)
+        return whole
+    split = OrderedDict(embeddings=HFEmbeddings(model.embeddings, pad_id))
+    for i, layer in enumerate(layers):
+        split[f"layer{i + 1}"] = HFLayer(layer, model.config)
+    ids, _ = pad_collate([(torch.tensor(tokenizer(t)["input_ids"]), 0) for t in PROBES], pad_id)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            expected, got = pool(whole["transformer"](ids)), ids
+            for block in split.values():
+                got = block(got)
+            ok = torch.allclose(expected, pool(got), rtol=0, atol=1e-5)
+    except (RuntimeError, TypeError, ValueError, AttributeError):
+        ok = False
+    model.train(training)
+    if not ok:
+        log.warning("%s does not split into its layers as expected: it is reused as one block", name)
+        return whole
+    return split
 
 
 def store_info(folder: Path) -> dict[str, Any]:

@@ -50,6 +50,15 @@ def _split_blocks(children: list[tuple[str, nn.Module]]) -> OrderedDict[str, nn.
     return out
 
 
+def _checked(model: nn.Module, blocks: OrderedDict[str, nn.Module], pool: nn.Module, classifier: nn.Module,
+             size: int) -> bool:
+    """``check_decomposition``, where a split that does not even run counts as a failed check."""
+    try:
+        return check_decomposition(model, blocks, pool, classifier, size)
+    except (RuntimeError, TypeError, ValueError, AssertionError, AttributeError):
+        return False
+
+
 class _TimmFeatures(nn.Module):
     """Fallback single block for timm models whose forward is not a plain chain of children."""
 
@@ -78,23 +87,24 @@ def _from_timm_model(
     name: str, architecture: str, model: nn.Module, pretrained: bool, origin: str, rebuild: Callable[[], Source]
 ) -> Source:
     """Decompose a timm model into the Source surface, verified against the model's own forward."""
+    from timm.models.vision_transformer import VisionTransformer
+
     classifier = model.get_classifier()
-    head_name = model.pretrained_cfg.get("classifier", "classifier")
-    skip = {head_name.split(".")[0], "global_pool", "head_drop", "fc_norm", "head"}
-    children = [(n, c) for n, c in model.named_children() if n not in skip]
-    blocks = _split_blocks(children)
-    pool = model.global_pool if isinstance(getattr(model, "global_pool", None), nn.Module) else GlobalPool()
+    if isinstance(model, VisionTransformer):
+        blocks, pool = _timm_vit_blocks(model), _TimmVitPool(model)
+    else:
+        head_name = model.pretrained_cfg.get("classifier", "classifier")
+        skip = {head_name.split(".")[0], "global_pool", "head_drop", "fc_norm", "head"}
+        children = [(n, c) for n, c in model.named_children() if n not in skip]
+        blocks = _split_blocks(children)
+        pool = model.global_pool if isinstance(getattr(model, "global_pool", None), nn.Module) else GlobalPool()
     pre = _timm_preprocessing(model)
     size = pre.input_size if model.pretrained_cfg.get("fixed_input_size") else 64
-    try:
-        ok = isinstance(classifier, nn.Linear) and check_decomposition(model, blocks, pool, classifier, size)
-    except (RuntimeError, TypeError, ValueError, AssertionError):
-        ok = False
-    if not ok:
+    if not _checked(model, blocks, pool, classifier, size):  # a headless model (an Identity head) is checked too
         log.warning("%s is not a plain chain of stages: it is reused as one block (no --reuse N)", name)
-        classifier = classifier if isinstance(classifier, nn.Linear) else None
         model.reset_classifier(0)
         blocks, pool = OrderedDict(features=_TimmFeatures(model)), nn.Identity()
+    classifier = classifier if isinstance(classifier, nn.Linear) else None
     return Source(
         name=name,
         architecture=architecture,
@@ -108,6 +118,109 @@ def _from_timm_model(
         classifier=classifier,
         source_classes=None,
     )
+
+
+# --- vision transformers: embedding, one block per encoder block, final norm -----------------------------------
+
+
+class _TimmVitEmbed(nn.Module):
+    """timm ``VisionTransformer.forward_features`` before its blocks: ``patch_embed``, ``_pos_embed`` (class and
+    register tokens, position embedding, ``pos_drop``), ``patch_drop``, ``norm_pre`` (timm's own code runs them)."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.patch_embed, self.pos_drop = m.patch_embed, m.pos_drop
+        self.patch_drop, self.norm_pre = m.patch_drop, m.norm_pre
+        self.cls_token, self.reg_token, self.pos_embed = m.cls_token, m.reg_token, m.pos_embed
+        self.no_embed_class, self.dynamic_img_size = m.no_embed_class, m.dynamic_img_size
+        self.num_prefix_tokens = m.num_prefix_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from timm.models.vision_transformer import VisionTransformer
+
+        return self.norm_pre(self.patch_drop(VisionTransformer._pos_embed(self, self.patch_embed(x))))
+
+
+class _TimmVitPool(nn.Module):
+    """timm ``VisionTransformer.forward_head`` before its head: ``pool`` (class token, average over patch tokens
+    or attention pooling, as ``global_pool`` says), ``fc_norm``, ``head_drop``."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.attn_pool, self.fc_norm, self.head_drop = m.attn_pool, m.fc_norm, m.head_drop
+        self.global_pool, self.num_prefix_tokens = m.global_pool, m.num_prefix_tokens
+        self.pool_include_prefix = m.pool_include_prefix
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from timm.models.vision_transformer import VisionTransformer
+
+        return self.head_drop(self.fc_norm(VisionTransformer.pool(self, x)))
+
+
+def _timm_vit_blocks(m: nn.Module) -> OrderedDict[str, nn.Module]:
+    """``patch_embed``, ``block1``..``blockN`` (``m.blocks``), ``norm`` (left out when timm's is an Identity)."""
+    blocks: OrderedDict[str, nn.Module] = OrderedDict(patch_embed=_TimmVitEmbed(m))
+    for i, block in enumerate(m.blocks):
+        blocks[f"block{i + 1}"] = block
+    if not isinstance(m.norm, nn.Identity):
+        blocks["norm"] = m.norm
+    return blocks
+
+
+class _TorchvisionVitEmbed(nn.Module):
+    """torchvision ``VisionTransformer.forward`` before its encoder layers: ``_process_input`` (``conv_proj``), the
+    class token, then ``Encoder.forward``'s ``pos_embedding`` and ``dropout``."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.conv_proj, self.class_token = m.conv_proj, m.class_token
+        self.pos_embedding, self.dropout = m.encoder.pos_embedding, m.encoder.dropout
+        self.image_size, self.patch_size, self.hidden_dim = m.image_size, m.patch_size, m.hidden_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torchvision.models.vision_transformer import VisionTransformer
+
+        x = VisionTransformer._process_input(self, x)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.dropout(x + self.pos_embedding)
+
+
+class _ClassToken(nn.Module):
+    """The class token's features: torchvision's ``x[:, 0]`` before ``heads``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0]
+
+
+def _torchvision_vit_blocks(m: nn.Module) -> OrderedDict[str, nn.Module]:
+    """``patch_embed``, ``block1``..``blockN`` (``encoder.layers.encoder_layer_i``), ``norm`` (``encoder.ln``)."""
+    blocks: OrderedDict[str, nn.Module] = OrderedDict(patch_embed=_TorchvisionVitEmbed(m))
+    for i, layer in enumerate(m.encoder.layers):
+        blocks[f"block{i + 1}"] = layer
+    blocks["norm"] = m.encoder.ln
+    return blocks
+
+
+def _headless_checked(model: nn.Module, blocks: OrderedDict[str, nn.Module], pool: nn.Module, size: int) -> bool:
+    """``_checked`` on the features before ``heads``: torchvision initialises its ViT head to zeros, so random-weight
+    logits would agree whatever the blocks do."""
+    heads, model.heads = model.heads, nn.Identity()
+    try:
+        return _checked(model, blocks, pool, nn.Identity(), size)
+    finally:
+        model.heads = heads
+
+
+class _Headless(nn.Module):
+    """Fallback single block for a torchvision model that cannot be split: its forward with ``heads`` removed."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        model.heads = nn.Identity()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
 
 
 def timm_source(arch: str, pretrained: bool = True, weights: Path | None = None) -> Source:
@@ -209,7 +322,11 @@ class _InceptionInput(nn.Module):
 
 def _torchvision_blocks(arch: str, m: nn.Module) -> tuple[OrderedDict[str, nn.Module], nn.Module, nn.Module, int]:
     """(blocks, pool, classifier, num_features) for the supported torchvision families."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
+    if isinstance(m, VisionTransformer):
+        return _torchvision_vit_blocks(m), _ClassToken(), m.heads, m.hidden_dim
     if hasattr(m, "layer4"):  # resnet, resnext, wide_resnet
         blocks["stem"] = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
         for i in range(1, 5):
@@ -250,6 +367,8 @@ def torchvision_source(arch: str, pretrained: bool = True, weights: Path | None 
     enum = torchvision.models.get_model_weights(arch).DEFAULT
     tuned = pretrained or weights is not None
     kwargs = {"aux_logits": True, "init_weights": not tuned, "transform_input": True} if arch == "inception_v3" else {}
+    if arch.startswith("vit_"):  # the DEFAULT weights' resolution (vit_h_14: 518), as torchvision builds it for them
+        kwargs = {"image_size": int(enum.meta["min_size"][0])}
     model = torchvision.models.get_model(arch, weights=None, **kwargs)
     origin = "random init"
     if weights is not None:
@@ -279,6 +398,9 @@ def torchvision_source(arch: str, pretrained: bool = True, weights: Path | None 
     )
     blocks, pool, classifier, num_features = _torchvision_blocks(arch, model)
     spec = f"torchvision:{arch}"
+    if arch.startswith("vit_") and not _headless_checked(model, blocks, pool, pre.input_size):
+        log.warning("%s is not the chain of blocks expected: it is reused as one block (no --reuse N)", spec)
+        blocks, pool = OrderedDict(features=_Headless(model)), nn.Identity()
     return Source(
         name=spec,
         architecture=spec,

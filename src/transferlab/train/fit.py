@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from transferlab import modality as modalities
 from transferlab import preflight
 from transferlab._version import __version__
-from transferlab.config import RUNTIME_OPTIONS, FitConfig
+from transferlab.config import RUNTIME_OPTIONS, FitConfig, parse_strategy
 from transferlab.data.splits import Data, SplitDataset
 from transferlab.errors import UserError
 from transferlab.evaluate import accuracy, confusion_matrix
@@ -65,6 +65,7 @@ class RunResult:
     epochs: list[dict[str, float]] = field(default_factory=list)
     majority_baseline: float = float("nan")  # test accuracy of always predicting the commonest training class
     test_size: int = 0
+    parameters: dict[str, int] = field(default_factory=dict)  # trained and total parameter counts
 
 
 def versions() -> dict[str, str]:
@@ -184,7 +185,7 @@ def fit(
     quiet_lightning()
     out = Path(out)
     make_trainer(out, cfg.epochs, False, [], cfg)  # an unusable accelerator, device count or strategy: fail now
-    pretrained = STRATEGIES.get(cfg.strategy).pretrained
+    pretrained = STRATEGIES.get(parse_strategy(cfg.strategy)[0]).pretrained
     modality = modality or modality_of(cfg)
     if modality is None:  # neither the data nor the source's name tell: the loaded source does
         source = source or open_source(cfg, pretrained)
@@ -259,7 +260,8 @@ def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: b
         net = model
 
     lit = LitClassifier(net, groups, cfg.weight_decay, channels_last=cfg.channels_last and modality.channels_last,
-                        compile=cfg.compile, seed=cfg.seed)
+                        compile=cfg.compile, seed=cfg.seed, penalty=strategy.penalty,
+                        wants_features=strategy.wants_features)
     metrics = MetricsCSV(out / "metrics.csv")
     callbacks: list[L.Callback] = [strategy, StopOnNonFinite(lr), metrics]
     if cfg.curve:
@@ -294,6 +296,9 @@ def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: b
     majority = accuracy(y, np.full_like(y, data.majority_class()))  # the commonest class before balancing
     plot_confusion(confusion_matrix(y, pred, len(data.classes)), data.classes, out / "confusion_matrix.png")
     wall = metrics.rows[-1]["wall_seconds"] if metrics.rows else 0.0
+    parameters = {"trained": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                  "total": sum(p.numel() for p in model.parameters())}
+    strategy.finalize(model)  # e.g. LoRA adapters merged: the saved model is the source's architecture
     card = {
         "complete": True,
         "architecture": source.architecture,
@@ -307,6 +312,7 @@ def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: b
         "source_weights": resolved["resolved"]["source_weights"],
         "strategy": strategy.name,
         "blocks_reused": list(source.blocks)[:reuse] if strategy.pretrained else [],
+        "parameters": parameters,
         "metrics": {
             "test_accuracy": test_acc, "test_loss": test_loss, "train_wall_seconds": wall,
             "majority_baseline": majority, "chance": 1 / len(data.classes), "test_size": len(y),
@@ -318,7 +324,8 @@ def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: b
     write_model(out, model, card)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only an unfinished run needs them
     (out / "INCOMPLETE").unlink()
-    return RunResult(out, test_acc, test_loss, wall, cache_hit, data.classes, metrics.rows, majority, len(y))
+    return RunResult(out, test_acc, test_loss, wall, cache_hit, data.classes, metrics.rows, majority, len(y),
+                     parameters)
 
 
 def load_result(out: Path) -> RunResult:
@@ -333,7 +340,7 @@ def load_result(out: Path) -> RunResult:
     m = card["metrics"]
     return RunResult(
         out, m["test_accuracy"], m["test_loss"], m["train_wall_seconds"], card.get("feature_cache_hit"),
-        card["classes"], rows, m["majority_baseline"], m["test_size"],
+        card["classes"], rows, m["majority_baseline"], m["test_size"], card.get("parameters", {}),
     )
 
 

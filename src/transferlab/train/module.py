@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -20,7 +21,8 @@ class LitClassifier(L.LightningModule):
 
     def __init__(
         self, net: nn.Module, param_groups: list[dict[str, Any]], weight_decay: float, channels_last: bool = False,
-        compile: bool = False, seed: int = 0,
+        compile: bool = False, seed: int = 0, penalty: Callable[..., torch.Tensor | None] | None = None,
+        wants_features: bool = False,
     ):
         super().__init__()
         self.net = net
@@ -34,6 +36,9 @@ class LitClassifier(L.LightningModule):
         # kept outside the module tree: the compiled wrapper shares net's parameters, and the state dict stays net's
         object.__setattr__(self, "_forward", torch.compile(net) if compile else net)
         self._val = torch.zeros(3, dtype=torch.float64)
+        # the strategy's extra loss term, given (this module, the batch's pooled features or None)
+        object.__setattr__(self, "penalty", penalty)
+        self.wants_features = wants_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:
@@ -44,7 +49,19 @@ class LitClassifier(L.LightningModule):
         # dropout and other randomness of the step depend on (seed, epoch, batch) only: a resumed run draws the same
         torch.manual_seed(mix_seed(self.seed, self.current_epoch, batch_idx, 1))
         x, y = batch
-        loss = F.cross_entropy(self(x), y)
+        features = None
+        if self.wants_features:  # the pooled vector the head sees, for a penalty on the features (BSS)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            features = self.net.forward_features(x)
+            logits = self.net.head(features)
+        else:
+            logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        extra = self.penalty(self, features) if self.penalty is not None else None
+        if extra is not None:
+            self.log("penalty", extra.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+            loss = loss + extra
         self._watch(loss.detach())
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True, prog_bar=True)
         return loss

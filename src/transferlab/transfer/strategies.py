@@ -2,10 +2,11 @@
 
 A strategy is a Lightning callback in the shape of ``BaseFinetuning`` (Lightning's own fine-tuning callbacks):
 ``__init__`` stores its hyper-parameters, :meth:`Strategy.attach` freezes what it keeps fixed and returns the
-optimiser's parameter groups, and ``finetune_function`` is its per-epoch schedule. Its state, including any
-parameter groups a schedule added, is saved in the checkpoint, so a schedule survives ``--resume`` and DDP.
-Unlike ``BaseFinetuning.freeze``, frozen blocks keep BatchNorm in eval mode (see :class:`TransferModel`).
-``scratch`` is just another strategy: the baseline runs through the same code as every transfer arm.
+optimiser's parameter groups, ``finetune_function`` is its per-epoch schedule and :meth:`Strategy.penalty` an extra
+loss term. Its state, including any parameter groups a schedule added, is saved in the checkpoint, so a schedule
+survives ``--resume``. Unlike ``BaseFinetuning.freeze``, frozen blocks keep BatchNorm in eval mode (see
+:class:`TransferModel`). ``scratch`` is just another strategy: the baseline runs through the same code as every
+transfer arm. A spec such as ``finetune:decay=0.7,reg=l2sp`` gives a strategy its options (``config.parse_strategy``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import inspect
 from typing import Any, ClassVar
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 from torch.optim import Optimizer
 
-from transferlab.config import STRATEGY_NAMES
+from transferlab.config import STRATEGY_NAMES, parse_strategy
+from transferlab.errors import UserError
 from transferlab.registry import Registry
+from transferlab.transfer import penalties
 from transferlab.transfer.model import TransferModel
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
@@ -30,6 +34,7 @@ class Strategy(BaseFinetuning):
     pretrained: ClassVar[bool] = True  # start from the source's weights (False: the no-transfer baseline)
     augment: ClassVar[bool] = True  # light augmentation of training images
     frozen_prefix: ClassVar[bool] = False  # the reused blocks never train, so their outputs can be cached
+    wants_features: ClassVar[bool] = False  # penalty() needs the batch's features (the pooled vector)
 
     def attach(self, model: TransferModel, reuse: int, lr: float) -> list[dict[str, Any]]:
         """Freeze what this strategy keeps fixed in ``model`` (whose first ``reuse`` blocks come from the source)
@@ -43,6 +48,13 @@ class Strategy(BaseFinetuning):
 
     def param_groups(self, model: TransferModel, reuse: int, lr: float) -> list[dict[str, Any]]:
         return [{"params": trainable([model]), "lr": lr}]
+
+    def penalty(self, pl_module: L.LightningModule, features: torch.Tensor | None) -> torch.Tensor | None:
+        """A term added to the training loss (regularised fine-tuning); None: nothing."""
+        return None
+
+    def finalize(self, model: TransferModel) -> None:
+        """Make ``model`` a plain TransferModel of the source's architecture before it is saved (LoRA merges)."""
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         """Done by :meth:`attach`, before the frozen prefix's features are extracted."""
@@ -106,31 +118,171 @@ class Finetune(Strategy):
     (inference mode) while their weights train, as the Keras fine-tuning guide recommends: in train mode a few
     small batches of target data would replace statistics learned on the source, and the slow running averages
     would then disagree with what the head was trained on.
+
+    ``decay`` gives layer-wise learning rates instead (Howard & Ruder 2018's discriminative fine-tuning; BEiT's
+    layer decay): block i counted from the top (the last block is 1, the head 0) trains at ``lr * decay**i``.
+    ``reg`` adds a penalty: ``l2sp`` (Li et al. 2018: ``alpha/2 ||w - w0||^2`` on the reused weights, ``beta/2
+    ||w||^2`` on the new ones) or ``bss`` (Chen et al. 2019: ``eta`` times the ``k`` smallest squared singular
+    values of the batch's features).
     """
 
     name = "finetune"
 
-    def __init__(self, backbone_lr_mult: float = 0.1, freeze_bn: bool = True) -> None:
+    def __init__(self, backbone_lr_mult: float = 0.1, freeze_bn: bool = True, decay: float | None = None,
+                 reg: str = "none", alpha: float = penalties.L2SP_ALPHA, beta: float = penalties.L2SP_BETA,
+                 eta: float = penalties.BSS_ETA, k: int = penalties.BSS_K) -> None:
         super().__init__()
-        self.backbone_lr_mult = backbone_lr_mult
-        self.freeze_bn = freeze_bn
+        self.backbone_lr_mult, self.freeze_bn, self.decay = backbone_lr_mult, freeze_bn, decay
+        self.reg, self.alpha, self.beta, self.eta, self.k = reg, alpha, beta, eta, k
+
+    @property
+    def wants_features(self) -> bool:  # type: ignore[override]
+        return self.reg == "bss"
 
     def freeze_model(self, model: TransferModel, reuse: int) -> None:
         model.freeze(0, bn=reuse if self.freeze_bn else 0)
 
+    def rates(self, model: TransferModel, reuse: int, lr: float) -> list[float]:
+        """The learning rate of every block, from the first."""
+        n = len(model.blocks)
+        if self.decay is not None:
+            return [lr * self.decay ** (n - i) for i in range(n)]
+        return [lr * self.backbone_lr_mult if i < reuse else lr for i in range(n)]
+
     def param_groups(self, model: TransferModel, reuse: int, lr: float) -> list[dict[str, Any]]:
-        blocks = list(model.blocks)
-        return [
-            {"params": trainable(blocks[:reuse]), "lr": lr * self.backbone_lr_mult},
-            {"params": trainable([*blocks[reuse:], model.pool, model.head]), "lr": lr},
-        ]
+        blocks, head = list(model.blocks), [model.pool, model.head]
+        if self.decay is None:  # two groups, as before layer-wise rates existed (the same numbers, bit for bit)
+            return [
+                {"params": trainable(blocks[:reuse]), "lr": lr * self.backbone_lr_mult},
+                {"params": trainable([*blocks[reuse:], *head]), "lr": lr},
+            ]
+        rates = self.rates(model, reuse, lr)
+        return [*({"params": trainable([b]), "lr": r} for b, r in zip(blocks, rates, strict=True)),
+                {"params": trainable(head), "lr": lr}]
+
+    def attach(self, model: TransferModel, reuse: int, lr: float) -> list[dict[str, Any]]:
+        groups = super().attach(model, reuse, lr)
+        if self.reg == "l2sp":  # the source's weights, whatever a resumed checkpoint later loads into the model
+            self.reused_ = [p for b in list(model.blocks)[:reuse] for p in b.parameters()]
+            self.new_ = [p for b in list(model.blocks)[reuse:] for p in b.parameters()] + list(model.head.parameters())
+            self.start_ = penalties.StartingPoint(self.reused_, persistent=False)
+        return groups
+
+    def penalty(self, pl_module: L.LightningModule, features: torch.Tensor | None) -> torch.Tensor | None:
+        if self.reg == "l2sp":
+            self.start_.to(pl_module.device)
+            return penalties.l2sp(self.start_.pairs(self.reused_), self.new_, self.alpha, self.beta)
+        if self.reg == "bss" and features is not None:
+            return self.eta * penalties.bss(features.float(), self.k)
+        return None
 
 
-def make_strategy(name: str, **params: Any) -> Strategy:
-    """Instantiate a registered strategy, passing only the parameters its ``__init__`` accepts."""
+@STRATEGIES.register("gradual")
+class Gradual(Finetune):
+    """ULMFiT's gradual unfreezing (Howard & Ruder 2018): the head and new blocks train first, then every ``every``
+    epochs one more reused block joins them, from the top, at its own rate (``decay``, else ``lr x
+    backbone_lr_mult``). Which blocks are open follows from the epoch alone, so a resumed run continues the
+    schedule where it was."""
+
+    name = "gradual"
+
+    def __init__(self, every: int = 1, backbone_lr_mult: float = 0.1, freeze_bn: bool = True,
+                 decay: float | None = None, reg: str = "none", alpha: float = penalties.L2SP_ALPHA,
+                 beta: float = penalties.L2SP_BETA, eta: float = penalties.BSS_ETA, k: int = penalties.BSS_K) -> None:
+        super().__init__(backbone_lr_mult, freeze_bn, decay, reg, alpha, beta, eta, k)
+        self.every = every
+
+    def freeze_model(self, model: TransferModel, reuse: int) -> None:
+        model.freeze(reuse, bn=reuse if self.freeze_bn else 0)
+
+    def open_blocks(self, epoch: int) -> int:
+        """Reused blocks training in ``epoch`` (counted from 0), from the top."""
+        return min(self.reuse_, epoch // self.every)
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
+        n_open = self.open_blocks(epoch)
+        first = self.reuse_ - n_open
+        self.model_.freeze(first, bn=self.reuse_ if self.freeze_bn else 0)
+        rates = self.rates(self.model_, self.reuse_, self.lr_)
+        for i in range(self.reuse_ - 1, first - 1, -1):  # top first: the order the groups were added in
+            self.train_also(pl_module, [self.model_.blocks[i]], optimizer, rates[i])
+
+
+@STRATEGIES.register("l2sp")
+class L2SP(Finetune):
+    """``finetune`` with the L2-SP penalty (Li, Grandvalet & Davoine 2018): the reused weights are pulled towards
+    the source's, the new ones towards zero. Defaults alpha=0.1, beta=0.01 from the authors' script."""
+
+    name = "l2sp"
+
+    def __init__(self, backbone_lr_mult: float = 0.1, freeze_bn: bool = True, decay: float | None = None,
+                 alpha: float = penalties.L2SP_ALPHA, beta: float = penalties.L2SP_BETA) -> None:
+        super().__init__(backbone_lr_mult, freeze_bn, decay, "l2sp", alpha, beta)
+
+
+@STRATEGIES.register("bss")
+class BSS(Finetune):
+    """``finetune`` with Batch Spectral Shrinkage (Chen et al. 2019): the ``k`` smallest singular values of each
+    batch's features are shrunk, which keeps the features the source learned but the target cannot support from
+    being amplified. Defaults k=1, eta=0.001 from the paper."""
+
+    name = "bss"
+
+    def __init__(self, backbone_lr_mult: float = 0.1, freeze_bn: bool = True, decay: float | None = None,
+                 eta: float = penalties.BSS_ETA, k: int = penalties.BSS_K) -> None:
+        super().__init__(backbone_lr_mult, freeze_bn, decay, "bss", eta=eta, k=k)
+
+
+LORA_TARGETS = ("query", "key", "value", "qkv", "q_proj", "k_proj", "v_proj")
+
+
+@STRATEGIES.register("lora")
+class LoRA(Strategy):
+    """Low-rank adapters (Hu et al. 2021) through Hugging Face PEFT on the attention projections of the reused
+    blocks (``query``/``key``/``value`` of sentence-transformers encoders, ``qkv`` of timm ViTs): the reused
+    weights stay fixed, ``r``-rank updates scaled by ``alpha / r`` train, with the head and any new blocks. The
+    run directory stores the merged weights, so ``predict`` and reusing the run as a source are unchanged."""
+
+    name = "lora"
+
+    def __init__(self, r: int = 8, alpha: float = 16.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.r, self.alpha, self.dropout = r, alpha, dropout
+
+    def freeze_model(self, model: TransferModel, reuse: int) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        model.freeze(reuse)
+        reused = nn.ModuleList(list(model.blocks)[:reuse])
+        targets = sorted({name.rsplit(".", 1)[-1] for name, m in reused.named_modules()
+                          if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in LORA_TARGETS})
+        if not targets:
+            raise UserError("lora adapts the attention projections (linear layers named "
+                            f"{', '.join(LORA_TARGETS)}) of the reused blocks, and this source has none: use it with "
+                            "a sentence-transformers encoder or a timm ViT, or use finetune")
+        config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets)
+        inject_adapter_in_model(config, reused)
+        for name, p in reused.named_parameters():
+            p.requires_grad_("lora_" in name)
+
+    def finalize(self, model: TransferModel) -> None:
+        """Merge every adapter into its base layer and put the base layer back (PEFT's merge_and_unload)."""
+        from peft.tuners.lora import LoraLayer
+
+        for parent in list(model.modules()):
+            for child_name, child in list(parent.named_children()):
+                if isinstance(child, LoraLayer):
+                    child.merge()
+                    setattr(parent, child_name, child.get_base_layer())
+
+
+def make_strategy(spec: str, **defaults: Any) -> Strategy:
+    """The strategy a spec names (``finetune:decay=0.7``), with ``defaults`` (run options such as
+    ``backbone_lr_mult``) for the parameters its ``__init__`` accepts and the spec does not set."""
+    name, options = parse_strategy(spec)
     cls = STRATEGIES.get(name)
     accepted = inspect.signature(cls.__init__).parameters
-    return cls(**{k: v for k, v in params.items() if k in accepted})
+    return cls(**{k: v for k, v in {**defaults, **options}.items() if k in accepted})
 
 
 assert tuple(STRATEGIES) == STRATEGY_NAMES, "config.STRATEGY_NAMES must name exactly the registered strategies"

@@ -1,0 +1,48 @@
+"""LoRA through PEFT on a sentence encoder: adapters train, the base stays, the run directory holds merged weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.modality.test_text import make_texts
+from transferlab import api
+from transferlab.sources import load_source
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("lora") / "topics.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sentence", "topic"])
+        w.writerows(make_texts())
+    return path
+
+
+def test_lora_trains_adapters_only_and_saves_merged_weights(texts: Path, tmp_path: Path) -> None:
+    common = dict(text_column="sentence", label_column="topic", per_class=4, eval_per_class=3, epochs=2,
+                  progress=False, batch_size=8)
+    run = api.fit(str(texts), out=tmp_path / "lora", source="minilm", strategy="lora:r=4,alpha=8", **common)
+    card = json.loads((tmp_path / "lora" / "model.json").read_text())
+    trained, total = card["parameters"]["trained"], card["parameters"]["total"]
+    # r=4 on query, key and value of 6 layers of width 384: 6 * 3 * 4 * (384 + 384), plus the head (384 x 3 + 3)
+    assert trained == 6 * 3 * 4 * 768 + 384 * 3 + 3 and trained < 0.01 * total
+    saved = load_file(str(tmp_path / "lora" / "model.safetensors"))
+    assert not any("lora" in k for k in saved)  # merged: the source's own architecture, keys and shapes
+    source = load_source("minilm")
+    key = next(k for k in saved if k.endswith("attention.self.query.weight"))
+    block, rest = key.removeprefix("blocks.").split(".", 1)
+    before = dict(source.blocks[block].named_parameters())[rest]
+    assert not torch.equal(saved[key], before)  # the merged update moved the projection
+    value_ln = next(k for k in saved if k.endswith("attention.output.LayerNorm.weight"))
+    block, rest = value_ln.removeprefix("blocks.").split(".", 1)
+    assert torch.equal(saved[value_ln], dict(source.blocks[block].named_parameters())[rest])  # the base stayed
+    rows = api.predict(tmp_path / "lora", [], texts=["the striker scored a late goal"])
+    assert rows[0][1] in card["classes"]
+    assert run.test_accuracy >= 0
