@@ -102,3 +102,66 @@ def test_a_two_process_checkpoint_resumes_in_one_process(tmp_path: Path) -> None
     rows = metrics(tmp_path / "run")
     assert [r["epoch"] for r in rows] == list(range(1, 31)) and done < 30
     assert not (tmp_path / "run" / "INCOMPLETE").exists()
+
+
+RANKS = """
+import sys
+import torch
+import transferlab.train.module as module
+
+
+def on_train_end(self):  # every process saves its own copy: under DDP they must be equal
+    state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+    torch.save(state, f"{sys.argv[1]}/rank{self.global_rank}.pt")
+
+
+module.LitClassifier.on_train_end = on_train_end
+from transferlab import api  # noqa: E402
+
+api.fit(sys.argv[2], out=sys.argv[3], source=sys.argv[4], strategy=sys.argv[5], epochs=3, progress=False,
+        accelerator="cpu", devices="2", distributed="ddp",
+        **{k: int(v) if v.isdigit() else v for k, v in (a.split("=", 1) for a in sys.argv[6:])})
+"""
+
+
+def two_processes(tmp_path: Path, data: Path, source: str, strategy: str, *extra: str) -> tuple[dict, dict]:
+    """Each process's weights at the end of a DDP run of ``strategy`` (the script above saves them)."""
+    import torch
+
+    script = tmp_path / "ranks.py"
+    script.write_text(RANKS)
+    env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system", "TRANSFERLAB_CACHE_DIR": str(tmp_path / "c"),
+           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(data), str(tmp_path / "run"), source,
+                           strategy, *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    zero, one = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert zero.keys() == one.keys()
+    assert all(torch.equal(zero[k], one[k]) for k in zero), [k for k in zero if not torch.equal(zero[k], one[k])]
+    return zero, one
+
+
+def test_gradual_trains_the_same_weights_on_every_process(folder: Path, tmp_path: Path) -> None:
+    """Blocks that gradual opens mid-run are synchronised like the rest (DDP wraps the model before they open)."""
+    import torch
+
+    base = run("fit", str(folder), "--source", "cnn_tiny", "--strategy", "scratch", "--epochs", "1", "--out", "src",
+               cache=tmp_path / "c", cwd=tmp_path)
+    assert base.returncode == 0, base.stderr
+    zero, _ = two_processes(tmp_path, folder, str(tmp_path / "src"), "gradual:every=1")
+    source = load_file(str(tmp_path / "src" / "model.safetensors"))
+    assert not torch.equal(zero["blocks.conv3.0.weight"], source["blocks.conv3.0.weight"])  # opened in epoch 2
+    assert torch.equal(zero["blocks.conv1.0.weight"], source["blocks.conv1.0.weight"])  # never opened
+
+
+def test_lora_trains_the_same_adapters_on_every_process(tmp_path: Path) -> None:
+    import csv
+
+    from tests.modality.test_text import make_texts
+
+    data = tmp_path / "topics.csv"
+    with open(data, "w", newline="") as f:
+        csv.writer(f).writerows([["sentence", "topic"], *make_texts()])
+    zero, _ = two_processes(tmp_path, data, "minilm", "lora:r=2", "text_column=sentence", "label_column=topic",
+                            "per_class=4", "eval_per_class=2", "batch_size=4")
+    assert any("lora_A" in k for k in zero)

@@ -184,7 +184,7 @@ def fit(
     """
     quiet_lightning()
     out = Path(out)
-    make_trainer(out, cfg.epochs, False, [], cfg)  # an unusable accelerator, device count or strategy: fail now
+    world = make_trainer(out, cfg.epochs, False, [], cfg).world_size  # an unusable accelerator...: fail now
     pretrained = STRATEGIES.get(parse_strategy(cfg.strategy)[0]).pretrained
     modality = modality or modality_of(cfg)
     if modality is None:  # neither the data nor the source's name tell: the loaded source does
@@ -222,7 +222,7 @@ def fit(
     lock = lock_folder(out) if zero else None
     try:
         return _train(cfg, out, resume, overwrite, progress, data, source, modality, strategy, reuse, pre, lr,
-                      resolved, zero)
+                      resolved, zero, world)
     except OSError as e:
         if is_disk_full(e):
             raise disk_full(e.filename or out) from None
@@ -234,7 +234,7 @@ def fit(
 
 def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: bool, data: Data, source: Source,
            modality: Modality, strategy: Any, reuse: int, pre: Any, lr: float, resolved: dict[str, Any],
-           zero: bool) -> RunResult:
+           zero: bool, world: int) -> RunResult:
     """The part of :func:`fit` that runs with the run directory locked."""
     if zero:
         if prepare_out(out, resume, overwrite, resolved["config"]):
@@ -249,7 +249,7 @@ def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: b
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(source, len(data.classes), reuse, pretrained=strategy.pretrained)
-    groups = strategy.attach(model, reuse, lr)
+    groups = strategy.attach(model, reuse, lr, world)
     splits = data.splits()
     if strategy.frozen_prefix and cfg.cache and (reuse == len(source.blocks) or source.cache_partial):
         prefix = model.prefix(reuse)

@@ -36,10 +36,11 @@ class Strategy(BaseFinetuning):
     frozen_prefix: ClassVar[bool] = False  # the reused blocks never train, so their outputs can be cached
     wants_features: ClassVar[bool] = False  # penalty() needs the batch's features (the pooled vector)
 
-    def attach(self, model: TransferModel, reuse: int, lr: float) -> list[dict[str, Any]]:
+    def attach(self, model: TransferModel, reuse: int, lr: float, world: int = 1) -> list[dict[str, Any]]:
         """Freeze what this strategy keeps fixed in ``model`` (whose first ``reuse`` blocks come from the source)
-        and return the optimiser's parameter groups with their learning rates (``lr``: the head's)."""
-        self.model_, self.reuse_, self.lr_ = model, reuse, lr
+        and return the optimiser's parameter groups with their learning rates (``lr``: the head's). ``world`` is
+        the number of training processes (DDP)."""
+        self.model_, self.reuse_, self.lr_, self.world_ = model, reuse, lr, world
         self.freeze_model(model, reuse)
         return [g for g in self.param_groups(model, reuse, lr) if g["params"]]
 
@@ -68,11 +69,14 @@ class Strategy(BaseFinetuning):
     @staticmethod
     def train_also(pl_module: L.LightningModule, modules: list[nn.Module], optimizer: Optimizer, lr: float) -> None:
         """Add the parameters of ``modules`` that the optimiser does not have yet as a group starting at ``lr`` and
-        decaying with the learning-rate schedule from now on (the scheduler's base rates gain the group's)."""
+        decaying with the learning-rate schedule from now on (the scheduler's base rates gain the group's). Any
+        gradient they gathered while outside the optimiser is dropped."""
         have = {id(p) for group in optimizer.param_groups for p in group["params"]}
         params = [p for m in modules for p in m.parameters() if id(p) not in have]
         if not params:
             return
+        for p in params:
+            p.grad = None
         optimizer.add_param_group({"params": params, "lr": lr, "initial_lr": lr})
         for config in pl_module.trainer.lr_scheduler_configs:
             if config.scheduler.optimizer is optimizer:
@@ -160,8 +164,8 @@ class Finetune(Strategy):
         return [*({"params": trainable([b]), "lr": r} for b, r in zip(blocks, rates, strict=True)),
                 {"params": trainable(head), "lr": lr}]
 
-    def attach(self, model: TransferModel, reuse: int, lr: float) -> list[dict[str, Any]]:
-        groups = super().attach(model, reuse, lr)
+    def attach(self, model: TransferModel, reuse: int, lr: float, world: int = 1) -> list[dict[str, Any]]:
+        groups = super().attach(model, reuse, lr, world)
         if self.reg == "l2sp":  # the source's weights, whatever a resumed checkpoint later loads into the model
             self.reused_ = [p for b in list(model.blocks)[:reuse] for p in b.parameters()]
             self.new_ = [p for b in list(model.blocks)[reuse:] for p in b.parameters()] + list(model.head.parameters())
@@ -182,7 +186,12 @@ class Gradual(Finetune):
     """ULMFiT's gradual unfreezing (Howard & Ruder 2018): the head and new blocks train first, then every ``every``
     epochs one more reused block joins them, from the top, at its own rate (``decay``, else ``lr x
     backbone_lr_mult``). Which blocks are open follows from the epoch alone, so a resumed run continues the
-    schedule where it was."""
+    schedule where it was.
+
+    In one process a closed block takes no gradient. Under DDP every reused block keeps ``requires_grad`` from the
+    start and a closed one is only left out of the optimiser: DDP synchronises exactly the parameters that required
+    gradients when it wrapped the model, so a block switched on later would train apart on every process (the
+    cost: closed blocks are back-propagated through, as in ``finetune``)."""
 
     name = "gradual"
 
@@ -193,7 +202,13 @@ class Gradual(Finetune):
         self.every = every
 
     def freeze_model(self, model: TransferModel, reuse: int) -> None:
-        model.freeze(reuse, bn=reuse if self.freeze_bn else 0)
+        model.freeze(reuse if self.world_ == 1 else 0, bn=reuse if self.freeze_bn else 0)
+
+    def param_groups(self, model: TransferModel, reuse: int, lr: float) -> list[dict[str, Any]]:
+        """The new blocks and the head; reused blocks join as they open (:meth:`finetune_function`)."""
+        blocks, rates = list(model.blocks), self.rates(model, reuse, lr)
+        return [*({"params": trainable([b]), "lr": r} for b, r in zip(blocks[reuse:], rates[reuse:], strict=True)),
+                {"params": trainable([model.pool, model.head]), "lr": lr}]
 
     def open_blocks(self, epoch: int) -> int:
         """Reused blocks training in ``epoch`` (counted from 0), from the top."""
@@ -202,7 +217,7 @@ class Gradual(Finetune):
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         n_open = self.open_blocks(epoch)
         first = self.reuse_ - n_open
-        self.model_.freeze(first, bn=self.reuse_ if self.freeze_bn else 0)
+        self.model_.freeze(first if self.world_ == 1 else 0, bn=self.reuse_ if self.freeze_bn else 0)
         rates = self.rates(self.model_, self.reuse_, self.lr_)
         for i in range(self.reuse_ - 1, first - 1, -1):  # top first: the order the groups were added in
             self.train_also(pl_module, [self.model_.blocks[i]], optimizer, rates[i])
