@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transferlab import preflight
-from transferlab.config import SET_BY_COMPARE, Arm, FitConfig
+from transferlab.config import SET_BY_COMPARE, Arm, FitConfig, split_arms
 from transferlab.errors import UserError
 
 if TYPE_CHECKING:  # importing torch and Lightning takes seconds: only after the input has been checked
@@ -218,9 +218,8 @@ def compare(data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
     arms = options.get("arms", DEMO_ARMS)
     settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)} - set(SET_BY_COMPARE)}
     base = FitConfig.from_dict({"data": data, **settings})
-    for arm in arms.split(",") if isinstance(arms, str) else arms:
-        if arm.strip():
-            Arm.parse(arm).config(base)  # an unknown strategy, arm option or bad value: before any slow import
+    for arm in split_arms(arms):
+        Arm.parse(arm).config(base)  # an unknown strategy, arm option or bad value: before any slow import
     preflight.check_out(Path(out), options.get("resume", False), options.get("overwrite", False), "compare")
     from transferlab.experiments.compare import compare as run_compare
 

@@ -215,6 +215,23 @@ class Arm:
             raise UserError(f"arm {self.name!r}: {e}") from None
 
 
+def split_arms(arms: str | list[str] | tuple[str, ...]) -> list[str]:
+    """``--arms`` as a list of arm specs. Arms and their options are both separated by commas: a piece of the form
+    ``key=value`` belongs to the arm before it (``scratch,finetune:reuse=3,lr=1e-3`` is two arms)."""
+    if not isinstance(arms, str):
+        return [a.strip() for a in arms if a.strip()]
+    specs: list[str] = []
+    for piece in (p.strip() for p in arms.split(",")):
+        if not piece:
+            continue
+        key, eq, _ = piece.partition("=")
+        if eq and ":" not in key and specs:
+            specs[-1] += "," + piece
+        else:
+            specs.append(piece)
+    return specs
+
+
 def _arm_value(spec: str, key: str, value: str) -> Any:
     if key in ("cache", "freeze_bn"):
         return value.lower() in ("1", "true", "yes")

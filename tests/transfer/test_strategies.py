@@ -118,6 +118,8 @@ def test_strategy_specs_are_checked_before_anything_loads() -> None:
             FitConfig(strategy=spec)
     arm = config.Arm.parse("finetune:decay=0.7,reuse=2")
     assert arm.strategy == "finetune:decay=0.7" and arm.options == {"reuse": 2}
+    assert config.split_arms("scratch,finetune:reuse=3,lr=1e-3,gradual:every=2,decay=0.8") == [
+        "scratch", "finetune:reuse=3,lr=1e-3", "gradual:every=2,decay=0.8"]  # options of several arms on one line
 
 
 def test_l2sp_pulls_towards_the_source_and_bss_penalises_small_singular_values(base_run: Path) -> None:

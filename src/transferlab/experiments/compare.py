@@ -17,7 +17,7 @@ from typing import Any
 
 from transferlab import modality as modalities
 from transferlab import preflight
-from transferlab.config import SET_BY_COMPARE, Arm, FitConfig, parse_sizes, parse_strategy, size_key
+from transferlab.config import SET_BY_COMPARE, Arm, FitConfig, parse_sizes, parse_strategy, size_key, split_arms
 from transferlab.errors import UserError, did_you_mean
 from transferlab.evaluate.curves import Curve, asymptote, benefits, interval, still_rising
 from transferlab.experiments.common import (
@@ -54,7 +54,7 @@ def read_curve(run_dir: Path) -> Curve:
 
 def parse_arms(arms: list[str] | str) -> list[Arm]:
     """The arms asked for, with the scratch baseline added when missing: every benefit is measured against it."""
-    parsed = [Arm.parse(a) for a in (arms.split(",") if isinstance(arms, str) else list(arms)) if a.strip()]
+    parsed = [Arm.parse(a) for a in split_arms(arms)]
     if len({a.name for a in parsed}) != len(parsed):
         raise UserError("--arms lists the same arm twice")
     if not any(is_baseline(a) for a in parsed):

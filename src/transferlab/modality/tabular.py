@@ -72,30 +72,26 @@ class TabularModality(Modality):
         return Standardize.from_dict(d)
 
     def check_card(self, card_path: Path, d: dict[str, Any]) -> None:
-        """Raise one sentence naming ``card_path`` and the field at fault unless ``d`` is a sound tabular
-        preprocessing (``kind``, ``columns``, ``mean``, ``std``)."""
-        if not isinstance(d, dict):
-            raise card_error(card_path, "preprocessing",
-                               f"must be an object saying how rows are prepared, not {show(d)}")
+        """One sentence naming ``card_path`` and the field at fault unless ``d`` is a sound standardisation."""
         if d.get("kind") != "standardize":
             raise card_error(card_path, "preprocessing.kind",
-                       f"must be 'standardize' for a tabular run, not {show(d.get('kind'))}")
+                             f"must be 'standardize' for a tabular run, not {show(d.get('kind'))}")
         columns = d.get("columns")
         if not isinstance(columns, list) or not columns or not all(isinstance(c, str) and c for c in columns):
             raise card_error(card_path, "preprocessing.columns", "must be a non-empty list of non-empty strings")
         if len(columns) > MAX_COLUMNS:
             raise card_error(card_path, "preprocessing.columns",
-                               f"must name at most {MAX_COLUMNS} columns, not {len(columns)}")
+                             f"must name at most {MAX_COLUMNS} columns, not {len(columns)}")
         if len(set(columns)) != len(columns):
             raise card_error(card_path, "preprocessing.columns", "must not repeat a name")
         for name in ("mean", "std"):
             v = d.get(name)
             if not isinstance(v, list) or len(v) != len(columns) or not all(is_number32(x) for x in v):
                 raise card_error(card_path, f"preprocessing.{name}",
-                             f"must be a list of {len(columns)} finite numbers (one per column), not {show(v)}")
+                                 f"must be a list of {len(columns)} finite numbers (one per column), not {show(v)}")
         if not all(x > 1e-38 for x in d["std"]):  # positive as a 32-bit float too
             raise card_error(card_path, "preprocessing.std",
-                       f"must be positive (it divides every feature), not {show(d['std'])}")
+                             f"must be positive (it divides every feature), not {show(d['std'])}")
 
     def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]],
                        ) -> tuple[list[tuple[str, Any]], int]:
