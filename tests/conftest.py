@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +49,55 @@ def base_run(image_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = tmp_path_factory.mktemp("runs") / "base"
     fit(str(image_folder), out=out, source="cnn_tiny", strategy="scratch", epochs=2, lr=3e-3, progress=False)
     return out
+
+
+@contextlib.contextmanager
+def stopped_at_epoch_end(epoch: int, each: Callable | None = None) -> Iterator[None]:
+    """Inside the block, training raises KeyboardInterrupt (as Ctrl-C does) at the end of ``epoch`` (counted from
+    1), after its metrics and before its checkpoint; ``each(trainer, module)`` sees every epoch end first."""
+    from transferlab.train import callbacks
+
+    real = callbacks.MetricsCSV.on_train_epoch_end
+
+    def end(self, trainer, module) -> None:
+        if each is not None:
+            each(trainer, module)
+        real(self, trainer, module)
+        if trainer.current_epoch + 1 == epoch:
+            raise KeyboardInterrupt
+
+    callbacks.MetricsCSV.on_train_epoch_end = end
+    try:
+        yield
+    finally:
+        callbacks.MetricsCSV.on_train_epoch_end = real
+
+
+TOPICS = {
+    "animal": ["dog", "cat", "horse", "bird", "fish", "cow", "sheep", "wolf"],
+    "food": ["bread", "cheese", "apple", "soup", "rice", "cake", "meat", "salad"],
+    "tool": ["hammer", "saw", "drill", "wrench", "screw", "nail", "chisel", "pliers"],
+}
+FILLER = ["a", "the", "of", "with", "some", "kind", "small", "large", "used", "often"]
+
+
+def make_texts(n_per_class: int = 30, seed: int = 0) -> list[tuple[str, str]]:
+    """Short sentences: filler words plus two or three words of the label's topic."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, vocab in TOPICS.items():
+        for _ in range(n_per_class):
+            tokens = list(rng.choice(FILLER, 4)) + list(rng.choice(vocab, int(rng.integers(2, 4))))
+            rng.shuffle(tokens)
+            rows.append((" ".join(tokens), label))
+    return rows
+
+
+@pytest.fixture(scope="session")
+def text_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "topics.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sentence", "topic"])
+        w.writerows(make_texts())
+    return path

@@ -63,9 +63,8 @@ TRAINING = {  # every command that trains on data, with its required arguments
 
 
 def test_a_shared_option_is_one_declaration_and_every_command_takes_its_whole_group() -> None:
-    hardware, text, table = transferlab_cli.Hardware, transferlab_cli.TextOptions, transferlab_cli.TableOptions
-    groups = {"fit": (hardware, text, table), "compare": (hardware, text, table), "rank": (hardware, text, table),
-              "pretrain": (hardware, text, table), "layers": (hardware, text, table)}
+    both = (transferlab_cli.Hardware, transferlab_cli.DataOptions)
+    groups = {"fit": both, "compare": both, "rank": both, "pretrain": both, "layers": both}
     assert set(groups) == set(TRAINING)
     for command in app.registered_commands:
         name, params = command.callback.__name__, inspect.signature(command.callback).parameters
@@ -95,7 +94,7 @@ def test_hardware_and_impute_reach_the_api(command: str, monkeypatch: pytest.Mon
                           "--distributed", "ddp", "--precision", "bf16-mixed", "--compile", "--no-channels-last",
                           "--pin-memory", "--deterministic", "--impute", "mean"))
     default, given = seen
-    names = [f.name for group in (transferlab_cli.Hardware, transferlab_cli.TableOptions) for f in fields(group)]
+    names = [*(f.name for f in fields(transferlab_cli.Hardware)), "impute"]
     assert {n: default[n] for n in names} == {n: getattr(FitConfig(), n) for n in names}
     assert {n: given[n] for n in names} == dict(
         accelerator="cpu", devices="0,1", num_nodes=2, distributed="ddp", precision="bf16-mixed", compile=True,

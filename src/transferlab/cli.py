@@ -185,24 +185,18 @@ class Hardware(_Group):
 
 
 @dataclass(frozen=True)
-class TextOptions(_Group):
-    """Every command that trains on data: fit, pretrain, layers, compare, rank."""
+class DataOptions(_Group):
+    """How texts and tables are read: every command that trains on data (fit, pretrain, layers, compare, rank)."""
 
     text_model: TextModel = FIT.text_model
     max_vectors: MaxVectors = FIT.max_vectors
     text_column: TextColumn = FIT.text_column
     label_column: LabelColumn = FIT.label_column
     encoding_errors: EncodingErrors = FIT.encoding_errors
-
-
-@dataclass(frozen=True)
-class TableOptions(_Group):
-    """Every command that trains on data: fit, pretrain, layers, compare, rank."""
-
     impute: Impute = FIT.impute  # type: ignore[assignment]
 
 
-GROUPS = (Hardware, TextOptions, TableOptions)
+GROUPS = (Hardware, DataOptions)
 
 
 def _options(params: Mapping[str, Any], *groups: type[_Group]) -> dict[str, Any]:
@@ -276,7 +270,7 @@ def fit(
         epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, freeze_bn=freeze_bn,
         image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, seed=seed, weights=weights,
         strict=strict, cache=cache, num_workers=num_workers,
-        **_options(locals(), Hardware, TextOptions, TableOptions),
+        **_options(locals(), Hardware, DataOptions),
     )
     if not _zero():
         return
@@ -327,7 +321,7 @@ def pretrain(
     result, check = api.pretrain(
         data, arch=arch, out=out, resume=resume, overwrite=overwrite, epochs=epochs, batch_size=batch_size, lr=lr,
         image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, seed=seed,
-        **_options(locals(), Hardware, TextOptions, TableOptions),
+        **_options(locals(), Hardware, DataOptions),
     )
     if not _zero():
         return
@@ -382,7 +376,7 @@ def layers(
     results = api.layers(
         target_data, out=out, source_data=source_data, arch=arch, source=source, seeds=seeds, epochs=epochs,
         image_size=image_size, per_class=per_class, eval_per_class=eval_per_class, lr=lr, resume=resume,
-        overwrite=overwrite, **_options(locals(), Hardware, TextOptions, TableOptions),
+        overwrite=overwrite, **_options(locals(), Hardware, DataOptions),
     )
     if not _zero():
         return
@@ -528,7 +522,7 @@ def compare(
         data, out=out, source=source, arms=arms, seeds=seeds, epochs=epochs, per_class=per_class,
         eval_per_class=eval_per_class, image_size=image_size, batch_size=batch_size, lr=lr,
         backbone_lr_mult=backbone_lr_mult, threshold=threshold, seed=seed, weights=weights, resume=resume,
-        overwrite=overwrite, **_options(locals(), Hardware, TextOptions, TableOptions),
+        overwrite=overwrite, **_options(locals(), Hardware, DataOptions),
     )
     if _zero():
         _print_benefits(results, out)
@@ -576,7 +570,7 @@ def rank(
     results = api.rank(
         data, sources=sources, out=out, scores=scores, validate=validate, skip_missing=skip_missing,
         per_class=per_class, image_size=image_size, seeds=seeds, epochs=epochs, eval_per_class=eval_per_class,
-        resume=resume, overwrite=overwrite, **_options(locals(), Hardware, TextOptions, TableOptions),
+        resume=resume, overwrite=overwrite, **_options(locals(), Hardware, DataOptions),
     )
     if not _zero():
         return

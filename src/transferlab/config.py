@@ -142,6 +142,11 @@ class FitConfig:
             if not ok:
                 raise UserError(message)
 
+    @property
+    def data_seed(self) -> int:
+        """The seed of the train/val/test split: ``split_seed``, else ``seed``."""
+        return self.seed if self.split_seed is None else self.split_seed
+
     def learning_rates(self, defaults: tuple[float, float]) -> tuple[float, float]:
         """(lr, backbone_lr_mult), filling unset ones with the modality's ``defaults``."""
         lr, mult = defaults

@@ -51,7 +51,7 @@ def test_features_come_through_the_frozen_cache(base_run: Path, image_folder: Pa
 
 
 def test_text_sources_rank(tmp_path: Path) -> None:
-    from tests.modality.test_text import TOPICS, make_texts
+    from tests.conftest import TOPICS, make_texts
 
     data = tmp_path / "t.csv"
     data.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in make_texts(12)))

@@ -51,6 +51,12 @@ def test_a_table_is_told_from_image_and_text_csvs(tables: tuple[Path, Path], tmp
     texts.write_text("text,label\nhello there,x\n")
     assert preflight.resolve_modality(str(images), []) == "image"
     assert preflight.resolve_modality(str(texts), []) == "text"
+    tsv = tmp_path / "table.tsv"
+    tsv.write_text(tables[0].read_text().replace(",", "\t"))
+    assert preflight.resolve_modality(str(tsv), ["mlp_small"]) == "tabular"  # a .tsv is not text by its suffix
+    words = tmp_path / "words.tsv"
+    words.write_text("text\tlabel\nhello there\tx\n")
+    assert preflight.resolve_modality(str(words), []) == "text"
     with pytest.raises(UserError, match="holds rows but the source efficientnet_lite0 takes images"):
         preflight.resolve_modality(str(tables[0]), ["efficientnet_lite0"])
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import tempfile
 from pathlib import Path
@@ -13,41 +12,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import FILLER, TOPICS, make_texts
 from transferlab import api
 from transferlab.data.text import load_texts
 from transferlab.errors import UserError
 from transferlab.sources import load_source
 from transferlab.sources.text import build_vocab, words
 from transferlab.sources.vectors import VectorsError, load_vectors, read_vectors
-
-TOPICS = {
-    "animal": ["dog", "cat", "horse", "bird", "fish", "cow", "sheep", "wolf"],
-    "food": ["bread", "cheese", "apple", "soup", "rice", "cake", "meat", "salad"],
-    "tool": ["hammer", "saw", "drill", "wrench", "screw", "nail", "chisel", "pliers"],
-}
-FILLER = ["a", "the", "of", "with", "some", "kind", "small", "large", "used", "often"]
-
-
-def make_texts(n_per_class: int = 30, seed: int = 0) -> list[tuple[str, str]]:
-    """Short sentences: filler words plus two or three words of the label's topic."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for label, vocab in TOPICS.items():
-        for _ in range(n_per_class):
-            tokens = list(rng.choice(FILLER, 4)) + list(rng.choice(vocab, int(rng.integers(2, 4))))
-            rng.shuffle(tokens)
-            rows.append((" ".join(tokens), label))
-    return rows
-
-
-@pytest.fixture(scope="module")
-def text_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("text") / "topics.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sentence", "topic"])
-        w.writerows(make_texts())
-    return path
 
 
 @pytest.fixture(scope="module")

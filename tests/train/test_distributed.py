@@ -154,14 +154,7 @@ def test_gradual_trains_the_same_weights_on_every_process(folder: Path, tmp_path
     assert torch.equal(zero["blocks.conv1.0.weight"], source["blocks.conv1.0.weight"])  # never opened
 
 
-def test_lora_trains_the_same_adapters_on_every_process(tmp_path: Path) -> None:
-    import csv
-
-    from tests.modality.test_text import make_texts
-
-    data = tmp_path / "topics.csv"
-    with open(data, "w", newline="") as f:
-        csv.writer(f).writerows([["sentence", "topic"], *make_texts()])
-    zero, _ = two_processes(tmp_path, data, "minilm", "lora:r=2", "text_column=sentence", "label_column=topic",
+def test_lora_trains_the_same_adapters_on_every_process(text_csv: Path, tmp_path: Path) -> None:
+    zero, _ = two_processes(tmp_path, text_csv, "minilm", "lora:r=2", "text_column=sentence", "label_column=topic",
                             "per_class=4", "eval_per_class=2", "batch_size=4")
     assert any("lora_A" in k for k in zero)

@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import stopped_at_epoch_end
 from transferlab.api import fit, predict
 from transferlab.errors import UserError
 from transferlab.sources import load_run, load_source
-from transferlab.train import callbacks, features
+from transferlab.train import features
 from transferlab.transfer.model import build_model
 from transferlab.transfer.strategies import make_strategy
 
@@ -95,27 +96,18 @@ def test_frozen_features_are_cached_and_backbone_not_rerun(base_run: Path, tmp_p
     assert second.test_accuracy == first.test_accuracy
 
 
-def test_interrupted_run_is_marked_and_resumes_to_the_same_model(base_run: Path, tmp_path: Path, monkeypatch) -> None:
+def test_interrupted_run_is_marked_and_resumes_to_the_same_model(base_run: Path, tmp_path: Path) -> None:
     opts = dict(source=str(base_run), strategy="frozen", reuse=2, epochs=3, progress=False)
     full = fit(_data(base_run), out=tmp_path / "full", **opts)
 
-    real_end = callbacks.MetricsCSV.on_train_epoch_end
-
-    def die_after_epoch_2(self, trainer, module):
-        real_end(self, trainer, module)
-        if trainer.current_epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", die_after_epoch_2)
     out = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_at_epoch_end(2), pytest.raises(KeyboardInterrupt):
         fit(_data(base_run), out=out, **opts)
     assert (out / "INCOMPLETE").exists() and not (out / "model.json").exists()
     assert (out / "checkpoints" / "last.ckpt").is_file()
     before = (out / "metrics.csv").read_text().splitlines()[1]  # epoch 1, checkpointed, with its wall seconds
     with pytest.raises(UserError, match="incomplete"):
         load_source(str(out))
-    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", real_end)
     with pytest.raises(UserError, match="--resume"):
         fit(_data(base_run), out=out, **opts)
     resumed = fit(_data(base_run), out=out, resume=True, **opts)

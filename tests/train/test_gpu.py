@@ -18,9 +18,10 @@ import torch
 from safetensors.torch import load_file
 
 import transferlab.train.datamodule as run_module
+from tests.conftest import stopped_at_epoch_end
 from transferlab.api import fit, predict
 from transferlab.sources import load_run
-from transferlab.train import callbacks, features
+from transferlab.train import features
 
 pytestmark = [
     pytest.mark.gpu,
@@ -139,26 +140,17 @@ def test_efficientnet_lite0_finetunes_on_the_gpu_in_bf16(tmp_path: Path, gpu_mem
 
 
 def test_interrupted_gpu_run_resumes_on_the_gpu_to_the_same_model(
-    base_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base_run: Path, tmp_path: Path
 ) -> None:
     # frozen with reuse=2, as the CPU test: the third block and the head train, on cached features, so no
     # augmentation draws (which a checkpoint does not restore) come into it
     opts = dict(source=str(base_run), strategy="frozen", reuse=2, epochs=3, progress=False, accelerator="gpu",
                 deterministic=True)
     full = fit(_data(base_run), out=tmp_path / "full", **opts)
-    real_end = callbacks.MetricsCSV.on_train_epoch_end
-
-    def die_after_epoch_2(self, trainer, module):
-        real_end(self, trainer, module)
-        if trainer.current_epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", die_after_epoch_2)
     out = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_at_epoch_end(2), pytest.raises(KeyboardInterrupt):
         fit(_data(base_run), out=out, **opts)
     assert (out / "INCOMPLETE").exists() and (out / "checkpoints" / "last.ckpt").is_file()
-    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", real_end)
     resumed = fit(_data(base_run), out=out, resume=True, **opts)
     assert not (out / "INCOMPLETE").exists()
     assert [r["epoch"] for r in resumed.epochs] == [1, 2, 3]

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.modality.test_text import make_texts
 from transferlab import api
 from transferlab.sources import load_source
 
 
-@pytest.fixture(scope="module")
-def texts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("lora") / "topics.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sentence", "topic"])
-        w.writerows(make_texts())
-    return path
-
-
-def test_lora_trains_adapters_only_and_saves_merged_weights(texts: Path, tmp_path: Path) -> None:
+def test_lora_trains_adapters_only_and_saves_merged_weights(text_csv: Path, tmp_path: Path) -> None:
     common = dict(text_column="sentence", label_column="topic", per_class=4, eval_per_class=3, epochs=2,
                   progress=False, batch_size=8)
-    run = api.fit(str(texts), out=tmp_path / "lora", source="minilm", strategy="lora:r=4,alpha=8", **common)
+    run = api.fit(str(text_csv), out=tmp_path / "lora", source="minilm", strategy="lora:r=4,alpha=8", **common)
     card = json.loads((tmp_path / "lora" / "model.json").read_text())
     trained, total = card["parameters"]["trained"], card["parameters"]["total"]
     # r=4 on query, key and value of 6 layers of width 384: 6 * 3 * 4 * (384 + 384), plus the head (384 x 3 + 3)

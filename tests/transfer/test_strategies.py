@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import stopped_at_epoch_end
 from transferlab import config
 from transferlab.api import fit
-from transferlab.train import callbacks
 from transferlab.transfer import strategies
 from transferlab.transfer.model import TransferModel
 
@@ -41,29 +41,19 @@ def _data(base_run: Path) -> str:
     return json.loads((base_run / "model.json").read_text())["data"]
 
 
-def test_a_schedule_changes_what_trains_and_survives_resume(base_run: Path, tmp_path: Path, scheduled: None,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_schedule_changes_what_trains_and_survives_resume(base_run: Path, tmp_path: Path, scheduled: None) -> None:
     opts = dict(source=str(base_run), strategy="unfreeze2", reuse=2, epochs=4, progress=False)
     fit(_data(base_run), out=tmp_path / "full", **opts)
     full = load_file(str(tmp_path / "full" / "model.safetensors"))
     source = load_file(str(base_run / "model.safetensors"))
     assert not torch.equal(full["blocks.conv1.0.weight"], source["blocks.conv1.0.weight"])  # it did unfreeze
 
-    real_end = callbacks.MetricsCSV.on_train_epoch_end
-
-    def die_in_epoch_3(self, trainer, module):  # after the checkpoint of epoch 2, which has both groups
-        real_end(self, trainer, module)
-        if trainer.current_epoch == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", die_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_at_epoch_end(3), pytest.raises(KeyboardInterrupt):  # after epoch 2's checkpoint, with both groups
         fit(_data(base_run), out=tmp_path / "cut", **opts)
     ckpt = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
     state = next(v for k, v in ckpt["callbacks"].items() if "UnfreezeAtEpoch2" in k)
     assert len(state["internal_optimizer_metadata"][0]) == 2  # the head's group and the unfrozen blocks'
     assert len(ckpt["optimizer_states"][0]["param_groups"]) == 2
-    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", real_end)
     fit(_data(base_run), out=tmp_path / "cut", resume=True, **opts)
     resumed = load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert all(torch.equal(full[k], resumed[k]) for k in full)
@@ -139,26 +129,19 @@ def test_l2sp_pulls_towards_the_source_and_bss_penalises_small_singular_values(b
     assert float(bss.penalty(module, feats)) == pytest.approx(1.0)
 
 
-def test_gradual_opens_one_block_per_epoch_from_the_top_and_resumes(base_run: Path, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gradual_opens_one_block_per_epoch_from_the_top_and_resumes(base_run: Path, tmp_path: Path) -> None:
     opts = dict(source=str(base_run), strategy="gradual:every=1", reuse=3, epochs=4, progress=False)
     fit(_data(base_run), out=tmp_path / "full", **opts)
     full = load_file(str(tmp_path / "full" / "model.safetensors"))
 
-    real_end = callbacks.MetricsCSV.on_train_epoch_end
-    opened: list[list[bool]] = []
+    opened: list[list[bool]] = []  # which blocks trained in each epoch
 
-    def die_in_epoch_3(self, trainer, module):  # records which blocks trained in each epoch, then stops in the 3rd
+    def record(trainer, module) -> None:
         opened.append([b[0].weight.requires_grad for b in module.net.blocks])
-        real_end(self, trainer, module)
-        if trainer.current_epoch == 2:
-            raise KeyboardInterrupt
 
-    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", die_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_at_epoch_end(3, record), pytest.raises(KeyboardInterrupt):
         fit(_data(base_run), out=tmp_path / "cut", **opts)
     assert opened == [[False, False, False], [False, False, True], [False, True, True]]
-    monkeypatch.setattr(callbacks.MetricsCSV, "on_train_epoch_end", real_end)
     fit(_data(base_run), out=tmp_path / "cut", resume=True, **opts)
     resumed = load_file(str(tmp_path / "cut" / "model.safetensors"))
     assert all(torch.equal(full[k], resumed[k]) for k in full)
@@ -171,3 +154,10 @@ def test_bss_and_lora_refusal_run_through_fit(base_run: Path, tmp_path: Path) ->
     assert run.parameters["trained"] == run.parameters["total"]
     with pytest.raises(UserError, match="lora adapts the attention projections"):
         fit(_data(base_run), out=tmp_path / "lora", source=str(base_run), strategy="lora", epochs=1, progress=False)
+    assert not (tmp_path / "lora").exists()  # refused before the run directory was made
+    from transferlab.api import compare
+
+    with pytest.raises(UserError, match="arm 'lora'.*lora adapts"):  # and before a comparison's first cell
+        compare(_data(base_run), out=tmp_path / "cmp", source=str(base_run), arms="scratch,lora", seeds=2,
+                epochs=1, progress=False)
+    assert not (tmp_path / "cmp").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 from transferlab.errors import UserError
 
 logger = logging.getLogger(__name__)
+DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}  # delimited tables of texts or features
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -44,3 +45,22 @@ def class_folders(folder: Path, word: str = "images") -> dict[str, Path]:
             f"e.g. {folder / 'cat'}"
         )
     return classes
+
+
+def csv_header(path: Path, delimiter: str = ",") -> list[str] | None:
+    """The lower-cased header of a delimited file, or None when it cannot be read (what a data spec claims)."""
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            return [c.strip().lower() for c in f.readline().split(delimiter)]
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def holds_files(folder: Path, suffixes: tuple[str, ...], look: int = 200) -> bool:
+    """Whether one of the first ``look`` files below ``folder`` ends with one of ``suffixes``."""
+    for i, f in enumerate(p for p in folder.rglob("*") if p.is_file()):
+        if f.suffix.lower() in suffixes:
+            return True
+        if i >= look:
+            break
+    return False

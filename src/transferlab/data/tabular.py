@@ -18,17 +18,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from transferlab.data.folders import DELIMITERS
 from transferlab.data.splits import SPLITS, Data, build_data
 from transferlab.errors import UserError, did_you_mean
 
 IMPUTE = ("none", "mean")
 MISSING = frozenset({"", "nan", "-nan", "+nan", "na", "n/a", "null"})  # compared lower-cased and stripped
-DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SPLIT_COLUMN = "split"
 
@@ -116,6 +118,17 @@ def _header(path: Path, reader: csv.Reader, label_column: str) -> list[str]:
     return header
 
 
+def _data_rows(path: Path, reader: Any, header: list[str]) -> Iterator[tuple[str, list[str]]]:
+    """``(FILE line N, cells)`` for every non-blank row, each with as many fields as the header."""
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"{path} line {reader.line_num}"
+        if len(row) != len(header):
+            raise UserError(f"{where}: expected {len(header)} fields ({', '.join(header)}), found {len(row)}")
+        yield where, row
+
+
 def _split_of(where: str, value: str) -> str | None:
     value = value.strip().lower()
     if not value:
@@ -168,12 +181,7 @@ def read_table(
     splits: list[str | None] = []
     lines: list[int] = []
     try:
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            where = f"{path} line {reader.line_num}"
-            if len(row) != len(header):
-                raise UserError(f"{where}: expected {len(header)} fields ({', '.join(header)}), found {len(row)}")
+        for where, row in _data_rows(path, reader, header):
             label = row[li].strip()
             if not label:
                 raise UserError(f"{where}, column {label_column!r}: the label is empty; fill it in or remove the row")
@@ -272,14 +280,8 @@ def read_rows(path: Path, label_column: str = "label") -> list[tuple[str, np.nda
     try:
         header = [h.strip() for h in next(reader, [])]
         features = [i for i, h in enumerate(header) if h not in (label_column, SPLIT_COLUMN)]
-        rows = []
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            where = f"{path} line {reader.line_num}"
-            if len(row) != len(header):
-                raise UserError(f"{where}: expected {len(header)} fields ({', '.join(header)}), found {len(row)}")
-            rows.append((where, np.array([_cell(where, header[i], row[i]) for i in features], dtype=np.float32)))
+        rows = [(where, np.array([_cell(where, header[i], row[i]) for i in features], dtype=np.float32))
+                for where, row in _data_rows(path, reader, header)]
     except csv.Error as e:
         raise UserError(f"{path} line {reader.line_num}: malformed table ({e})") from None
     return rows

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.data.folders import IMAGE_SUFFIXES, class_folders, files_under
+from transferlab.data.folders import DELIMITERS, IMAGE_SUFFIXES, class_folders, files_under
 from transferlab.data.splits import SPLITS, Data, build_data
 from transferlab.data.wordnet import SPEC_NAME, load_wordnet_rows, parse_wordnet_spec
 from transferlab.errors import UserError, did_you_mean
@@ -96,7 +96,7 @@ def _split_of(where: str, value: object) -> str | None:
 
 def _read_table(path: Path, text_column: str, label_column: str, errors: str) -> Rows:
     content = _read_text_file(path, errors)
-    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    delimiter = DELIMITERS[path.suffix.lower()]
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
     try:
         header = [h.strip() for h in next(reader, [])]

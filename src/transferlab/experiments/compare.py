@@ -32,7 +32,7 @@ from transferlab.report.html import write_compare_report
 from transferlab.sources import Source
 from transferlab.train.fit import bind_source, fit, open_source, resolve_reuse, seconds_per_step, versions
 from transferlab.train.trainer import runs_on_cpu
-from transferlab.transfer.strategies import STRATEGIES
+from transferlab.transfer.strategies import STRATEGIES, make_strategy
 
 log = logging.getLogger(__name__)
 SCHEMA = "transferlab.compare/1"
@@ -135,7 +135,8 @@ def compare(
     pre = {}
     for arm in parsed:  # --reuse beyond a source's blocks, an input size it cannot take: before the first cell
         try:
-            resolve_reuse(arm.config(base), bound[arm.name])
+            reuse = resolve_reuse(arm.config(base), bound[arm.name])
+            make_strategy(arm.strategy).check(list(bound[arm.name].blocks.values())[:reuse])
             pre[arm.name] = modality.preprocessing(bound[arm.name], largest, arm.config(base), on_cpu)
         except UserError as e:
             raise UserError(f"arm {arm.name!r}: {e}") from None

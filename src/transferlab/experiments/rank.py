@@ -129,7 +129,7 @@ def rank(
             source = bind_source(modality, source, dataset, base)
             model = build_model(source, len(dataset.classes), None, pretrained=True)
             reuse = source.default_reuse
-            pre = source.preprocessing.resized(base.image_size)
+            pre = modality.preprocessing(source, dataset, base, on_cpu=False)  # each source at its own size
             prefix, cut = model.prefix(reuse), reuse
             if reuse < len(source.blocks) and source.prefix_pool is not None:  # e.g. word vectors' mean over tokens
                 prefix, cut = torch.nn.Sequential(prefix, source.prefix_pool), f"{reuse}+pool"

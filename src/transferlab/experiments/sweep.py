@@ -52,8 +52,8 @@ def sweep(
     modality = modality_of(base)  # the data are read and checked before any model loads
     data = modality.load(base) if modality is not None else None
     ready = open_source(base, pretrained=True) if source is not None else None  # errors now, not after cells
-    if modality is None:
-        modality = modalities.get(ready.modality if ready is not None else "image")
+    if modality is None:  # neither the data nor the names tell: the architecture does
+        modality = modalities.get((ready or open_source(base, pretrained=False)).modality)
         data = modality.load(base)
     with experiment_folder(out, config, resume, "layers", overwrite) as zero:
         seed_range = range(base.seed, base.seed + seeds)

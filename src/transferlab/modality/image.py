@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transferlab.cardcheck import card_error, int_field, is_number, show
-from transferlab.data.folders import IMAGE_SUFFIXES, files_under
+from transferlab.data.folders import IMAGE_SUFFIXES, csv_header, files_under, holds_files
 from transferlab.data.images import decode, load_images
 from transferlab.errors import UserError
 from transferlab.modality import MODALITIES, Modality
@@ -38,25 +38,12 @@ class ImageModality(Modality):
             return True
         path = Path(spec).expanduser()
         if path.is_file():
-            if path.suffix.lower() != ".csv":
-                return False
-            try:
-                with path.open(encoding="utf-8-sig") as f:
-                    header = [c.strip().lower() for c in f.readline().split(",")]
-            except (OSError, UnicodeDecodeError):
-                return None
-            return "path" in header
-        if path.is_dir():
-            for i, f in enumerate(p for p in path.rglob("*") if p.is_file()):
-                if f.suffix.lower() in IMAGE_SUFFIXES:
-                    return True
-                if i > 200:
-                    break
-            return False
-        return None
+            header = csv_header(path) if path.suffix.lower() == ".csv" else []
+            return None if header is None else "path" in header
+        return holds_files(path, IMAGE_SUFFIXES) if path.is_dir() else None
 
     def load(self, cfg: FitConfig) -> Data:
-        return load_images(cfg.data, seed=cfg.seed if cfg.split_seed is None else cfg.split_seed,
+        return load_images(cfg.data, seed=cfg.data_seed,
                            val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, per_class=cfg.per_class,
                            strict=cfg.strict, eval_per_class=cfg.eval_per_class)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transferlab.cardcheck import card_error, int_field, show, strings
+from transferlab.data.folders import DELIMITERS, csv_header, holds_files
 from transferlab.data.text import load_texts
 from transferlab.errors import UserError
 from transferlab.modality import MODALITIES, Modality
@@ -34,27 +35,17 @@ class TextModality(Modality):
         path = Path(spec).expanduser()
         if path.is_file():
             suffix = path.suffix.lower()
-            if suffix in (".tsv", ".jsonl", ".ndjson", ".tab"):
+            if suffix in (".jsonl", ".ndjson"):
                 return True
-            if suffix != ".csv":
+            if suffix not in DELIMITERS:
                 return False
-            try:
-                with path.open(encoding="utf-8-sig") as f:
-                    header = [c.strip().lower() for c in f.readline().split(",")]
-            except (OSError, UnicodeDecodeError):
-                return None
-            return "text" in header or None  # another text column (--text-column) cannot be told from a table
-        if path.is_dir():
-            for i, f in enumerate(p for p in path.rglob("*") if p.is_file()):
-                if f.suffix.lower() == ".txt":
-                    return True
-                if i > 200:
-                    break
-            return False
-        return None
+            header = csv_header(path, DELIMITERS[suffix])
+            # a table has no "text" column; another text column (--text-column) cannot be told from a table's
+            return None if header is None else "text" in header or None
+        return holds_files(path, (".txt",)) if path.is_dir() else None
 
     def load(self, cfg: FitConfig) -> Data:
-        return load_texts(cfg.data, seed=cfg.seed if cfg.split_seed is None else cfg.split_seed,
+        return load_texts(cfg.data, seed=cfg.data_seed,
                           val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, per_class=cfg.per_class,
                           eval_per_class=cfg.eval_per_class, text_column=cfg.text_column,
                           label_column=cfg.label_column, encoding_errors=cfg.encoding_errors)

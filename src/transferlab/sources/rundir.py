@@ -23,7 +23,7 @@ from transferlab import modality as modalities
 from transferlab.cardcheck import card_error, int_field, show, strings
 from transferlab.errors import UserError
 from transferlab.files import atomic_write
-from transferlab.modality import MODALITY_NAMES as MODALITIES
+from transferlab.modality import MODALITY_NAMES
 from transferlab.sources.base import Source
 from transferlab.sources.builtin import BUILTIN
 from transferlab.sources.text import (
@@ -88,8 +88,8 @@ def check_card(card: Any, card_path: Path) -> dict[str, Any]:
     strings(card_path, "block_names", card.get("block_names"))
     strings(card_path, "classes", card.get("classes"))
     modality = card.get("modality", "image")
-    if modality not in MODALITIES:
-        raise card_error(card_path, "modality", f"must be one of {', '.join(MODALITIES)}, not {show(modality)}")
+    if modality not in MODALITY_NAMES:
+        raise card_error(card_path, "modality", f"must be one of {', '.join(MODALITY_NAMES)}, not {show(modality)}")
     if "num_features" in card:
         int_field(card_path, "num_features", card["num_features"], 1, 10_000_000)
     pre = card.get("preprocessing")

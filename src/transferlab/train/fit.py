@@ -198,6 +198,7 @@ def fit(
     lr, backbone_lr_mult = cfg.learning_rates(modality.default_lr)
     strategy = make_strategy(cfg.strategy, backbone_lr_mult=backbone_lr_mult, freeze_bn=cfg.freeze_bn)
     reuse = resolve_reuse(cfg, source)
+    strategy.check(list(source.blocks.values())[:reuse])  # e.g. lora on a CNN: refused before the run directory
     pre = modality.preprocessing(source, data, cfg, runs_on_cpu(cfg), recorded_preprocessing(out) if resume else None)
     resolved = {
         "config": cfg.to_dict(),

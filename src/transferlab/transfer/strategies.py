@@ -44,6 +44,9 @@ class Strategy(BaseFinetuning):
         self.freeze_model(model, reuse)
         return [g for g in self.param_groups(model, reuse, lr) if g["params"]]
 
+    def check(self, blocks: list[nn.Module]) -> None:
+        """Refuse, in one sentence, reused ``blocks`` this strategy cannot work with (before any file is written)."""
+
     def freeze_model(self, model: TransferModel, reuse: int) -> None:
         raise NotImplementedError
 
@@ -264,18 +267,25 @@ class LoRA(Strategy):
         super().__init__()
         self.r, self.alpha, self.dropout = r, alpha, dropout
 
+    @staticmethod
+    def targets(blocks: list[nn.Module]) -> list[str]:
+        """The names of the attention projections in ``blocks`` that get adapters."""
+        return sorted({name.rsplit(".", 1)[-1] for name, m in nn.ModuleList(blocks).named_modules()
+                       if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in LORA_TARGETS})
+
+    def check(self, blocks: list[nn.Module]) -> None:
+        if not self.targets(blocks):
+            raise UserError("lora adapts the attention projections (linear layers named "
+                            f"{', '.join(LORA_TARGETS)}) of the reused blocks, and this source has none: use it with "
+                            "a sentence-transformers encoder or a timm ViT, or use finetune")
+
     def freeze_model(self, model: TransferModel, reuse: int) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
         model.freeze(reuse)
         reused = nn.ModuleList(list(model.blocks)[:reuse])
-        targets = sorted({name.rsplit(".", 1)[-1] for name, m in reused.named_modules()
-                          if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in LORA_TARGETS})
-        if not targets:
-            raise UserError("lora adapts the attention projections (linear layers named "
-                            f"{', '.join(LORA_TARGETS)}) of the reused blocks, and this source has none: use it with "
-                            "a sentence-transformers encoder or a timm ViT, or use finetune")
-        config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets)
+        config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                            target_modules=self.targets(list(reused)))
         inject_adapter_in_model(config, reused)
         for name, p in reused.named_parameters():
             p.requires_grad_("lora_" in name)
