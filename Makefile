@@ -23,7 +23,7 @@ demo-text: setup
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n auto  # one process per core, one thread each (tests/conftest.py)
+	$(BIN)/pytest -n auto --dist worksteal  # one process per core, one thread each (tests/conftest.py); idle workers steal queued tests
 
 bench: setup
 	$(BIN)/python benchmarks/feature_cache.py

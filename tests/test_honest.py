@@ -48,7 +48,7 @@ def _cli_without_torch(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args, fragment", [
     (["fit", "/nonexistent", "--out", "{tmp}/o"], "DATA /nonexistent does not exist"),
-    (["fit", "fashion-mnist", "--image-size", "8", "--out", "{tmp}/o"], "--image-size must be at least 16"),
+    (["fit", "fashion-mnist", "--image-size", "8", "--out", "{tmp}/o"], "--image-size must be a whole number from 16"),
     (["fit", "fashion-mnist", "--source", "efficientnet_lite", "--out", "{tmp}/o"],
      "did you mean 'efficientnet_lite0'"),
     (["fit", "fashion-mnist", "--strategy", "frozn", "--out", "{tmp}/o"], "did you mean 'frozen'"),

@@ -114,7 +114,7 @@ def test_text_predict_skips_files_that_are_not_utf8(words_run: Path, tmp_path: P
     rows = api.predict(words_run, [latin, good], texts=["q good nice"], skipped=skipped)
     assert [r[0] for r in rows] == ["q good nice", "x good fine nice", "y bad awful poor"]
     assert skipped == [(str(latin), "line 2 is not valid UTF-8 (byte 0xef)")]
-    with pytest.raises(UserError, match=f"1 of 2 files cannot be read, the first {latin} \\(line 2 is not valid"):
+    with pytest.raises(UserError, match=f"1 inputs? cannot be used, the first {latin} \\(line 2 is not valid"):
         api.predict(words_run, [latin, good], strict=True)
     with pytest.raises(UserError, match="none of the 1 files given could be read"):
         api.predict(words_run, [latin])
@@ -125,7 +125,7 @@ def test_cli_predict_lists_skipped_files_and_strict_refuses(base_run: Path, mixe
     out = tmp_path / "pred.csv"
     proc = run("predict", str(base_run), str(mixed_folder), "--output", str(out))
     assert proc.exit_code == 0, proc.stderr
-    assert "skipped 3 files that cannot be read" in proc.stderr and "Traceback" not in proc.stderr
+    assert "skipped 3 inputs that cannot be used" in proc.stderr and "Traceback" not in proc.stderr
     assert str(tmp_path / "pred.skipped.csv") in " ".join(proc.stderr.split())
     assert len(list(csv.DictReader(out.open()))) == 6
     listed = list(csv.DictReader((tmp_path / "pred.skipped.csv").open()))

@@ -152,7 +152,7 @@ def test_a_damaged_checkpoint_is_one_sentence(base_run: Path, tmp_path: Path, da
         torch.save({"state_dict": {}, "epoch": 0, "global_step": 0, "x": _Payload()}, ckpt)
     else:
         torch.save({"w": torch.zeros(3)}, ckpt)
-    with pytest.raises(UserError, match="last.ckpt is not a (readable|transferlab training) checkpoint.*--overwrite"):
+    with pytest.raises(UserError, match="last.ckpt is not a (readable checkpoint|checkpoint of this run).*--overwrite"):
         fit(_data(base_run), out=out, source="cnn_tiny", strategy="scratch", epochs=2, resume=True, progress=False)
     assert (out / "INCOMPLETE").exists()
 
@@ -198,9 +198,10 @@ KILLER = textwrap.dedent("""
     import json, os, signal, sys
     from transferlab.train.module import LitClassifier
     real = LitClassifier.training_step
+    epoch = int(sys.argv[4]) if len(sys.argv) > 4 else 1  # counted from 0: by default the second epoch
     def step(self, batch, batch_idx):
-        if self.current_epoch == 1 and batch_idx == 2 and self.seed == int(sys.argv[3]):
-            os.kill(os.getpid(), signal.SIGKILL)   # kill -9 in the middle of the second epoch
+        if self.current_epoch == epoch and batch_idx == 2 and self.seed == int(sys.argv[3]):
+            os.kill(os.getpid(), signal.SIGKILL)   # kill -9 in the middle of an epoch
         return real(self, batch, batch_idx)
     LitClassifier.training_step = step
     from transferlab import api
@@ -209,8 +210,9 @@ KILLER = textwrap.dedent("""
 """)
 
 
-def _kill_9(out: Path, kill_seed: int, **options) -> None:
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(out), json.dumps(options), str(kill_seed)],
+def _kill_9(out: Path, kill_seed: int, kill_epoch: int = 1, **options) -> None:
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(out), json.dumps(options), str(kill_seed),
+                           str(kill_epoch)],
                           capture_output=True, text=True, env={**os.environ, "TRANSFERLAB_ALLOCATOR": "system"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
@@ -260,10 +262,18 @@ def test_compare_checks_every_arm_before_the_first_cell(base_run: Path, tmp_path
     assert not (tmp_path / "c").exists()
 
 
-def test_a_diverging_run_stops_with_one_sentence_and_stays_incomplete(base_run: Path, tmp_path: Path) -> None:
+def test_a_diverging_run_stops_with_one_sentence_and_stays_incomplete(base_run: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    real = LitClassifier.training_step
+
+    def blows_up(self, batch, batch_idx):  # the second step's outputs overflow, as a far too high lr makes them
+        x, y = batch
+        return real(self, (x * float("inf") if self.global_step == 1 else x, y), batch_idx)
+
+    monkeypatch.setattr(LitClassifier, "training_step", blows_up)
     out = tmp_path / "boom"
-    with pytest.raises(UserError, match=r"diverged: .* at epoch 1, step \d+; lower --lr \(now 1e\+30\)"):
-        fit(_data(base_run), out=out, source="cnn_tiny", strategy="scratch", epochs=2, lr=1e30, progress=False)
+    with pytest.raises(UserError, match=r"diverged: .* at epoch \d+, step 2; lower --lr \(now 0\.003\)"):
+        fit(_data(base_run), out=out, source="cnn_tiny", strategy="scratch", epochs=2, lr=3e-3, progress=False)
     assert (out / "INCOMPLETE").exists() and not (out / "model.json").exists()
 
 

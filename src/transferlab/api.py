@@ -12,8 +12,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transferlab import preflight
-from transferlab.config import SET_BY_COMPARE, Arm, FitConfig, split_arms
+from transferlab import files, preflight
+from transferlab.config import DEFAULT_ARMS, LOGREG, SET_BY_COMPARE, Arm, FitConfig, parse_sizes, split_arms
 from transferlab.errors import UserError
 
 if TYPE_CHECKING:  # importing torch and Lightning takes seconds: only after the input has been checked
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 DEMO_DATA = "fashion-mnist:classes=5-9"
 DEMO_SOURCE = "efficientnet_lite0"
-DEMO_ARMS = ("scratch", "frozen", "finetune")
+DEMO_ARMS = ("logreg", "scratch", "frozen", "finetune")
 
 
 def fit(
@@ -38,13 +38,31 @@ def fit(
     """Train a target model from a source and write a run directory (see :class:`FitConfig` for options).
 
     >>> fit("fashion-mnist:classes=5-9,per_class=50", source="efficientnet_lite0", strategy="frozen",
-    ...     epochs=3, image_size=64, out="runs/frozen")  # doctest: +SKIP
+    ...     image_size=64, out="runs/frozen")  # doctest: +SKIP
     """
     cfg = FitConfig.from_dict({"data": data, **options})  # unknown options: a clear error with suggestions
-    preflight.check_fit(cfg.data, cfg.source, Path(out), resume, overwrite)
-    from transferlab.train.fit import fit as run_fit
+    return _fit(cfg, Path(out), resume, overwrite, progress)
 
-    return run_fit(cfg, Path(out), resume=resume, overwrite=overwrite, progress=progress)
+
+def _fit(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: bool, pretraining: bool = False) -> Any:
+    """Check, lock the run directory, read the data (a bad cell is one sentence before torch loads), then train."""
+    preflight.check_fit(cfg.data, cfg.source, out, resume, overwrite)
+    with files.locked(out):
+        modality = _modality(cfg)
+        data = modality.load(cfg) if modality is not None else None
+        from transferlab.train import fit as training
+
+        run = training.pretrain if pretraining else training.fit
+        return run(cfg, out, resume=resume, overwrite=overwrite, progress=progress, data=data, modality=modality,
+                   locked=True)
+
+
+def _modality(cfg: FitConfig) -> Any:
+    """The modality the data and source name without loading anything (None: only the loaded source tells)."""
+    from transferlab import modality
+
+    name = preflight.resolve_modality(cfg.data, [cfg.source])
+    return None if name is None else modality.get(name)
 
 
 def pretrain(data: str, *, arch: str, out: str | Path, **options: Any) -> tuple[RunResult, dict[str, Any]]:
@@ -59,24 +77,29 @@ def pretrain(data: str, *, arch: str, out: str | Path, **options: Any) -> tuple[
     resume, overwrite, progress = (options.pop(k, d) for k, d in (("resume", False), ("overwrite", False),
                                                                     ("progress", True)))
     cfg = FitConfig.from_dict({"data": data, "source": arch, "strategy": "scratch", **options})
-    preflight.check_fit(cfg.data, cfg.source, Path(out), resume, overwrite)
-    from transferlab.train.fit import pretrain as run_pretrain
-
-    return run_pretrain(cfg, Path(out), resume=resume, overwrite=overwrite, progress=progress)
+    return _fit(cfg, Path(out), resume, overwrite, progress, pretraining=True)
 
 
 def layers(target_data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
     """The layer-transfer sweep of Yosinski et al. 2014: AnB, AnB+, BnB, BnB+ for every cut n (see
-    :mod:`transferlab.layers`). Writes ``results.json`` and ``report.html`` to ``out``."""
+    :mod:`transferlab.experiments.sweep`), beside scratch and a logistic regression at the cells' size. Writes
+    ``results.json`` and ``report.html`` to ``out``."""
     preflight.check_data(target_data, "--target-data")
     if options.get("source_data") is not None:
         preflight.check_data(options["source_data"], "--source-data")
     if options.get("source") is not None:
         preflight.check_source(options["source"])
-    preflight.check_out(Path(out), options.get("resume", False), options.get("overwrite", False), "layers")
-    from transferlab.experiments.sweep import sweep
+    out = Path(out)
+    preflight.check_out(out, options.get("resume", False), options.get("overwrite", False), "layers")
+    with files.locked(out, "the layer sweep folder"):  # one writer, before any data or model loads
+        settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)}}
+        cfg = FitConfig.from_dict({"data": target_data, "source": options.get("source") or options.get("arch")
+                                   or "cnn_small", **settings})
+        modality = _modality(cfg)
+        dataset = modality.load(cfg) if modality is not None else None  # read and checked before torch loads
+        from transferlab.experiments.sweep import sweep
 
-    return sweep(target_data, out=out, **options)
+        return sweep(target_data, out=out, locked=True, dataset=dataset, **options)
 
 
 def predict(
@@ -87,15 +110,18 @@ def predict(
     *,
     strict: bool = False,
     skipped: list[tuple[str, str]] | None = None,
+    text_column: str | None = None,
 ) -> list[tuple[str, str, float]]:
     """Classify with a finished run: (input, label, probability) per input, in input order.
 
-    Image runs take image files (folders are searched recursively); text runs take ``texts`` and text files
-    whose every non-empty line is one text. Like ``fit``, files that cannot be read (zero-byte, not an image,
-    truncated or corrupt, over Pillow's decompression-bomb limit; for text, unreadable or not valid UTF-8) are
-    skipped: ``(path, reason)`` for each is appended to ``skipped`` when a list is given, also when this raises
-    because nothing was left. ``strict=True`` refuses instead, naming the first such file and how many there are.
-    Each file is opened and decoded once; inputs are transformed as they are read and the model runs per batch.
+    Inputs are read as ``fit`` read them. Image runs take image files (folders are searched recursively). Text
+    runs take ``texts``, the ``text_column`` of CSV/TSV/JSONL files (default: the column the run was trained on)
+    and every non-empty line of other text files. Table runs take CSV/TSV files, their columns by name in any
+    order. What cannot be used (a zero-byte, truncated or corrupt image, one over Pillow's decompression-bomb
+    limit; a text or table file that is unreadable, not UTF-8 or not a regular file; a table row with a cell that
+    is not a finite number) is skipped: ``(where, reason)`` for each is appended to ``skipped`` when a list is
+    given, also when this raises because nothing was left. ``strict=True`` refuses instead, naming the first and
+    how many there are. Each file is opened and decoded once; the model runs per batch.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -119,12 +145,18 @@ def predict(
     model, card = load_run(run_dir)
     modality = modalities.get(card.get("modality", "image"))
     pre = modality.preprocessing_from_dict(card["preprocessing"])
+    recorded = run_options(run_dir)
+    options = {"text_column": text_column or recorded.get("text_column", "text"),
+               "label_column": recorded.get("label_column", "label")}
     bad: list[tuple[str, str]] = skipped if skipped is not None else []
     first_bad = len(bad)
     try:
-        items, files = modality.predict_inputs(list(map(Path, paths)), list(texts or []), bad)
+        items, files = modality.predict_inputs(list(map(Path, paths)), list(texts or []), bad, pre, options)
     except UserError as e:
         raise UserError(f"{run_dir}: {e}") from None
+    if strict and len(bad) > first_bad:
+        raise UserError(f"{len(bad) - first_bad} inputs cannot be used, the first {bad[first_bad][0]} "
+                        f"({bad[first_bad][1]}): fix or remove them, or run without --strict to skip them")
     if not items and len(bad) == first_bad:
         raise UserError("nothing to classify in " + ", ".join(map(str, paths)))
 
@@ -157,6 +189,10 @@ def predict(
                     continue
                 x, _ = collate([(t, 0) for _, t in batch])
                 prob, idx = run_inference(model, [(x, None)]).softmax(1).max(1)
+                if not torch.isfinite(prob).all():  # never a NaN in the output
+                    where = batch[int((~torch.isfinite(prob)).nonzero()[0])][0]
+                    raise UserError(f"the model's output for {where} is not a finite number: the input lies far "
+                                    "outside what the run was trained on")
                 rows.extend((shown, card["classes"][i], float(q))
                             for (shown, _), i, q in zip(batch, idx.tolist(), prob.tolist(), strict=True))
     new_bad = bad[first_bad:]
@@ -169,6 +205,14 @@ def predict(
     if new_bad:
         log.debug("skipped %d of %d files that cannot be read", len(new_bad), files)
     return rows
+
+
+def run_options(run_dir: str | Path) -> dict[str, Any]:
+    """The options a finished run was trained with (its ``config.json``), or {} when it has none."""
+    path = Path(run_dir) / "config.json"
+    recorded = files.read_json(path, "run configuration") if path.is_file() else {}
+    options = recorded.get("config") if isinstance(recorded, dict) else None
+    return options if isinstance(options, dict) else {}
 
 
 def run_card(run_dir: str | Path) -> dict[str, Any]:
@@ -207,23 +251,35 @@ def source_blocks(spec: str, weights: str | None = None) -> list[tuple[str, int]
 
 
 def compare(data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
-    """Every arm x seed x labelled size through :func:`fit`, then the benefits of transfer over scratch.
+    """Every arm x seed x labelled size through :func:`fit`, each trained to convergence, then the benefits of
+    transfer over scratch, and every arm against a logistic regression on the raw inputs (the ``logreg`` arm).
 
     Writes ``results.json``, ``curves.csv`` and ``report.html`` to ``out`` and returns the results.
 
-    >>> compare("fashion-mnist:classes=5-9", source="efficientnet_lite0", arms="scratch,frozen,finetune",
-    ...         seeds=3, epochs=4, per_class="10,100", image_size=64, out="runs/cmp")  # doctest: +SKIP
+    >>> compare("fashion-mnist:classes=5-9", source="efficientnet_lite0", arms="logreg,scratch,frozen,finetune",
+    ...         seeds=3, per_class="10,100", image_size=64, out="runs/cmp")  # doctest: +SKIP
     """
     preflight.check_data(data)
-    arms = options.get("arms", DEMO_ARMS)
+    arms = [a for a in split_arms(options.get("arms", DEFAULT_ARMS)) if a != LOGREG]
     settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)} - set(SET_BY_COMPARE)}
-    base = FitConfig.from_dict({"data": data, **settings})
-    for arm in split_arms(arms):
-        Arm.parse(arm).config(base)  # an unknown strategy, arm option or bad value: before any slow import
-    preflight.check_out(Path(out), options.get("resume", False), options.get("overwrite", False), "compare")
-    from transferlab.experiments.compare import compare as run_compare
+    base = FitConfig.from_dict({"data": data, "source": options.get("source", FitConfig.source), **settings})
+    parsed = [Arm.parse(arm) for arm in arms]
+    for arm in parsed:
+        arm.config(base)  # an unknown strategy, arm option or bad value: before any slow import
+    out = Path(out)
+    preflight.check_out(out, options.get("resume", False), options.get("overwrite", False), "compare")
+    with files.locked(out, "the comparison folder"):  # one writer, before any data or model loads
+        name = preflight.resolve_modality(data, [a.source(base.source) for a in parsed] or [base.source])
+        data_by_size = None
+        if name is not None:  # the data at every size, read and checked before torch loads
+            from transferlab import modality
 
-    return run_compare(data, out=out, **options)
+            kind = modality.get(name)
+            data_by_size = {size: kind.load(base.replace(split_seed=base.seed, per_class=size))
+                            for size in parse_sizes(options.get("per_class"))}
+        from transferlab.experiments.compare import compare as run_compare
+
+        return run_compare(data, out=out, data_by_size=data_by_size, locked=True, **options)
 
 
 def rank(data: str, *, sources: str | list[str], out: str | Path, **options: Any) -> dict[str, Any]:
@@ -235,17 +291,26 @@ def rank(data: str, *, sources: str | list[str], out: str | Path, **options: Any
     """
     preflight.check_data(data)
     specs = [s.strip() for s in (sources.split(",") if isinstance(sources, str) else sources) if s.strip()]
+    name = None
     if not options.get("skip_missing"):
         try:
             for spec in specs:
                 preflight.check_source(spec, "--sources")
         except UserError as e:
             raise UserError(f"{e}; pass --skip-missing to rank the others") from None
-        preflight.resolve_modality(data, specs)
-    preflight.check_out(Path(out), options.get("resume", False), options.get("overwrite", False), "rank")
-    from transferlab.experiments.rank import rank as run_rank
+        name = preflight.resolve_modality(data, specs)
+    out = Path(out)
+    preflight.check_out(out, options.get("resume", False), options.get("overwrite", False), "rank")
+    with files.locked(out, "the ranking folder"):  # one writer, before any data or model loads
+        dataset = None
+        if name is not None:  # read and checked before torch loads
+            from transferlab import modality
 
-    return run_rank(data, sources=sources, out=out, **options)
+            settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)}}
+            dataset = modality.get(name).load(FitConfig.from_dict({"data": data, "source": specs[0], **settings}))
+        from transferlab.experiments.rank import rank as run_rank
+
+        return run_rank(data, sources=sources, out=out, dataset=dataset, locked=True, **options)
 
 
 def demo(
@@ -253,7 +318,8 @@ def demo(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """The main job on the built-in default: does ImageNet EfficientNet-Lite0 help on the bundled Fashion-MNIST
-    classes 5-9? A small :func:`compare` of scratch, frozen and finetune; rerunning it reuses finished cells.
+    classes 5-9? A small :func:`compare` of scratch, frozen and finetune, each trained to convergence, beside a
+    logistic regression on the pixels; rerunning it reuses finished cells.
 
     ``text=True``: does the built-in sentence encoder (all-MiniLM-L6-v2) help on the bundled WordNet task, against
     a word-embedding classifier trained from scratch? ``overwrite`` starts over (for example after an upgrade
@@ -263,16 +329,17 @@ def demo(
     if text:
         settings = DEMO_TEXT_QUICK if quick else DEMO_TEXT_FULL
         return compare(DEMO_TEXT_DATA, out=out, source=DEMO_TEXT_SOURCE, arms=",".join(DEMO_TEXT_ARMS),
-                       eval_per_class=50, progress=progress, resume=resume, overwrite=overwrite, **settings)
+                       progress=progress, resume=resume, overwrite=overwrite, **settings)
     settings = DEMO_QUICK if quick else DEMO_FULL
     return compare(DEMO_DATA, out=out, source=DEMO_SOURCE, arms=",".join(DEMO_ARMS), image_size=64,
                    progress=progress, resume=resume, overwrite=overwrite, **settings)
 
 
-DEMO_QUICK = {"per_class": "30", "seeds": 3, "epochs": 3}  # 3 seeds: the fewest that get a verdict
-DEMO_FULL = {"per_class": "10,100", "seeds": 3, "epochs": 4}
+# Every arm trains to convergence (the default budget); 3 seeds are the fewest that get a verdict
+DEMO_QUICK = {"per_class": "30", "seeds": 3}
+DEMO_FULL = {"per_class": "10,100", "seeds": 3}
 DEMO_TEXT_DATA = "wordnet"
 DEMO_TEXT_SOURCE = "minilm"
-DEMO_TEXT_ARMS = ("scratch:source=words", "frozen", "finetune")
-DEMO_TEXT_QUICK = {"per_class": "20", "seeds": 3, "epochs": 3}
-DEMO_TEXT_FULL = {"per_class": "10,50", "seeds": 3, "epochs": 3}
+DEMO_TEXT_ARMS = ("logreg", "scratch:source=words", "frozen", "finetune")
+DEMO_TEXT_QUICK = {"per_class": "20", "seeds": 3, "eval_per_class": 50}
+DEMO_TEXT_FULL = {"per_class": "10,50", "seeds": 3, "eval_per_class": 50}

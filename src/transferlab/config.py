@@ -27,7 +27,59 @@ STRATEGY_OPTIONS: dict[str, dict[str, type]] = {
     "lora": {"r": int, "alpha": float, "dropout": float},
 }
 STRATEGY_NAMES = tuple(STRATEGY_OPTIONS)
+MAX_SEED = 2**32 - 1  # NumPy's and Lightning's seeds are 32-bit
+MAX_EPOCHS = 100  # the training budget's cap when --epochs is not given: this many epochs or
+CAP_STEPS = 2000  # this many optimiser steps, whichever is longer (small data gets more epochs, not fewer steps)
+# Every numeric option's range, checked before any work: the bounds keep values a generator, an allocator or a
+# float32 can take (a learning rate of 3.4e38 overflows; a seed of 2**32 is refused by NumPy after minutes of work)
+RANGES: dict[str, tuple[float, float]] = {
+    "seed": (0, MAX_SEED), "split_seed": (0, MAX_SEED), "epochs": (1, 100_000), "max_steps": (1, 10**9),
+    "min_steps": (0, 10**9), "patience": (1, 10_000), "batch_size": (1, 1 << 20), "lr": (0.0, 10.0),
+    "backbone_lr_mult": (0.0, 100.0), "weight_decay": (0.0, 10.0), "reuse": (1, 100_000), "image_size": (16, 4096),
+    "per_class": (1, 10**9), "eval_per_class": (1, 10**9), "max_vectors": (1, 10**9), "num_workers": (0, 1024),
+    "num_nodes": (1, 100_000), "val_fraction": (0.0, 1.0), "test_fraction": (0.0, 1.0),
+}
+
+
+def check_range(option: str, value: Any, low: float, high: float) -> None:
+    """One sentence unless ``value`` (None: unset) is a finite number within [low, high]."""
+    if value is None:
+        return
+    whole = isinstance(low, int) and isinstance(high, int)
+    if isinstance(value, bool) or not isinstance(value, int | float) or (whole and not isinstance(value, int)):
+        raise UserError(f"{option} must be {'a whole number' if whole else 'a number'}, not {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{option} must be a finite number, not {value}")
+    if not low <= value <= high:
+        show = "{:,}".format if whole else "{:g}".format
+        raise UserError(f"{option} must be {'a whole number ' if whole else ''}from {show(low)} to {show(high)}, "
+                        f"not {show(value)}")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux's MemAvailable), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_batch_memory(image_size: int, batch_size: int) -> None:
+    """Refuse an input size whose batch of float32 images alone would take more than a quarter of the memory
+    available (the network's activations take several times more): one sentence instead of an allocation failure
+    after the data has loaded."""
+    need, have = batch_size * 3 * image_size * image_size * 4, available_memory()
+    if have is not None and need > have / 4:
+        raise UserError(f"--image-size {image_size} with --batch-size {batch_size}: one batch of images alone takes "
+                        f"{need / (1 << 30):.1f} GiB, more than a quarter of the {have / (1 << 30):.1f} GiB of memory "
+                        "available; use a smaller --image-size or --batch-size")
 REGULARISERS = ("none", "l2sp", "bss")
+STRATEGY_RANGES = {"every": (1, 10_000), "k": (1, 10_000), "r": (1, 4096), "alpha": (0, 1e6), "beta": (0, 1e6),
+                   "eta": (0, 1e6)}
 
 
 def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
@@ -53,12 +105,11 @@ def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
         raise UserError(f"strategy {spec!r}: reg must be one of {', '.join(REGULARISERS)}, not {options['reg']!r}")
     if "decay" in options and not 0 < options["decay"] <= 1:
         raise UserError(f"strategy {spec!r}: decay must lie in (0, 1], not {options['decay']}")
-    for key in ("every", "k", "r"):
-        if key in options and options[key] < 1:
-            raise UserError(f"strategy {spec!r}: {key} must be at least 1, not {options[key]}")
-    for key in ("alpha", "beta", "eta", "dropout"):
-        if options.get(key, 0) < 0:
-            raise UserError(f"strategy {spec!r}: {key} must not be negative, not {options[key]}")
+    if "dropout" in options and not 0 <= options["dropout"] < 1:
+        raise UserError(f"strategy {spec!r}: dropout must lie in [0, 1), not {options['dropout']}")
+    for key, (low, high) in STRATEGY_RANGES.items():
+        if key in options and not low <= options[key] <= high:
+            raise UserError(f"strategy {spec!r}: {key} must be from {low:g} to {high:g}, not {options[key]:g}")
     return name, options
 
 
@@ -70,7 +121,12 @@ class FitConfig:
     source: str = "efficientnet_lite0"
     strategy: str = "finetune"
     reuse: int | None = None  # first N blocks of the source; None = all
-    epochs: int = 5
+    # The training budget (see Budget): until the validation loss stops improving, at least min_steps optimiser
+    # steps, at most epochs passes (None: MAX_EPOCHS) and max_steps steps; the best validation's weights are kept
+    epochs: int | None = None
+    max_steps: int | None = None
+    min_steps: int = 100
+    patience: int = 5  # validations without improvement of the validation loss before training stops
     batch_size: int = 32
     lr: float | None = None  # None: the modality's default (1e-3 for images, 1e-2 for texts and tables)
     backbone_lr_mult: float | None = None  # None: the modality's default (0.01 for texts, else 0.1)
@@ -108,28 +164,22 @@ class FitConfig:
     impute: str = "none"  # "none": a missing cell is an error; "mean": filled with the training split's column mean
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # values from a file (--config, a resumed config.json) may be of any JSON type
+            kind, value = _KIND.get(str(f.type).replace(" | None", "")), getattr(self, f.name)
+            if kind is not None and not (value is None and "None" in str(f.type)) and (
+                    not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+                raise UserError(f"--{f.name.replace('_', '-')} must be {_KIND_WORD[kind]}, not {value!r}")
         parse_strategy(self.strategy)
-        for name in ("lr", "backbone_lr_mult", "weight_decay", "val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise UserError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
+        for name, (low, high) in RANGES.items():
+            check_range(f"--{name.replace('_', '-')}", getattr(self, name), low, high)
         checks = [
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.lr is None or self.lr > 0, "--lr must be positive"),
-            (self.backbone_lr_mult is None or self.backbone_lr_mult >= 0, "--backbone-lr-mult must not be negative"),
-            (self.weight_decay >= 0, "--weight-decay must not be negative"),
-            (self.reuse is None or self.reuse >= 1, "--reuse must be 'all' or a block count of at least 1"),
-            (self.image_size is None or self.image_size >= 16, "--image-size must be at least 16"),
-            (self.per_class is None or self.per_class >= 1, "--per-class must be at least 1"),
             (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1, "split fractions must lie in (0, 1)"),
             (self.text_model in ("bag", "cnn"), f"--text-model must be bag or cnn, not {self.text_model!r}"),
-            (self.max_vectors is None or self.max_vectors >= 1, "--max-vectors must be at least 1"),
             (self.encoding_errors in ("strict", "replace"), "--encoding-errors must be strict or replace"),
             (self.impute in ("none", "mean"), f"--impute must be none or mean, not {self.impute!r}"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, "
              f"not {self.precision!r}"),
-            (self.num_nodes >= 1, "--num-nodes must be at least 1"),
             (self.distributed in DISTRIBUTED, f"--distributed {self.distributed!r}: transferlab supports "
              f"{', '.join(DISTRIBUTED)} (strategies that shard the model, such as fsdp, are not supported: rank 0 "
              "evaluates and saves the whole model)"),
@@ -141,6 +191,8 @@ class FitConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        if self.image_size is not None:
+            check_batch_memory(self.image_size, self.batch_size)
 
     @property
     def data_seed(self) -> int:
@@ -167,9 +219,15 @@ class FitConfig:
         return dataclasses.replace(self, **changes)
 
 
+_KIND: dict[str, type | tuple[type, ...]] = {"str": str, "bool": bool, "int": int, "float": (int, float)}
+_KIND_WORD = {str: "a string", bool: "true or false", int: "a whole number", (int, float): "a number"}
+
+
 # --- experiments --------------------------------------------------------------------------------------------------
 
 SET_BY_COMPARE = ("data", "source", "strategy", "per_class", "curve", "split_seed")  # not options of **options
+LOGREG = "logreg"  # compare's simple baseline: a logistic regression on the raw inputs (no source, no torch)
+DEFAULT_ARMS = (LOGREG, "scratch", "frozen", "finetune")
 ARM_OPTIONS = ("source", "reuse", "lr", "backbone_lr_mult", "weight_decay", "cache", "freeze_bn", "text_model")
 
 

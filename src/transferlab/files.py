@@ -13,13 +13,16 @@ what transferlab wrote.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import fnmatch
 import json
 import os
+import re
 import shutil
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +30,32 @@ from transferlab.errors import UserError
 
 MARKER = ".transferlab"
 LOCK = ".lock"
-# What each kind of folder holds, relative to the marked folder (subfolders holding their own marker are checked
-# on their own terms).
+# What each kind of folder holds, relative to the marked folder, one path per entry. Each component is a glob
+# matched against one component only, so no pattern reaches into a folder it does not name: ``*.png`` is a PNG at
+# the top of the folder, never ``holiday/2024/beach.png``.
 OWNED: dict[str, tuple[str, ...]] = {
     "run": ("config.json", "metrics.csv", "curve.csv", "model.safetensors", "model.json", "confusion_matrix.png",
-            "skipped_files.csv", "INCOMPLETE", "checkpoints/*.ckpt"),
-    "compare": ("compare.json", "results.json", "curves.csv", "report.html", "INCOMPLETE", "*.png"),
-    "layers": ("layers.json", "results.json", "report.html", "layers.png", "INCOMPLETE", "*.png"),
-    "rank": ("rank.json", "results.json", "report.html", "INCOMPLETE", "*.png"),
+            "skipped_files.csv", "INCOMPLETE", "checkpoints/last.ckpt", "checkpoints/best.safetensors"),
+    "compare": ("compare.json", "results.json", "curves.csv", "report.html", "INCOMPLETE", "data_efficiency.png",
+                "curves_*.png"),
+    "layers": ("layers.json", "results.json", "report.html", "layers.png", "INCOMPLETE"),
+    "rank": ("rank.json", "results.json", "report.html", "INCOMPLETE", "rank.png"),
 }
-_ALWAYS = (MARKER, LOCK, "*.tmp", "*/*.tmp", "*.tmp/*")
+# Folders of another kind that a kind of folder holds, and exactly where: a compare's cells are runs four levels
+# down. A marked folder anywhere else is judged as plain files of its parent (and so refused).
+NESTED: dict[str, dict[str, str]] = {
+    "compare": {"cells/*/*/*": "run"},
+    "layers": {"cells/*/*/*": "run", "base/*": "run"},
+    "rank": {"validate": "compare"},
+}
+# atomic_write's temporary files (``.NAME.PID.tmp``), in any folder a kind writes files to
+_TEMPORARY = re.compile(r"\.[^/]+\.\d+\.tmp")
+
+
+def _matches(rel: str, pattern: str) -> bool:
+    """Whether the relative path ``rel`` is ``pattern``, component by component (a ``*`` never crosses a ``/``)."""
+    parts, globs = rel.split("/"), pattern.split("/")
+    return len(parts) == len(globs) and all(fnmatch.fnmatchcase(p, g) for p, g in zip(parts, globs, strict=True))
 
 
 def _umask() -> int:
@@ -105,6 +124,96 @@ def atomic_write(path: Path | str, write: Callable[[Path], Any] | str | bytes) -
         pass
 
 
+# --- reading what users and earlier runs left: regular files of bounded size only ------------------------------
+
+MAX_JSON_BYTES = 256 << 20  # a run card with a large vocabulary is a few MB; config and results files far less
+MAX_DATA_BYTES = 1 << 30  # tables and text files are read whole into memory
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def _refuse(path: Path, what: str, st: os.stat_result, limit: int | None) -> str | None:
+    """Why a file with status ``st`` is not read (not a regular file, or above ``limit`` bytes), or None."""
+    kind = next((name for test, name in _KINDS if test(st.st_mode)), None)
+    if kind is not None or not stat.S_ISREG(st.st_mode):
+        return f"{what} {path} is {kind or 'not a regular file'}, not a regular file"
+    if limit is not None and st.st_size > limit:
+        return f"{what} {path} is {_size(st.st_size)}, more than the {_size(limit)} transferlab reads"
+    return None
+
+
+def check_file(path: Path | str, what: str, limit: int | None = None) -> None:
+    """Refuse, in one sentence, anything but a regular file of at most ``limit`` bytes (``stat`` never blocks, so
+    a FIFO is refused without waiting for a writer; a link is judged by what it points to)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be read ({e.strerror})") from None
+    reason = _refuse(path, what, st, limit)
+    if reason is not None:
+        raise UserError(reason)
+
+
+def is_regular(path: Path | str) -> bool:
+    """Whether ``path`` is (or links to) a regular file; never blocks, never raises."""
+    try:
+        return stat.S_ISREG(Path(path).stat().st_mode)
+    except OSError:
+        return False
+
+
+def read_bounded(path: Path | str, what: str, limit: int = MAX_DATA_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes. A FIFO, a device, a folder or a larger file is one
+    sentence: opened without blocking, judged by ``fstat`` of what was opened, and never read past the limit."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be read ({e.strerror})") from None
+    try:
+        reason = _refuse(path, what, os.fstat(fd), limit)
+        if reason is not None:
+            raise UserError(reason)
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 24, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise UserError(f"{what} {path} is more than the {_size(limit)} transferlab reads")
+        return b"".join(chunks)
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be read ({e.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path | str, what: str, limit: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file transferlab wrote and now reads back (a card, a config, results): bounded, UTF-8 and valid
+    JSON, else one sentence naming it. The caller checks the shape of what it uses."""
+    path = Path(path)
+    raw = read_bounded(path, what, limit)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not UTF-8 text (was it edited?)") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{what} {path} is not valid JSON (line {e.lineno}; was it edited?)") from None
+    except (ValueError, RecursionError):
+        raise UserError(f"{what} {path} is not valid JSON (a number too long or nesting too deep)") from None
+
+
 def write_json(path: Path | str, obj: Any, indent: int = 1) -> None:
     atomic_write(path, json.dumps(obj, indent=indent))
 
@@ -161,6 +270,27 @@ def lock_folder(out: Path, what: str = "run directory") -> DirLock:
     return DirLock(out, what).acquire()
 
 
+@contextlib.contextmanager
+def locked(out: Path, what: str = "run directory") -> Iterator[None]:
+    """Hold ``out``'s lock for the block (under DDP only rank 0 locks): taken before any data or model loads, so a
+    second writer is refused at once. When the block fails before writing anything into a folder it created, the
+    folder goes again: a bad input leaves nothing behind."""
+    if not is_global_zero():
+        yield
+        return
+    created = not out.exists()
+    lock = lock_folder(out, what)
+    try:
+        yield
+    except BaseException:
+        if created and [p.name for p in out.iterdir()] == [LOCK]:
+            (out / LOCK).unlink()
+            out.rmdir()
+        raise
+    finally:
+        lock.release()
+
+
 def is_global_zero() -> bool:
     """Whether this process is rank 0, from the environment the launcher set (Lightning, torchrun or SLURM), so it
     is known before the Trainer exists. Only rank 0 writes run directories and reports."""
@@ -182,31 +312,51 @@ def mark(folder: Path, kind: str) -> None:
 
 def marker_kind(folder: Path) -> str | None:
     try:
-        data = json.loads((folder / MARKER).read_text())
-    except (OSError, ValueError):
+        data = read_json(folder / MARKER, "marker", 4096)
+    except UserError:
         return None
     kind = data.get("kind") if isinstance(data, dict) and data.get("written_by") == "transferlab" else None
     return kind if kind in OWNED else None
 
 
+def _owned_file(rel: str, kind: str) -> bool:
+    folder, _, name = rel.rpartition("/")
+    if _TEMPORARY.fullmatch(name) and (not folder or any(_matches(folder, p.rpartition("/")[0])
+                                                          for p in OWNED[kind] if "/" in p)):
+        return True
+    return rel in (MARKER, LOCK) or any(_matches(rel, p) for p in OWNED[kind])
+
+
+def _owned_folder(rel: str, kind: str) -> bool:
+    """Whether ``rel`` is a folder on the way to something a ``kind`` folder holds (``checkpoints``, ``cells/10``)."""
+    depth = rel.count("/") + 1
+    paths = [*OWNED[kind], *NESTED.get(kind, {})]
+    return any(p.count("/") >= depth and _matches(rel, "/".join(p.split("/")[:depth])) for p in paths)
+
+
 def _foreign(folder: Path, kind: str) -> Path | None:
-    """The first file under ``folder`` that a ``kind`` folder would not hold (subfolders with their own marker
-    are judged by their own kind), or None when every file is transferlab's."""
+    """The first entry under ``folder`` that a ``kind`` folder would not hold, or None when every file and folder
+    is transferlab's. Files are matched by :data:`OWNED` exactly; a folder of another kind counts only where
+    :data:`NESTED` puts it, and is then judged by its own kind."""
     for root, dirs, files in os.walk(folder):
         here = Path(root)
         for d in list(dirs):
             sub = here / d
+            rel = sub.relative_to(folder).as_posix()
             if sub.is_symlink():
                 return sub
-            sub_kind = marker_kind(sub)
-            if sub_kind is not None and sub != folder:
+            nested = next((k for p, k in NESTED.get(kind, {}).items() if _matches(rel, p)), None)
+            if nested is not None and marker_kind(sub) == nested:
                 dirs.remove(d)
-                bad = _foreign(sub, sub_kind)
+                bad = _foreign(sub, nested)
                 if bad is not None:
                     return bad
+            elif nested is not None and all(e.name == LOCK for e in sub.iterdir()):
+                dirs.remove(d)  # locked, then stopped before it was marked: nothing written yet
+            elif not _owned_folder(rel, kind):
+                return sub
         for name in files:
-            rel = (here / name).relative_to(folder).as_posix()
-            if not any(fnmatch.fnmatchcase(rel, p) for p in (*OWNED[kind], *_ALWAYS)):
+            if not _owned_file((here / name).relative_to(folder).as_posix(), kind):
                 return here / name
     return None
 

@@ -58,7 +58,7 @@ def test_read_idx_rejects_bad_files(tmp_path: Path) -> None:
         with pytest.raises(UserError, match=message) as error:
             read_idx(tmp_path / name)
         assert str(tmp_path / name) in str(error.value)
-    with pytest.raises(UserError, match=r"cannot read IDX file .*absent"):
+    with pytest.raises(UserError, match=r"IDX file .*absent does not exist"):
         read_idx(tmp_path / "absent")
 
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from transferlab.evaluate.curves import (
     Curve,
+    accuracy_interval,
     area,
     asymptote,
     benefits,
@@ -16,7 +17,6 @@ from transferlab.evaluate.curves import (
     early_slope,
     interval,
     start,
-    still_rising,
     t_interval,
     time_to_threshold,
     verdict,
@@ -132,11 +132,27 @@ def test_every_benefit_names_its_interval_and_two_seeds_get_no_verdict() -> None
         assert b["interval_method"] == "student t" and b["verdict"] == "too few seeds"
 
 
-def test_a_curve_still_climbing_at_its_last_epoch_is_not_a_plateau() -> None:
-    rising = [curve([0.2, 0.3, 0.4, 0.45, 0.5, 0.57]) for _ in range(2)]
-    flat = [curve([0.2, 0.7, 0.8, 0.85, 0.9, 0.901]) for _ in range(2)]
-    assert still_rising(rising, test_size=500)
-    assert not still_rising(flat, test_size=500)
-    assert not still_rising(rising, test_size=20)  # 7 points on 20 test images is within noise
-    one_epoch = [curve([0.2, 0.3, 0.4, 0.45, 0.5, 0.57], epoch_end=[False] * 5 + [True])]
-    assert still_rising(one_epoch, test_size=500)  # a single epoch-end point shows no plateau
+def test_an_accuracy_interval_never_leaves_zero_to_one() -> None:
+    perfect = accuracy_interval([1.0, 1.0, 1.0], test_size=100)
+    assert perfect.mean == 1.0 and 0.98 < perfect.ci_low <= perfect.ci_high == 1.0
+    near = accuracy_interval([0.99, 1.0, 0.97], test_size=100)
+    plain = interval([0.99, 1.0, 0.97])
+    assert plain.ci_high > 1 and 0 <= near.ci_low < near.mean < near.ci_high <= 1  # Student t alone leaves [0, 1]
+    low = accuracy_interval([0.0, 0.01, 0.03], test_size=100)
+    assert 0 <= low.ci_low < low.mean and "logit" in low.method
+    assert accuracy_interval([0.5, 0.6, 0.7] * 4, test_size=100).method.startswith("percentile bootstrap")
+
+
+def test_a_difference_interval_is_clipped_to_what_the_difference_can_take() -> None:
+    iv = interval([0.9, 1.0, 0.2], bounds=(-1.0, 1.0))
+    assert iv.ci_high == 1.0 and interval([0.9, 1.0, 0.2]).ci_high > 1.0
+
+
+def test_curves_of_different_lengths_are_compared_over_the_same_budget() -> None:
+    short = Curve.of([0, 100], [0.2, 0.8], final=0.8)  # converged early, held at 0.8 after
+    assert area(short) == pytest.approx(0.5)
+    assert area(short, until=300) == pytest.approx((0.5 * 100 + 0.8 * 200) / 300)
+    long = Curve.of([0, 100, 300], [0.2, 0.5, 0.8])
+    b = benefits({0: short, 1: short, 2: short}, {0: long, 1: long, 2: long})
+    assert b["transfer_ratio"]["mean"] == pytest.approx(area(short, 300) / area(long))
+    assert b["asymptote"]["mean"] == pytest.approx(0.8 - asymptote(long))  # the converged skill, not the tail

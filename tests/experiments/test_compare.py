@@ -19,7 +19,7 @@ MEASURES = ("jumpstart", "asymptote", "transfer_ratio", "time_to_threshold")
 def comparison(base_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
     out = tmp_path_factory.mktemp("cmp") / "out"
     data = json.loads((base_run / "model.json").read_text())["data"]
-    opts = dict(source=str(base_run), arms="scratch,frozen,finetune:reuse=2", seeds=2, epochs=2,
+    opts = dict(source=str(base_run), arms="logreg,scratch,frozen,finetune:reuse=2", seeds=2, epochs=2,
                 per_class="4,all", lr=3e-3, progress=False)
     results = compare(data, out=out, **opts)
     return out, results, {"data": data, **opts}
@@ -27,7 +27,7 @@ def comparison(base_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 def test_results_schema(comparison) -> None:
     out, results, _ = comparison
-    assert results["schema"] == "transferlab.compare/1"
+    assert results["schema"] == "transferlab.compare/2"
     for arm in ("frozen", "finetune:reuse=2"):
         for measure in MEASURES:
             b = results["benefits"][arm][measure]
@@ -41,7 +41,11 @@ def test_results_schema(comparison) -> None:
     assert curve["examples"][0] == 0 and curve["epoch_end"][-1] is True
     assert len(curve["examples"]) >= 4  # step 0, within the first epoch, every epoch
     assert set(results["data_efficiency"]["frozen"]) == {"4", "all"}
-    assert all(isinstance(v["plateau"], bool) for v in results["data_efficiency"]["frozen"].values())
+    for v in results["data_efficiency"]["frozen"].values():  # --epochs 2 caps them: not converged, and said so
+        assert v["converged"] == 0 and v["all_converged"] is False and 0 <= v["ci_low"] <= v["ci_high"] <= 1
+    assert any("frozen at all per class did not converge in 2 of 2 seeds" in n for n in results["notes"])
+    assert results["config"]["arms"][0] == "logreg" and set(results["data_efficiency"]["logreg"]) == {"4", "all"}
+    assert set(results["versus_logreg"]["all"]) == {"scratch", "frozen", "finetune:reuse=2"}
     assert results["asymptote_by_size"]["frozen"]["summary"] == "too few seeds to tell at any size"
     for name in ("results.json", "curves.csv", "report.html", "curves_all.png", "data_efficiency.png"):
         assert (out / name).is_file()

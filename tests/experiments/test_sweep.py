@@ -17,7 +17,7 @@ def test_sweep_on_tiny_tasks(image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     results = layers(str(target), out=out, source_data=str(image_folder), arch="cnn_tiny", seeds=2, epochs=1,
                      lr=3e-3, progress=False)
-    assert results["schema"] == "transferlab.layers/1"
+    assert results["schema"] == "transferlab.layers/2"
     assert results["blocks"] == ["conv1", "conv2", "conv3"]
     for name in ("AnB", "AnB+", "BnB", "BnB+"):
         for n in ("1", "2", "3"):

@@ -106,7 +106,8 @@ def test_standardize_transform_and_round_trip() -> None:
     with pytest.raises(UserError, match=r"a row has 3 features but the source takes 2 \(x1, x2\)"):
         transform(np.zeros(3))
     d = pre.to_dict()
-    assert d == {"columns": ["x1", "x2"], "mean": [1.0, -2.0], "std": [2.0, 0.5], "kind": "standardize"}
+    assert d == {"columns": ["x1", "x2"], "mean": [1.0, -2.0], "std": [2.0, 0.5], "kind": "standardize",
+                 "impute": "none"}
     TABULAR.check_card(CARD, d)
     assert Standardize.from_dict(d) == pre
     assert Standardize.identity(["a"]) == Standardize(("a",), (0.0,), (1.0,))

@@ -101,7 +101,7 @@ def test_strategy_specs_are_checked_before_anything_loads() -> None:
 
     assert parse_strategy("gradual:every=2,decay=0.8,reg=l2sp") == ("gradual", {"every": 2, "decay": 0.8,
                                                                                  "reg": "l2sp"})
-    for spec, fragment in [("finetune:decay=2", "decay must lie in"), ("gradual:every=0", "every must be at least"),
+    for spec, fragment in [("finetune:decay=2", "decay must lie in"), ("gradual:every=0", "every must be from 1"),
                            ("finetune:reg=dropout", "reg must be one of"), ("lora:rank=4", "unknown option 'rank'"),
                            ("frozen:decay=0.5", "it takes no options"), ("l2sp:alpha=x", "is not a number")]:
         with pytest.raises(UserError, match=fragment):

@@ -21,6 +21,7 @@ import numpy as np
 
 from transferlab import files
 from transferlab.errors import UserError, did_you_mean
+from transferlab.files import read_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -178,10 +179,7 @@ def _parse_classes(text: str, spec: str) -> tuple[int, ...]:
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (plain or gzip-compressed) into a native-endian array; UserError on a bad file."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read IDX file {path} ({exc.strerror or exc}); check the path") from exc
+    data = read_bounded(path, "IDX file", 1 << 30)
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)

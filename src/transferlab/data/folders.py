@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from transferlab.errors import UserError
+from transferlab.files import is_regular
 
 logger = logging.getLogger(__name__)
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}  # delimited tables of texts or features
@@ -49,6 +50,8 @@ def class_folders(folder: Path, word: str = "images") -> dict[str, Path]:
 
 def csv_header(path: Path, delimiter: str = ",") -> list[str] | None:
     """The lower-cased header of a delimited file, or None when it cannot be read (what a data spec claims)."""
+    if not is_regular(path):  # a FIFO would block the read; the reader itself names what it is
+        return None
     try:
         with path.open(encoding="utf-8-sig") as f:
             return [c.strip().lower() for c in f.readline().split(delimiter)]
@@ -64,3 +67,15 @@ def holds_files(folder: Path, suffixes: tuple[str, ...], look: int = 200) -> boo
         if i >= look:
             break
     return False
+
+
+# The first bytes of the image formats people mistake for data files (a PNG given as a table or text file)
+IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+               b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def image_kind(raw: bytes) -> str | None:
+    """The image format ``raw`` starts with (a file's first bytes), or None."""
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in IMAGE_MAGIC.items() if raw.startswith(magic)), None)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +38,7 @@ from transferlab.data.splits import (
     warn_if_empty,
 )
 from transferlab.errors import Unusable, UserError, did_you_mean
+from transferlab.files import read_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +81,14 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def decode(path: Path) -> Image.Image:
     """Fully decode ``path`` to 8-bit RGB, or raise Unusable with the reason."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except FileNotFoundError:
         raise Unusable("file does not exist") from None
     except OSError as exc:
         raise Unusable(f"unreadable ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the decoder; a device never ends
+        raise Unusable("not a regular file")
+    size = st.st_size
     if size == 0:
         raise Unusable("zero-byte file")
     try:
@@ -282,7 +288,12 @@ def _read_csv(csv_path: Path) -> _Source:
     groups: dict[tuple[str | None, str], _Group] = {}
     seen: dict[str, int] = {}
     base = csv_path.parent.absolute()
-    with csv_path.open(newline="", encoding="utf-8-sig") as f:
+    raw = read_bounded(csv_path, "image list")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{csv_path} is not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         try:
             header = [column.strip().lower() for column in next(reader, [])]
@@ -349,8 +360,6 @@ def _read_csv(csv_path: Path) -> _Source:
                 label = fields["label"]
                 where = f"class {label!r} in {csv_path}" + (f" ({split} rows)" if split else "")
                 groups.setdefault((split, label), _Group(where, [])).files.append(path)
-        except UnicodeDecodeError as exc:
-            raise UserError(f"{csv_path} is not UTF-8 text ({exc.reason}); save it as UTF-8") from exc
         except csv.Error as exc:
             raise _csv_error(csv_path, reader.line_num, f"malformed CSV ({exc})") from exc
     if not groups:

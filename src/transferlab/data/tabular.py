@@ -18,6 +18,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from transferlab.data.folders import DELIMITERS
+from transferlab.data.folders import DELIMITERS, image_kind
 from transferlab.data.splits import SPLITS, Data, build_data
-from transferlab.errors import UserError, did_you_mean
+from transferlab.errors import Unusable, UserError, did_you_mean
+from transferlab.files import is_regular, read_bounded
 
 IMPUTE = ("none", "mean")
 MISSING = frozenset({"", "nan", "-nan", "+nan", "na", "n/a", "null"})  # compared lower-cased and stripped
@@ -86,17 +89,14 @@ def _delimiter(path: Path) -> str:
 
 
 def _read_content(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"tabular dataset {path} does not exist; give a .csv or .tsv file") from None
-    except IsADirectoryError:
-        raise UserError(f"tabular dataset {path} is a folder; give a .csv or .tsv file") from None
-    except OSError as e:
-        raise UserError(f"{path} cannot be read ({e.strerror})") from None
+    raw = read_bounded(path, "tabular dataset")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
+        image = image_kind(raw)
+        if image:
+            raise UserError(f"{path} is a {image} image, not a table; give a .csv or .tsv file of numbers, or use "
+                            "an image source") from None
         line = raw[: e.start].count(b"\n") + 1
         raise UserError(f"{path} line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as "
                         "UTF-8") from None
@@ -233,6 +233,27 @@ def read_table(
     return str(path), given, classes, columns
 
 
+def column_scale(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) standard deviation of each column of a training split, ignoring NaN cells, in float64.
+    A constant column gets std 1.0, so it maps to 0: constant is a std below 1e-30, or below a millionth of the
+    mean (values that far apart are float32 rounding: a column of 0 and 1e-39 is constant, not a scale of 5e-40
+    that overflows what it divides; scikit-learn's StandardScaler treats near-zero scales the same way). A column
+    with no values gets mean 0 and std 1."""
+    x = np.asarray(features, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled below
+        mean = np.nanmean(x, axis=0) if len(x) else np.zeros(x.shape[1])
+        std = np.nanstd(x, axis=0) if len(x) else np.ones(x.shape[1])
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    constant = ~np.isfinite(std) | (std <= 1e-30) | (std <= 1e-6 * np.abs(mean))
+    return mean, np.where(constant, 1.0, std)
+
+
+def standardized(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(features - mean) / std`` in float64, a missing (NaN) cell at 0: the training mean."""
+    return np.nan_to_num((np.asarray(features, dtype=np.float64) - mean) / std, nan=0.0)
+
+
 def impute_means(data: Data, columns: list[str]) -> Data:
     """Fill the NaN cells of all three splits with each column's mean over the training split (in place)."""
     train = data.train.features
@@ -272,19 +293,62 @@ def load_table(
     return impute_means(data, columns) if impute == "mean" else data
 
 
-def read_rows(path: Path, label_column: str = "label") -> list[tuple[str, np.ndarray]]:
-    """Rows to classify (``predict``): every column but ``label_column`` and ``split``, each row shown as
-    ``FILE line N``; a missing cell is NaN (standardised to the training mean)."""
-    content = _read_content(path)
+def read_rows(path: Path, columns: tuple[str, ...], impute: str, bad: list[tuple[str, str]],
+              label_column: str = "label") -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """Rows to classify (``predict``), read as ``fit`` read them: by column name, in the run's ``columns`` order,
+    whatever their order in the file. A missing column is refused naming it; other columns (a label, an id) are
+    ignored and returned, to be named once. A row that cannot be used (a cell that is not a number or not a finite
+    32-bit float; a missing cell when the run was trained with ``impute="none"``) goes to ``bad`` as
+    ``(FILE line N, reason)``; with ``impute="mean"`` a missing cell stays NaN, which standardises to the
+    training split's mean. Returns ``(FILE line N, row)`` per usable row and the ignored columns."""
+    try:
+        content = _read_content(path)  # unreadable (not UTF-8, an image, a FIFO, too large): skipped and listed
+    except UserError as e:
+        raise Unusable(str(e)) from None
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=_delimiter(path))
     try:
         header = [h.strip() for h in next(reader, [])]
-        features = [i for i, h in enumerate(header) if h not in (label_column, SPLIT_COLUMN)]
-        rows = [(where, np.array([_cell(where, header[i], row[i]) for i in features], dtype=np.float32))
-                for where, row in _data_rows(path, reader, header)]
+        if not any(header):
+            raise UserError(f"{path} is empty; give a header line naming the columns ({_shown(columns)}) and rows")
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise UserError(f"{path} has no column {missing[0]!r}{did_you_mean(missing[0], header)}: the run was "
+                            f"trained on the columns {_shown(columns)}; name them in the header (in any order)")
+        where_is = [header.index(c) for c in columns]
+        ignored = [h for h in header if h not in columns]
+        rows = []
+        for where, row in _data_rows(path, reader, header):
+            try:
+                values = np.array([_predict_cell(where, c, row[i], impute) for c, i in zip(columns, where_is,
+                                                                                          strict=True)],
+                                  dtype=np.float64)
+            except Unusable as e:
+                bad.append((where, str(e)))
+                continue
+            rows.append((where, values))
     except csv.Error as e:
         raise UserError(f"{path} line {reader.line_num}: malformed table ({e})") from None
-    return rows
+    return rows, [h for h in ignored if h]
+
+
+def _predict_cell(where: str, column: str, text: str, impute: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        if text.strip().lower() not in MISSING:
+            raise Unusable(f"column {column!r}: {text.strip()[:40]!r} is not a number") from None
+        value = float("nan")
+    if math.isnan(value):
+        if impute != "mean":
+            raise Unusable(f"column {column!r}: the cell is missing, and the run was trained with --impute none")
+        return value
+    if not abs(value) <= FLOAT32_MAX:
+        raise Unusable(f"column {column!r}: {text.strip()[:40]!r} is not a finite 32-bit number")
+    return value
+
+
+def _shown(columns: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(columns[:10]) + (f", ... ({len(columns)} in all)" if len(columns) > 10 else "")
 
 
 def looks_tabular(path: Path, label_column: str = "label") -> bool:
@@ -294,7 +358,7 @@ def looks_tabular(path: Path, label_column: str = "label") -> bool:
     says no. Never raises: an unreadable file is not tabular."""
     path = Path(path)
     delimiter = DELIMITERS.get(path.suffix.lower())
-    if delimiter is None:
+    if delimiter is None or not is_regular(path):  # a FIFO would block the first read
         return False
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:

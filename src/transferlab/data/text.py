@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.data.folders import DELIMITERS, IMAGE_SUFFIXES, class_folders, files_under
+from transferlab.data.folders import DELIMITERS, IMAGE_SUFFIXES, class_folders, files_under, image_kind
 from transferlab.data.splits import SPLITS, Data, build_data
 from transferlab.data.wordnet import SPEC_NAME, load_wordnet_rows, parse_wordnet_spec
 from transferlab.errors import UserError, did_you_mean
+from transferlab.files import read_bounded
 
 ENCODING_ERRORS = ("strict", "replace")
 
@@ -54,23 +55,29 @@ class TextSplit:
         return digest.hexdigest()
 
 
-def decode_text(path: Path, raw: bytes, errors: str) -> str:
+def decoded(raw: bytes, errors: str = "strict") -> tuple[str, str | None]:
+    """(text, None), or ("", why it is not text): an image, or invalid UTF-8 at a line."""
+    image = image_kind(raw)
+    if image:
+        return "", f"a {image} image, not text"
     try:
-        return raw.decode("utf-8-sig", errors=errors)
+        return raw.decode("utf-8-sig", errors=errors), None
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise UserError(
-            f"{path} line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x}); save it as UTF-8 or pass "
-            "--encoding-errors replace to accept it"
-        ) from None
+        return "", f"line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x})"
+
+
+def decode_text(path: Path, raw: bytes, errors: str) -> str:
+    text, why = decoded(raw, errors)
+    if why is None:
+        return text
+    if why.startswith("a "):
+        raise UserError(f"{path} is {why}; give text files, or use an image source")
+    raise UserError(f"{path} {why}; save it as UTF-8 or pass --encoding-errors replace to accept it")
 
 
 def _read_text_file(path: Path, errors: str) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"{path} cannot be read ({e.strerror})") from None
-    return decode_text(path, raw, errors)
+    return decode_text(path, read_bounded(path, "text file"), errors)
 
 
 Rows = list[tuple[str | None, str, str, str]]  # (split or None, label, text, where)
@@ -152,6 +159,35 @@ def _read_jsonl(path: Path, text_column: str, label_column: str, errors: str) ->
         _check_row(where, text, label)
         rows.append((_split_of(where, obj.get("split")), label.strip(), text, where))
     return rows
+
+
+def read_column(path: Path, column: str) -> list[str]:
+    """The non-empty texts of one column of a CSV, TSV or JSONL file (``predict``), read as ``fit`` reads them:
+    a missing column is one sentence naming it; rows without a label are welcome."""
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        texts = []
+        for number, line in enumerate(_read_text_file(path, "strict").split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path} line {number} is not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get(column), str):
+                raise UserError(f"{path} line {number} has no text field {column!r}; name it with --text-column")
+            texts.append(obj[column])
+        return [t for t in texts if t.strip()]
+    reader = csv.reader(io.StringIO(_read_text_file(path, "strict"), newline=""),
+                        delimiter=DELIMITERS[path.suffix.lower()])
+    try:
+        header = [h.strip() for h in next(reader, [])]
+        if column not in header:
+            raise UserError(f"{path} has no column {column!r}{did_you_mean(column, header)} (its columns: "
+                            f"{', '.join(header)}); name the text column with --text-column")
+        i = header.index(column)
+        return [row[i] for row in reader if len(row) > i and row[i].strip()]
+    except csv.Error as e:
+        raise UserError(f"{path} line {reader.line_num}: malformed file ({e})") from None
 
 
 def _read_folder(root: Path, errors: str) -> Rows:

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from transferlab.errors import UserError, did_you_mean
+from transferlab.files import check_file
 
 SPEC_NAME = "wordnet"
 ENV_VAR = "TRANSFERLAB_WORDNET_DIR"
@@ -86,6 +87,7 @@ def find_wordnet_dir(given: Path | None = None) -> Path:
 def read_data_file(path: Path) -> Iterator[tuple[str, int, str, str]]:
     """(synset offset, lexicographer file number, lemmas joined by spaces, definition) for every synset line of
     a WordNet ``data.*`` file. The definition is the gloss up to its first quoted example."""
+    check_file(path, "WordNet file")
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
             if line.startswith("  "):  # the licence header
@@ -132,6 +134,7 @@ def corpus(folder: Path, exclude: set[str] = frozenset()) -> Iterator[str]:
     offset is in ``exclude``: an unlabelled corpus for ``pretrain-vectors``."""
     for pos in ("noun", "verb", "adj", "adv"):
         path = folder / f"data.{pos}"
+        check_file(path, "WordNet file")
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.startswith("  "):

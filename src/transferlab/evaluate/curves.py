@@ -6,11 +6,15 @@ under the learning curve with transfer over the area without). Skill here is tes
 examples seen with accuracy's own zero, so the transfer ratio compares mean accuracy over the training budget.
 
 Every function is pure. A curve is a pair of arrays: examples seen and skill at each evaluation, the first
-evaluation at step 0 (before any training).
+evaluation at step 0 (before any training), and the *converged* skill: the test accuracy of the model training
+ended with (the best validation's weights, see :mod:`transferlab.train.budget`), its asymptote. Arms trained to
+convergence train for different numbers of examples; areas are compared over the longer of the two, each curve
+held at its last value after it ended (a converged curve stays where it converged).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -25,16 +29,18 @@ class Curve:
     skill: np.ndarray
     wall: np.ndarray | None = None
     epoch_end: np.ndarray | None = None  # True where the evaluation closed an epoch
+    final: float | None = None  # the converged model's test accuracy (None: the last epoch ends' mean stands in)
 
     @classmethod
-    def of(cls, examples: Sequence[float], skill: Sequence[float], wall=None, epoch_end=None) -> Curve:
+    def of(cls, examples: Sequence[float], skill: Sequence[float], wall=None, epoch_end=None,
+           final: float | None = None) -> Curve:
         ex, sk = np.asarray(examples, dtype=float), np.asarray(skill, dtype=float)
         if ex.shape != sk.shape or ex.ndim != 1 or len(ex) < 2:
             raise ValueError("a curve needs at least two points with matching examples and skill")
         if np.any(np.diff(ex) < 0):
             raise ValueError("examples seen must not decrease along a curve")
         return cls(ex, sk, None if wall is None else np.asarray(wall, float),
-                   None if epoch_end is None else np.asarray(epoch_end, bool))
+                   None if epoch_end is None else np.asarray(epoch_end, bool), final)
 
 
 def start(c: Curve) -> float:
@@ -43,17 +49,25 @@ def start(c: Curve) -> float:
 
 
 def asymptote(c: Curve, last: int = 3) -> float:
-    """Mean skill over the last ``last`` epoch-end evaluations (all points when epochs are not marked)."""
+    """The converged skill: ``c.final`` when the curve has it, else the mean skill over the last ``last``
+    epoch-end evaluations (all points when epochs are not marked)."""
+    if c.final is not None:
+        return float(c.final)
     pts = c.skill[c.epoch_end] if c.epoch_end is not None and c.epoch_end.any() else c.skill
     return float(np.mean(pts[-last:]))
 
 
-def area(c: Curve) -> float:
-    """Area under the curve over examples seen, divided by the examples seen: mean skill over the budget."""
-    span = c.examples[-1] - c.examples[0]
+def area(c: Curve, until: float | None = None) -> float:
+    """Area under the curve over examples seen, divided by the examples seen: mean skill over the budget. With
+    ``until`` (beyond the curve's last point) the curve is held at its last value up to there, so that curves of
+    different lengths are compared over the same budget."""
+    ex, sk = c.examples, c.skill
+    if until is not None and until > ex[-1]:
+        ex, sk = np.append(ex, until), np.append(sk, sk[-1])
+    span = ex[-1] - ex[0]
     if span <= 0:
-        return float(np.mean(c.skill))
-    return float(np.sum((c.skill[1:] + c.skill[:-1]) / 2 * np.diff(c.examples)) / span)
+        return float(np.mean(sk))
+    return float(np.sum((sk[1:] + sk[:-1]) / 2 * np.diff(ex)) / span)
 
 
 def early_slope(c: Curve) -> float:
@@ -123,11 +137,32 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     return Interval(mean, mean - half, mean + half, T_METHOD, int(v.size))
 
 
-def interval(values: Sequence[float], level: float = 0.95) -> Interval:
+def interval(values: Sequence[float], level: float = 0.95, bounds: tuple[float, float] | None = None) -> Interval:
     """The interval that is honest at this many seeds: Student's t below :data:`MIN_BOOTSTRAP_SEEDS` values, the
-    percentile bootstrap from there on."""
+    percentile bootstrap from there on; ``bounds`` clip it to what the quantity can take (a difference of two
+    accuracies lies in [-1, 1])."""
     n = len(values)
-    return t_interval(values, level) if n < MIN_BOOTSTRAP_SEEDS else bootstrap(values, level=level)
+    iv = t_interval(values, level) if n < MIN_BOOTSTRAP_SEEDS else bootstrap(values, level=level)
+    if bounds is None or not np.isfinite(iv.ci_low):
+        return iv
+    return Interval(iv.mean, max(iv.ci_low, bounds[0]), min(iv.ci_high, bounds[1]), iv.method, iv.n)
+
+
+def accuracy_interval(values: Sequence[float], test_size: int, level: float = 0.95) -> Interval:
+    """Mean of test accuracies over seeds with an interval inside [0, 1]: :func:`interval` on the logit scale,
+    each accuracy first moved half an example off 0 and 1 (``(k + 0.5) / (n + 1)`` for k of n correct, the usual
+    continuity correction), its bounds mapped back. The bounds are widened to take in the plain mean when the
+    back-transformed interval (around the mean of the logits) misses it. At 10 seeds or more the bootstrap."""
+    from scipy.special import expit, logit
+
+    v = np.asarray(values, dtype=float)
+    n = max(int(test_size), 1)
+    iv = interval(logit((v * n + 0.5) / (n + 1)), level)
+    mean = float(v.mean()) if v.size else float("nan")
+    if not (np.isfinite(iv.ci_low) and np.isfinite(iv.ci_high)):
+        return Interval(mean, float("nan"), float("nan"), iv.method, iv.n)
+    return Interval(mean, min(float(expit(iv.ci_low)), mean), max(float(expit(iv.ci_high)), mean),
+                    f"{iv.method}, logit scale", iv.n)
 
 
 def verdict(iv: Interval, null: float = 0.0, higher_is_better: bool = True) -> str:
@@ -140,22 +175,6 @@ def verdict(iv: Interval, null: float = 0.0, higher_is_better: bool = True) -> s
     if not higher_is_better:
         above, below = below, above
     return "yes" if above else "no" if below else "inconclusive"
-
-
-def still_rising(curves: Sequence[Curve], test_size: int) -> bool:
-    """Whether the last epoch still improved beyond noise: the mean gain from the second-to-last to the last
-    epoch-end evaluation, over seeds, exceeds two standard errors of that gain from test-set sampling alone
-    (binomial, ``test_size`` examples per evaluation). A curve with one epoch-end point cannot show a plateau."""
-    gains, levels = [], []
-    for c in curves:
-        pts = c.skill[c.epoch_end] if c.epoch_end is not None and c.epoch_end.any() else c.skill
-        if len(pts) < 2:
-            return True
-        gains.append(pts[-1] - pts[-2])
-        levels.append(pts[-1])
-    p = float(np.clip(np.mean(levels), 0.01, 0.99))
-    noise = np.sqrt(2 * p * (1 - p) / max(test_size, 1) / len(gains))
-    return bool(np.mean(gains) > 2 * noise)
 
 
 def benefits(
@@ -176,23 +195,28 @@ def benefits(
         raise ValueError("no seed has both an arm curve and a scratch curve")
     out: dict[str, dict] = {}
 
-    def record(name: str, values: list[float], null: float = 0.0, **extra) -> None:
-        iv = interval(values)
+    def record(name: str, values: list[float], null: float = 0.0, bounds=(-1.0, 1.0), **extra) -> None:
+        iv = interval(values, bounds=bounds)
         out[name] = {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "verdict": verdict(iv, null),
                      "interval_method": iv.method, "per_seed": dict(zip(seeds, values, strict=True)), **extra}
 
     record("jumpstart", [start(arm[s]) - start(scratch[s]) for s in seeds])
-    record("early_slope", [early_slope(arm[s]) - early_slope(scratch[s]) for s in seeds])
+    record("early_slope", [early_slope(arm[s]) - early_slope(scratch[s]) for s in seeds], bounds=(-math.inf, math.inf))
     record("asymptote", [asymptote(arm[s], last) - asymptote(scratch[s], last) for s in seeds])
-    record("transfer_ratio", [area(arm[s]) / area(scratch[s]) if area(scratch[s]) > 0 else float("nan")
-                              for s in seeds], null=1.0)
+    ratios = []
+    for s in seeds:  # over the same budget: the longer run's, the shorter curve held at its end
+        until = max(arm[s].examples[-1], scratch[s].examples[-1])
+        base = area(scratch[s], until)
+        ratios.append(area(arm[s], until) / base if base > 0 else float("nan"))
+    record("transfer_ratio", ratios, null=1.0, bounds=(0.0, math.inf))
     threshold = threshold_fraction * float(np.mean([asymptote(scratch[s], last) for s in seeds]))
     reductions, never = [], 0
     for s in seeds:
         a = time_to_threshold(arm[s], threshold)
         b = time_to_threshold(scratch[s], threshold)
         never += a is None
-        budget = float(arm[s].examples[-1])
+        budget = float(max(arm[s].examples[-1], scratch[s].examples[-1]))
         reductions.append((budget if b is None else b) - (budget if a is None else a))
-    record("time_to_threshold", reductions, threshold=threshold, never=never, unit="examples")
+    record("time_to_threshold", reductions, threshold=threshold, never=never, unit="examples",
+           bounds=(-math.inf, math.inf))
     return out

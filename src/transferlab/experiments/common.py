@@ -4,11 +4,10 @@ file that marks it complete, JSON-safe results, and the modality its data and so
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,64 +21,61 @@ from transferlab.files import (
     check_overwritable,
     clear_output,
     is_global_zero,
-    lock_folder,
     mark,
+    read_json,
     write_json,
 )
+from transferlab.files import locked as locked_folder
 from transferlab.modality import Modality
-from transferlab.sources import Source
+
+if TYPE_CHECKING:
+    from transferlab.sources import Source
 
 EXPERIMENTS = {"compare": "comparison", "layers": "layer sweep", "rank": "ranking"}
 
 
 @contextlib.contextmanager
 def experiment_folder(out: Path, config: dict[str, Any], resume: bool, kind: str, overwrite: bool = False,
-                      ) -> Iterator[bool]:
-    """Create and lock ``out`` for an experiment (``kind``: compare, layers or rank) for the ``with`` block, or
-    accept it for ``--resume`` when it holds the same one; ``--overwrite`` empties it only when it is wholly a
+                      locked: bool = False) -> Iterator[bool]:
+    """Lock ``out`` for an experiment (``kind``: compare, layers or rank) for the ``with`` block (``locked``: the
+    caller holds the lock already, taken before any data or model loaded) and make it ready: a new folder, or for
+    ``--resume`` one that holds the same experiment; ``--overwrite`` empties it only when it is wholly a
     transferlab ``kind`` folder. Under DDP only rank 0 touches the folder; the block gets whether this process is
     rank 0 (the one that writes results)."""
+    out = Path(out)
     zero = is_global_zero()
-    lock = _prepare(Path(out), config, resume, kind, overwrite) if zero else None
-    try:
+    with contextlib.nullcontext() if locked or not zero else locked_folder(out, f"the {EXPERIMENTS[kind]} folder"):
+        if zero:
+            _prepare(out, config, resume, kind, overwrite)
         yield zero
-    finally:
-        if lock is not None:
-            lock.release()
 
 
-def _prepare(out: Path, config: dict[str, Any], resume: bool, kind: str, overwrite: bool) -> Any:
+def _prepare(out: Path, config: dict[str, Any], resume: bool, kind: str, overwrite: bool) -> None:
     what, path = EXPERIMENTS[kind], out / f"{kind}.json"
-    lock = lock_folder(out, f"the {what} folder")
-    try:
-        if any(p.name != LOCK for p in out.iterdir()):
-            if overwrite:
-                check_overwritable(out, kind)
-                clear_output(out)
-            elif not path.is_file():
-                raise UserError(f"--out {out} holds files that are not a transferlab {what}; choose another --out")
-            else:
-                try:
-                    old = json.loads(path.read_text())
-                except ValueError:
-                    raise UserError(f"{path} is not valid JSON: --overwrite starts the {what} over") from None
-                if old != config:
-                    diff = next((k for k in config if old.get(k) != config[k]), "configuration")
-                    raise UserError(
-                        f"--out {out} holds another experiment (its {diff} is {old.get(diff)!r}, now "
-                        f"{config.get(diff)!r}); choose another --out or pass --overwrite"
-                    )
-                if not resume:
-                    raise UserError(f"--out {out} already holds this {what}: pass --resume to continue or reuse "
-                                    "it, or --overwrite to start over")
-        mark(out, kind)
-        if not (out / "results.json").is_file():
-            atomic_write(out / "INCOMPLETE", f"this {what} has not finished; `--resume` continues it\n")
-        write_json(path, config)
-    except BaseException:
-        lock.release()
-        raise
-    return lock
+    if any(p.name != LOCK for p in out.iterdir()):
+        if overwrite:
+            check_overwritable(out, kind)
+            clear_output(out)
+        elif not path.is_file():
+            raise UserError(f"--out {out} holds files that are not a transferlab {what}; choose another --out")
+        else:
+            old = read_json(path, f"the {what}'s record")
+            if not isinstance(old, dict):
+                raise UserError(f"{path} is not a transferlab {what} record (was it edited?): --overwrite starts the "
+                                f"{what} over")
+            if old != config:
+                diff = next((k for k in config if old.get(k) != config[k]), "configuration")
+                raise UserError(
+                    f"--out {out} holds another experiment (its {diff} is {old.get(diff)!r}, now "
+                    f"{config.get(diff)!r}); choose another --out or pass --overwrite"
+                )
+            if not resume:
+                raise UserError(f"--out {out} already holds this {what}: pass --resume to continue or reuse "
+                                "it, or --overwrite to start over")
+    mark(out, kind)
+    if not (out / "results.json").is_file():
+        atomic_write(out / "INCOMPLETE", f"this {what} has not finished; `--resume` continues it\n")
+    write_json(path, config)
 
 
 def finish_experiment(out: Path, results: dict[str, Any]) -> None:

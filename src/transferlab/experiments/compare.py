@@ -1,25 +1,48 @@
-"""``compare``: every arm x seed x labelled size through ``fit``, then the benefits of transfer over scratch.
+"""``compare``: every arm x seed x labelled size through ``fit``, then the benefits of transfer over scratch, and
+every arm against a strong simple model.
 
 A cell is one ``fit`` run directory under ``OUT/cells/<size>/<arm>/seed<k>``. All cells share the split (the
-first seed's), the budget and the optimiser; an arm changes only what its spec says. Finished cells are reused by
-``--resume``, so a killed comparison ends with the same numbers as an uninterrupted one.
+first seed's), the optimiser and the rule that decides how long they train (to convergence, see
+:mod:`transferlab.train.budget`); an arm changes only what its spec says. Beside the arms stands ``logreg``, a
+logistic regression on the raw inputs (:mod:`transferlab.evaluate.logreg`): "did transfer help?" is asked against
+scratch and against it. Finished cells are reused by ``--resume``, so a killed comparison ends with the same
+numbers as an uninterrupted one.
+
+The recipe, one function per phase: :func:`plan` (every option, no torch), :func:`load_sizes` (the data at every
+size), :func:`check_arms` (every arm's source and preprocessing), :func:`announce` (the estimate),
+:func:`simple_baseline`, :func:`run_cells`, :func:`summarise`, :func:`write_outputs`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
 import re
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from transferlab import files, preflight
 from transferlab import modality as modalities
-from transferlab import preflight
-from transferlab.config import SET_BY_COMPARE, Arm, FitConfig, parse_sizes, parse_strategy, size_key, split_arms
+from transferlab.config import (
+    DEFAULT_ARMS,
+    LOGREG,
+    SET_BY_COMPARE,
+    Arm,
+    FitConfig,
+    parse_sizes,
+    parse_strategy,
+    size_key,
+    split_arms,
+)
+from transferlab.data.splits import Data
 from transferlab.errors import UserError, did_you_mean
-from transferlab.evaluate.curves import Curve, asymptote, benefits, interval, still_rising
+from transferlab.evaluate.curves import Curve, accuracy_interval, asymptote, benefits, interval, verdict
+from transferlab.evaluate.logreg import fit_logreg
 from transferlab.experiments.common import (
     clean_json,
     experiment_folder,
@@ -27,33 +50,134 @@ from transferlab.experiments.common import (
     other_options,
     recorded_base,
 )
+from transferlab.modality import Modality
 from transferlab.report import write_csv
 from transferlab.report.html import write_compare_report
 from transferlab.sources import Source
-from transferlab.train.fit import bind_source, fit, open_source, resolve_reuse, seconds_per_step, versions
+from transferlab.train.budget import Budget
+from transferlab.train.callbacks import curve_epoch
+from transferlab.train.fit import (
+    RunResult,
+    bind_source,
+    fit,
+    learned,
+    naive_margin,
+    open_source,
+    resolve_reuse,
+    seconds_per_step,
+    versions,
+)
 from transferlab.train.trainer import runs_on_cpu
 from transferlab.transfer.strategies import STRATEGIES, make_strategy
 
 log = logging.getLogger(__name__)
-SCHEMA = "transferlab.compare/1"
+SCHEMA = "transferlab.compare/2"  # 2: arms trained to convergence, the asymptote their final test accuracy, logreg
 # What a cell costs besides its steps (the trainer, checkpoints, curve points, files): measured on 2 cores as 0.7 s
 # a cell where the steps are nearly free (the blobs comparison in the README: 90 cells of a small MLP in 77 s)
 CELL_OVERHEAD_SECONDS = 0.7
+TRAINING_RULE = ("every cell trains until its validation loss stops improving (early stopping with a patience, the "
+                 "best validation's weights restored), never fewer than its minimum optimiser steps; its asymptote "
+                 "is that model's test accuracy")
 
 
-def read_curve(run_dir: Path) -> Curve:
-    with open(run_dir / "curve.csv") as f:
-        rows = list(csv.DictReader(f))
-    return Curve.of(
-        [float(r["examples"]) for r in rows],
-        [float(r["test_accuracy"]) for r in rows],
-        wall=[float(r["wall_seconds"]) for r in rows],
-        epoch_end=[r["epoch_end"] == "1" for r in rows],
-    )
+@dataclass(frozen=True)
+class Plan:
+    """A comparison as asked for, every option checked (no torch, no data read yet)."""
+
+    data: str
+    source: str
+    arms: list[Arm]  # the trained arms, the scratch baseline among them
+    logreg: bool  # whether the logistic-regression baseline stands beside them
+    seeds: int
+    sizes: list[int | None]
+    threshold: float
+    base: FitConfig
+    pinned: tuple[tuple[str, Any], ...] = ()  # options that give every cell the same preprocessing (check_arms)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What the folder records (``compare.json``): a resumed comparison must ask for the same."""
+        return {"data": self.data, "source": self.source,
+                "arms": [LOGREG] * self.logreg + [a.name for a in self.arms], "seeds": self.seeds,
+                "per_class": [size_key(s) for s in self.sizes], "threshold": self.threshold,
+                "base": recorded_base(self.base)}
+
+    @property
+    def baseline(self) -> Arm:
+        return next(a for a in self.arms if is_baseline(a))
+
+    def arm_sources(self) -> list[str]:
+        return list(dict.fromkeys(a.source(self.source) for a in self.arms))
+
+
+def plan(data: str, source: str, arms: list[str] | str, seeds: int, per_class: str | None, threshold: float,
+         options: dict[str, Any]) -> Plan:
+    """Every option of a comparison, checked before anything is read or loaded."""
+    specs = split_arms(arms)
+    logreg = LOGREG in specs
+    if any(s.startswith(LOGREG + ":") for s in specs):
+        raise UserError(f"arm {LOGREG!r} takes no options: it is a logistic regression on the raw inputs, its "
+                        "regularisation chosen by cross-validation")
+    parsed = parse_arms([s for s in specs if s != LOGREG])
+    if not 2 <= seeds <= 1000:
+        raise UserError(f"--seeds {seeds}: confidence intervals need at least 2 seeds (and at most 1,000)")
+    if not 0 < threshold <= 1:
+        raise UserError("--threshold must lie in (0, 1]")
+    names = {f.name for f in fields(FitConfig)} - set(SET_BY_COMPARE)
+    for key in options:
+        if key not in names:
+            raise UserError(f"unknown option {key!r}{did_you_mean(key, names)}")
+    base = FitConfig(data=data, source=source, curve=True, **options)
+    if base.seed + seeds - 1 > 2**32 - 1:
+        raise UserError(f"--seed {base.seed} with --seeds {seeds} runs past the largest seed, 4,294,967,295")
+    for arm in parsed:  # an arm's bad option (lr=inf, reuse=0) is found now, not after other cells have trained
+        arm.config(base)
+    result = Plan(data, source, parsed, logreg, seeds, parse_sizes(per_class), threshold, base)
+    for spec in result.arm_sources():
+        preflight.check_source(spec, "--source" if spec == source else "an arm's source=")
+    return result
+
+
+def compare(
+    data: str,
+    *,
+    out: str | Path,
+    source: str = "efficientnet_lite0",
+    arms: list[str] | str = DEFAULT_ARMS,
+    seeds: int = 3,
+    per_class: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    threshold: float = 0.9,
+    data_by_size: dict[int | None, Data] | None = None,
+    locked: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Run the comparison and write ``results.json``, ``curves.csv`` and ``report.html`` to ``out``.
+
+    The folder is locked first, then everything is checked before the first cell trains: the data at every size
+    (``data_by_size``: already read, by the caller that holds the lock, ``locked``), every arm's options, source,
+    ``--reuse`` and input size."""
+    p = plan(data, source, arms, seeds, per_class, threshold, options)
+    out = Path(out)
+    with contextlib.nullcontext() if locked else files.locked(out, "the comparison folder"):
+        modality, data_by_size = load_sizes(p, data_by_size)
+        sources, p = check_arms(p, modality, data_by_size)
+        with experiment_folder(out, p.config, resume, "compare", overwrite, locked=True) as zero:
+            estimate = announce(p, sources, data_by_size) if zero and not resume else None
+            simple = simple_baseline(p, modality, data_by_size) if zero and p.logreg else {}
+            cells, curves, results = run_cells(p, out, sources, modality, data_by_size, progress, zero)
+            if not zero:
+                return {}
+            summary = summarise(curves, p.arms, p.sizes, p.threshold, results, simple, data_by_size)
+            test_sizes = {size_key(s): len(d.test) for s, d in data_by_size.items()}
+            return write_outputs(out, p, modality, summary, cells, curves, estimate, test_sizes)
 
 
 def parse_arms(arms: list[str] | str) -> list[Arm]:
-    """The arms asked for, with the scratch baseline added when missing: every benefit is measured against it."""
+    """The trained arms asked for, with the scratch baseline added when missing: every benefit is measured
+    against it."""
     parsed = [Arm.parse(a) for a in split_arms(arms)]
     if len({a.name for a in parsed}) != len(parsed):
         raise UserError("--arms lists the same arm twice")
@@ -74,156 +198,157 @@ def strategy_class(arm: Arm) -> type:
     return STRATEGIES.get(parse_strategy(arm.strategy)[0])
 
 
-def compare(
-    data: str,
-    *,
-    out: str | Path,
-    source: str = "efficientnet_lite0",
-    arms: list[str] | str = ("scratch", "frozen", "finetune"),
-    seeds: int = 3,
-    per_class: str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    threshold: float = 0.9,
-    **options: Any,
-) -> dict[str, Any]:
-    """Run the comparison and write ``results.json``, ``curves.csv`` and ``report.html`` to ``out``.
+def load_sizes(p: Plan, given: dict[int | None, Data] | None) -> tuple[Modality, dict[int | None, Data]]:
+    """The data at every labelled size, read and checked before any model loads (one split, the first seed's)."""
+    name = preflight.resolve_modality(p.data, p.arm_sources())
+    modality = modalities.get(name) if name is not None else \
+        modalities.get(open_source(p.base, strategy_class(p.arms[0]).pretrained).modality)
+    if given is None:
+        given = {size: modality.load(p.base.replace(split_seed=p.base.seed, per_class=size)) for size in p.sizes}
+    return modality, given
 
-    Everything is checked before the first cell trains: the data at every size, every arm's options, source,
-    ``--reuse`` and input size."""
-    parsed = parse_arms(arms)
-    if seeds < 2:
-        raise UserError(f"--seeds {seeds}: confidence intervals need at least 2 seeds")
-    if not 0 < threshold <= 1:
-        raise UserError("--threshold must lie in (0, 1]")
-    names = {f.name for f in fields(FitConfig)} - set(SET_BY_COMPARE)
-    for key in options:
-        if key not in names:
-            raise UserError(f"unknown option {key!r}{did_you_mean(key, names)}")
-    arm_sources = list(dict.fromkeys(a.source(source) for a in parsed))
-    for spec in arm_sources:
-        preflight.check_source(spec, "--source" if spec == source else "an arm's source=")
-    base = FitConfig(data=data, source=source, curve=True, **options)
-    for arm in parsed:  # an arm's bad option (lr=inf, reuse=0) is found now, not after other cells have trained
-        arm.config(base)
-    sizes = parse_sizes(per_class)
-    out = Path(out)
-    config = {
-        "data": data, "source": source, "arms": [a.name for a in parsed], "seeds": seeds,
-        "per_class": [size_key(s) for s in sizes], "threshold": threshold, "base": recorded_base(base),
-    }
-    loaded: dict[tuple[str, bool], Source] = {}  # every source once, pretrained or fresh, before training anything
 
-    def source_of(arm: Arm) -> Source:
-        key = arm.source(source), strategy_class(arm).pretrained
+def check_arms(p: Plan, modality: Modality, data_by_size: dict[int | None, Data],
+               ) -> tuple[dict[str, Source], Plan]:
+    """Every arm's source, loaded once (pretrained or fresh) and checked on the largest size: ``--reuse`` within
+    its blocks, a strategy that fits it, an input size it can take. Returns the sources by arm and the plan with
+    the options that give every cell the same preprocessing (images: one input size, the baseline's)."""
+    largest = data_by_size[p.sizes[-1]]
+    loaded: dict[tuple[str, bool], Source] = {}
+    for arm in p.arms:
+        key = arm.source(p.source), strategy_class(arm).pretrained
         if key not in loaded:
-            loaded[key] = open_source(base.replace(source=key[0]), key[1])
-        return loaded[key]
-
-    name = preflight.resolve_modality(data, arm_sources)
-    modality = modalities.get(name) if name is not None else modalities.get(source_of(parsed[0]).modality)
-    data_by_size = {size: modality.load(base.replace(split_seed=base.seed, per_class=size))
-                    for size in sizes}  # every size read and checked before any model loads
-    largest = data_by_size[sizes[-1]]
-    bound = {a.name: bind_source(modality, source_of(a), largest, base) for a in parsed}
-    on_cpu = runs_on_cpu(base)
-    baseline = next(a for a in parsed if is_baseline(a))
-    # options that give every cell the same preprocessing (images: one input size, chosen for the baseline)
-    pinned = modality.shared_options(bound[baseline.name], largest, base, on_cpu)
-    base = base.replace(**pinned)
-    pre = {}
-    for arm in parsed:  # --reuse beyond a source's blocks, an input size it cannot take: before the first cell
+            loaded[key] = open_source(p.base.replace(source=key[0]), key[1])
+    sources = {a.name: loaded[a.source(p.source), strategy_class(a).pretrained] for a in p.arms}
+    bound = {a.name: bind_source(modality, sources[a.name], largest, p.base) for a in p.arms}
+    pinned = modality.shared_options(bound[p.baseline.name], largest, p.base, runs_on_cpu(p.base))
+    p = Plan(p.data, p.source, p.arms, p.logreg, p.seeds, p.sizes, p.threshold, p.base.replace(**pinned),
+             tuple(pinned.items()))
+    for arm in p.arms:
         try:
-            reuse = resolve_reuse(arm.config(base), bound[arm.name])
+            reuse = resolve_reuse(arm.config(p.base), bound[arm.name])
             make_strategy(arm.strategy).check(list(bound[arm.name].blocks.values())[:reuse])
-            pre[arm.name] = modality.preprocessing(bound[arm.name], largest, arm.config(base), on_cpu)
+            modality.preprocessing(bound[arm.name], largest, arm.config(p.base), runs_on_cpu(p.base))
         except UserError as e:
             raise UserError(f"arm {arm.name!r}: {e}") from None
-    estimate = None
-    with experiment_folder(out, config, resume, "compare", overwrite) as zero:
-        if zero and not resume:
-            steps: dict[str, float] = {}
-            for arm in parsed:  # one timed step per source: arms of other sources can cost 100x more
-                spec = arm.source(source)
-                if spec not in steps:
-                    steps[spec] = seconds_per_step(bound[arm.name], largest, base, pre[arm.name])
-            estimate = estimate_seconds({a.name: steps[a.source(source)] for a in parsed}, parsed, seeds, base,
-                                        list(data_by_size.values()))
-            shown = "".join(f", {k.replace('_', ' ')} {v}" for k, v in pinned.items())
-            log.info("%d cells (%d size%s x %d arms x %d seeds%s): about %s on this machine, estimated from one "
-                     "timed training step per source", len(sizes) * len(parsed) * seeds, len(sizes),
-                     "s" if len(sizes) > 1 else "", len(parsed), seeds, shown, _duration(estimate))
-        curves: dict[str, dict[str, dict[int, Curve]]] = {}
-        cells = []
-        total = len(sizes) * len(parsed) * seeds
-        done = 0
-        for size in sizes:
-            key = size_key(size)
-            curves[key] = {a.name: {} for a in parsed}
-            for seed in range(base.seed, base.seed + seeds):
-                for arm in parsed:
-                    done += 1
-                    cell_dir = out / "cells" / key / re.sub(r"[^\w.=+-]+", "_", arm.name) / f"seed{seed}"
-                    cfg = arm.config(base, seed=seed, split_seed=base.seed, per_class=size)
-                    log.info("cell %d/%d: %s, %s per class, seed %d", done, total, arm.name, key, seed)
-                    finished = (cell_dir / "model.json").is_file() and not (cell_dir / "INCOMPLETE").exists()
-                    result = fit(cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size],
-                                 source=source_of(arm), modality=modality)
-                    if not zero:
-                        continue
-                    curves[key][arm.name][seed] = read_curve(cell_dir)
-                    cells.append({
-                        "arm": arm.name, "per_class": key, "seed": seed, "run_dir": str(cell_dir.relative_to(out)),
-                        "test_accuracy": result.test_accuracy, "train_wall_seconds": result.wall_seconds,
-                        "reused": finished, "parameters": result.parameters,
-                    })
+    return sources, p
 
-        if not zero:
-            return {}
-        test_sizes = {size_key(s): len(d.test) for s, d in data_by_size.items()}
-        results = summarise(curves, parsed, sizes, threshold, test_sizes)
-        lr, mult = base.learning_rates(modality.default_lr)
-        results.update({
-            "schema": SCHEMA, "config": config, "versions": versions(), "cells": cells, "modality": modality.name,
-            "resolved": {"lr": lr, "backbone_lr_mult": mult, **pinned}, "test_size": test_sizes,
-            "input_size": pinned.get("image_size"), "estimated_seconds": estimate,
-            "other_modalities_options": other_options(modality),
-            "arms": [{"name": a.name, "strategy": a.strategy, "options": a.options} for a in parsed],
-            "curves": {k: {a: {str(s): {"examples": c.examples.tolist(), "wall_seconds": c.wall.tolist(),
-                                         "test_accuracy": c.skill.tolist(), "epoch_end": c.epoch_end.tolist()}
-                               for s, c in per_seed.items()} for a, per_seed in per_arm.items()}
-                       for k, per_arm in curves.items()},
-        })
-        results = clean_json(results)
-        _write_curves_csv(out / "curves.csv", curves)
-        write_compare_report(out / "report.html", results)
-        finish_experiment(out, results)
-        return results
+
+def announce(p: Plan, sources: dict[str, Source], data_by_size: dict[int | None, Data]) -> float:
+    """Log how many cells and about how long, from one timed training step per source; returns the estimate."""
+    largest = data_by_size[p.sizes[-1]]
+    modality_of = modalities.get(next(iter(sources.values())).modality)
+    steps: dict[str, float] = {}
+    for arm in p.arms:  # one timed step per source: arms of other sources can cost 100x more
+        spec = arm.source(p.source)
+        if spec not in steps:
+            bound = bind_source(modality_of, sources[arm.name], largest, p.base)
+            pre = modality_of.preprocessing(bound, largest, arm.config(p.base), runs_on_cpu(p.base))
+            steps[spec] = seconds_per_step(bound, largest, p.base, pre)
+    estimate = estimate_seconds({a.name: steps[a.source(p.source)] for a in p.arms}, p.arms, p.seeds, p.base,
+                                list(data_by_size.values()))
+    pinned = "".join(f", {k.replace('_', ' ')} {v}" for k, v in p.pinned)
+    log.info("%d cells (%d size%s x %d arms x %d seeds%s), each trained to convergence: about %s on this machine, "
+             "estimated from one timed training step per source", len(p.sizes) * len(p.arms) * p.seeds, len(p.sizes),
+             "s" if len(p.sizes) > 1 else "", len(p.arms), p.seeds, pinned, _duration(estimate))
+    return estimate
+
+
+def simple_baseline(p: Plan, modality: Modality, data_by_size: dict[int | None, Data]) -> dict[str, dict[str, Any]]:
+    """The logistic regression at every size (one fit each: the split is every seed's; C by cross-validation)."""
+    found = {}
+    for size, data in data_by_size.items():
+        r = fit_logreg(data, modality, p.base.seed)
+        log.info("logreg, %s per class: test accuracy %.4f (C %.3g chosen by %d-fold cross-validation) in %.1f s",
+                 size_key(size), r["test_accuracy"], r["C"], r["folds"], r["seconds"])
+        found[size_key(size)] = {k: v for k, v in r.items() if k != "predictions"}
+    return found
+
+
+def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality,
+              data_by_size: dict[int | None, Data], progress: bool, zero: bool,
+              ) -> tuple[list[dict[str, Any]], dict[str, dict[str, dict[int, Curve]]], dict[str, dict[str, dict]]]:
+    """Train every cell (or reuse it): the cells' records, their curves and their results, by size and arm."""
+    curves: dict[str, dict[str, dict[int, Curve]]] = {}
+    results: dict[str, dict[str, dict[int, RunResult]]] = {}
+    cells = []
+    total, done = len(p.sizes) * len(p.arms) * p.seeds, 0
+    for size in p.sizes:
+        key = size_key(size)
+        curves[key], results[key] = {a.name: {} for a in p.arms}, {a.name: {} for a in p.arms}
+        for seed in range(p.base.seed, p.base.seed + p.seeds):
+            for arm in p.arms:
+                done += 1
+                cell_dir = out / "cells" / key / re.sub(r"[^\w.=+-]+", "_", arm.name) / f"seed{seed}"
+                cfg = arm.config(p.base, seed=seed, split_seed=p.base.seed, per_class=size)
+                log.info("cell %d/%d: %s, %s per class, seed %d", done, total, arm.name, key, seed)
+                finished = (cell_dir / "model.json").is_file() and not (cell_dir / "INCOMPLETE").exists()
+                result = fit(cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size],
+                             source=sources[arm.name], modality=modality)
+                if not zero:
+                    continue
+                curves[key][arm.name][seed] = read_curve(cell_dir, result.test_accuracy)
+                results[key][arm.name][seed] = result
+                training = result.training
+                cells.append({
+                    "arm": arm.name, "per_class": key, "seed": seed, "run_dir": str(cell_dir.relative_to(out)),
+                    "test_accuracy": result.test_accuracy, "train_wall_seconds": result.wall_seconds,
+                    "reused": finished, "parameters": result.parameters,
+                    "converged": training.get("converged"), "best_step": training.get("best_step"),
+                    "steps": training.get("steps"),
+                })
+    return cells, curves, results
+
+
+def read_curve(run_dir: Path, final: float) -> Curve:
+    """A cell's learning curve (``curve.csv``, read as untrusted: a reused cell may have been edited), its
+    converged skill ``final``."""
+    path = run_dir / "curve.csv"
+    text = files.read_bounded(path, "learning curve", files.MAX_JSON_BYTES).decode("utf-8", "replace")
+    try:
+        rows = list(csv.DictReader(text.splitlines()))
+        return Curve.of([float(r["examples"]) for r in rows], [float(r["test_accuracy"]) for r in rows],
+                        wall=[float(r["wall_seconds"]) for r in rows], epoch_end=[r["epoch_end"] == "1" for r in rows],
+                        final=final)
+    except (KeyError, ValueError, TypeError):
+        raise UserError(f"{path} is not a learning curve transferlab wrote (was it edited?); delete the cell's folder "
+                        "to train it again") from None
 
 
 def summarise(
     curves: dict[str, dict[str, dict[int, Curve]]], arms: list[Arm], sizes: list[int | None], threshold: float,
-    test_sizes: dict[str, int] | None = None,
+    results: dict[str, dict[str, dict[int, Any]]] | None = None, simple: dict[str, dict[str, Any]] | None = None,
+    data_by_size: dict[int | None, Data] | None = None,
 ) -> dict[str, Any]:
-    """Benefits per size and arm, data efficiency, whether each curve had levelled off, what happened to the
-    asymptote benefit across sizes, and negative transfer. ``test_sizes[size]``: examples behind each curve point."""
+    """Benefits per size and arm, each arm's converged test accuracy (data efficiency) and whether it converged
+    and learned anything, each arm against the logistic regression, what happened to the asymptote benefit across
+    sizes, and negative transfer. ``results[size][arm][seed]``: the cells' :class:`RunResult`; ``simple[size]``:
+    the logistic regression's result."""
     scratch = next(a.name for a in arms if is_baseline(a))
+    results, simple = results or {}, simple or {}
     by_size: dict[str, dict[str, Any]] = {}
     efficiency: dict[str, dict[str, Any]] = {}
+    versus: dict[str, dict[str, Any]] = {}
     for size in sizes:
         key = size_key(size)
-        by_size[key] = {
-            a.name: benefits(curves[key][a.name], curves[key][scratch], threshold_fraction=threshold)
-            for a in arms if a.name != scratch
-        }
+        by_size[key] = {a.name: benefits(curves[key][a.name], curves[key][scratch], threshold_fraction=threshold)
+                        for a in arms if a.name != scratch}
         for a in arms:
-            runs = list(curves[key][a.name].values())
-            iv = interval([asymptote(c) for c in runs])
-            efficiency.setdefault(a.name, {})[key] = {
-                "mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "interval_method": iv.method,
-                "plateau": not still_rising(runs, (test_sizes or {}).get(key, 0)),
-            }
+            runs = results.get(key, {}).get(a.name, {})
+            efficiency.setdefault(a.name, {})[key] = arm_accuracy(curves[key][a.name], runs)
+        if key in simple:
+            versus[key] = {a.name: against_logreg(curves[key][a.name], simple[key]["test_accuracy"])
+                           for a in arms}
+            efficiency.setdefault(LOGREG, {})[key] = _fixed(simple[key]["test_accuracy"])
+    if data_by_size is not None:
+        for size, data in data_by_size.items():
+            naive = float(np.mean(np.asarray(data.test.labels) == data.majority_class()))
+            for per_size in efficiency.values():
+                v = per_size.get(size_key(size))
+                if v is not None and v.get("mean") is not None:
+                    v["learned"] = learned(v["mean"], naive, len(data.test))
+                    v["naive"] = naive
+                    v["naive_margin"] = naive_margin(naive, len(data.test))
     largest = size_key(sizes[-1])
     stops, paying, negative = {}, {}, []
     for a in arms:
@@ -238,37 +363,115 @@ def summarise(
             for measure, b in per_arm[a.name].items():
                 if b["verdict"] == "no":
                     negative.append({"arm": a.name, "per_class": key, "measure": measure})
-    return {
+    summary = {
         "baseline": scratch,
         "largest_size": largest,
         "interval_method": next(iter(next(iter(by_size[largest].values())).values()))["interval_method"],
         "benefits": by_size[largest],
         "benefits_by_size": by_size,
         "data_efficiency": efficiency,
+        "versus_logreg": versus,
+        "logreg": simple,  # per size: its test accuracy, the C chosen, the folds, the seconds it took
         "asymptote_by_size": paying,
         "transfer_stops_paying": stops,
         "negative_transfer": negative,
     }
+    summary["notes"] = notes(summary, scratch)
+    return summary
+
+
+def arm_accuracy(curves: dict[int, Curve], runs: dict[int, Any]) -> dict[str, Any]:
+    """An arm's converged test accuracy over seeds (an interval inside [0, 1]) and how many seeds converged."""
+    test_size = next((r.test_size for r in runs.values()), 0)
+    iv = accuracy_interval([asymptote(c) for c in curves.values()], test_size) if test_size else \
+        interval([asymptote(c) for c in curves.values()], bounds=(0.0, 1.0))
+    converged = [bool(r.training.get("converged")) for r in runs.values() if r.training]
+    return {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "interval_method": iv.method,
+            "converged": sum(converged), "seeds": len(curves), "all_converged": all(converged) if converged else None}
+
+
+def against_logreg(curves: dict[int, Curve], logreg: float) -> dict[str, Any]:
+    """An arm's converged accuracy minus the logistic regression's, paired by seed (the regression is one number:
+    the split is every seed's), with its interval and verdict: yes, it beats it; no, it loses to it."""
+    diffs = [asymptote(c) - logreg for c in curves.values()]
+    iv = interval(diffs, bounds=(-1.0, 1.0))
+    return {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "verdict": verdict(iv),
+            "interval_method": iv.method, "logreg": logreg}
+
+
+def _fixed(value: float) -> dict[str, Any]:
+    return {"mean": value, "ci_low": None, "ci_high": None, "interval_method": "one fit (no seeds to vary)"}
+
+
+def notes(summary: dict[str, Any], scratch: str) -> list[str]:
+    """What the numbers alone do not say, one sentence each: arms that did not learn (and benefits measured
+    against a baseline that did not), arms that did not converge, arms that do not beat the logistic regression."""
+    said = []
+    for arm, per_size in summary["data_efficiency"].items():
+        for size, v in per_size.items():
+            if v.get("learned") is False:
+                said.append(f"{arm} did not learn at {size} per class: its test accuracy {v['mean']:.3f} is within "
+                            f"two standard errors of always guessing the commonest class ({v['naive']:.3f})"
+                            + (": the benefits at this size say only that the other arms learned" if arm == scratch
+                               else ""))
+            if v.get("all_converged") is False:
+                said.append(f"{arm} at {size} per class did not converge in {v['seeds'] - v['converged']} of "
+                            f"{v['seeds']} seeds (stopped at its cap while the validation loss was still improving): "
+                            "its asymptote is a lower bound")
+    for size, per_arm in summary.get("versus_logreg", {}).items():
+        for arm, v in per_arm.items():
+            if v["verdict"] in ("no", "inconclusive"):
+                beaten = "does not beat" if v["verdict"] == "no" else "is not clearly better than"
+                acc = summary["data_efficiency"][arm][size]
+                said.append(f"at {size} per class {arm} {acc['mean']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}] "
+                            f"{beaten} a logistic regression on the raw inputs ({v['logreg']:.3f})")
+    return said
+
+
+def write_outputs(out: Path, p: Plan, modality: Modality, summary: dict[str, Any], cells: list[dict[str, Any]],
+                  curves: dict[str, dict[str, dict[int, Curve]]], estimate: float | None, test_sizes: dict[str, int],
+                  ) -> dict[str, Any]:
+    """``results.json``, ``curves.csv`` and ``report.html``; the folder is then complete."""
+    lr, mult = p.base.learning_rates(modality.default_lr)
+    results = {**summary, "test_size": test_sizes,
+               "schema": SCHEMA, "config": p.config, "versions": versions(), "cells": cells, "modality": modality.name,
+               "resolved": {"lr": lr, "backbone_lr_mult": mult, **dict(p.pinned)},
+               "training_rule": TRAINING_RULE,
+               "input_size": dict(p.pinned).get("image_size"), "estimated_seconds": estimate,
+               "other_modalities_options": other_options(modality),
+               "arms": [{"name": a.name, "strategy": a.strategy, "options": a.options} for a in p.arms],
+               "curves": {k: {a: {str(s): {"examples": c.examples.tolist(), "wall_seconds": c.wall.tolist(),
+                                           "test_accuracy": c.skill.tolist(), "epoch_end": c.epoch_end.tolist(),
+                                           "final": c.final}
+                                  for s, c in per_seed.items()} for a, per_seed in per_arm.items()}
+                          for k, per_arm in curves.items()}}
+    results = clean_json(results)
+    _write_curves_csv(out / "curves.csv", curves)
+    write_compare_report(out / "report.html", results)
+    finish_experiment(out, results)
+    return results
 
 
 def estimate_seconds(steps: dict[str, float], arms: list[Arm], seeds: int, cfg: FitConfig, data: list[Any]) -> float:
-    """A comparison's wall time from each arm's training step (``steps[arm name]``, seconds): training steps of
-    every tuned cell, evaluation passes
-    (validation each epoch, the curve points, the final test) at a sixth of a step per batch (no gradients, eval
-    mode: measured on the bundled demo), a frozen arm's feature extraction once per size (later seeds read the
-    cache), and :data:`CELL_OVERHEAD_SECONDS` per cell."""
+    """A comparison's wall time from each arm's training step (``steps[arm name]``, seconds). Trained to
+    convergence, a cell's length is not known in advance: it is taken as its minimum steps, or 8 epochs when
+    that is more, plus one patience of validations (what a run that converges soon after its minimum takes).
+    Evaluation passes (validations, curve points, the final test) cost a sixth of a step per batch (no gradients,
+    eval mode: measured on the bundled demo), a frozen arm's feature extraction once per size (later seeds read
+    the cache), and :data:`CELL_OVERHEAD_SECONDS` per cell."""
     total = len(data) * len(arms) * seeds * CELL_OVERHEAD_SECONDS
     for d in data:
         train, val, test = len(d.train), len(d.val), len(d.test)
-        batches = math.ceil(train / cfg.batch_size)
-        within = len({max(1, round(f * batches)) for f in (1 / 16, 1 / 8, 1 / 4, 1 / 2)} - {batches}) + 1
-        evaluated = cfg.epochs * val + within * min(test, 500) + (cfg.epochs + 1) * test
+        b = Budget.of(cfg, train)
+        epochs = min(b.max_epochs, max(math.ceil(b.min_steps / b.steps_per_epoch), 8) + b.patience * b.val_every)
+        points = sum(curve_epoch(e) for e in range(1, epochs + 1)) + 5
+        evaluated = epochs / b.val_every * val + points * min(test, 500) + test
         for arm in arms:
             step = steps[arm.name]
             if strategy_class(arm).frozen_prefix:
                 total += (train + val + test) / cfg.batch_size * step / 6
             else:
-                total += seeds * (batches * cfg.epochs * step + evaluated / cfg.batch_size * step / 6)
+                total += seeds * (b.steps_per_epoch * epochs * step + evaluated / cfg.batch_size * step / 6)
     return total
 
 

@@ -52,8 +52,13 @@ def parse_scores(text: str | None) -> tuple[list[str], bool]:
 
 
 def competition_ranks(scores: dict[str, float]) -> dict[str, int]:
-    """Rank 1 for the highest score; equal scores share a rank and the next rank is skipped (1, 1, 3)."""
-    return {spec: 1 + sum(other > value for other in scores.values()) for spec, value in scores.items()}
+    """Rank 1 for the highest score; equal scores share a rank and the next rank is skipped (1, 1, 3). Scores
+    within 1e-9 of each other, relatively, or 1e-12 absolutely, are equal: floating-point noise of one forward
+    pass is not a ranking."""
+    def above(other: float, value: float) -> bool:
+        return other > value and not math.isclose(other, value, rel_tol=1e-9, abs_tol=1e-12)
+
+    return {spec: 1 + sum(above(other, value) for other in scores.values()) for spec, value in scores.items()}
 
 
 def score_features(features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None,
@@ -83,9 +88,12 @@ def rank(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    dataset: Any = None,
+    locked: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
-    """Rank candidate sources for ``data``; write ``results.json`` and ``report.html`` to ``out``."""
+    """Rank candidate sources for ``data``; write ``results.json`` and ``report.html`` to ``out``. ``dataset``:
+    the data already read, by the caller that holds the folder's lock (``locked``)."""
     specs = [s.strip() for s in (sources.split(",") if isinstance(sources, str) else sources) if s.strip()]
     if len(set(specs)) != len(specs):
         raise UserError("--sources lists the same source twice")
@@ -96,12 +104,12 @@ def rank(
                                 **options})
     out = Path(out)
     name = preflight.resolve_modality(data, specs)  # the data are read and checked before any model loads
-    dataset = modalities.get(name).load(base) if name is not None else None
+    if dataset is None and name is not None:
+        dataset = modalities.get(name).load(base)
 
     loaded, skipped = {}, {}
     for spec in specs:
         try:
-            torch.manual_seed(base.seed)  # scratch:<source> controls get the same random weights every run
             loaded[spec] = open_source(base.replace(source=spec), pretrained=True)
         except UserError as e:
             if not skip_missing:
@@ -121,7 +129,7 @@ def rank(
                         "has not; drop it from --scores or pass --skip-missing")
     config = {"data": data, "sources": specs, "scores": wanted, "validate": validate, "seeds": seeds,
               "base": recorded_base(base)}
-    with experiment_folder(out, config, resume, "rank", overwrite) as zero:
+    with experiment_folder(out, config, resume, "rank", overwrite, locked=locked) as zero:
         results: dict[str, dict[str, float]] = {}
         seconds: dict[str, dict[str, float]] = {}
         for spec, source in loaded.items():

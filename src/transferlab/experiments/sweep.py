@@ -4,7 +4,10 @@ neural networks?").
 With ``source_data`` (task A) and target data (task B): base A and base B are trained from scratch; for every cut
 n = 1..L, AnB reuses the first n blocks of base A frozen (the rest re-initialised and trained on B), AnB+ the same
 fine-tuned, and BnB / BnB+ are the selffer controls from base B. With a ready ``source`` instead, only AnB and AnB+
-are swept. Every cell is a ``fit`` run directory, so the sweep is resumable like ``compare``.
+are swept. Base B trains on every training row of the target (as in the paper: the selffer network is the target
+task learned in full); the cells on ``--per-class`` of them, so beside them stand two references trained on exactly
+the cells' rows: the architecture from scratch and a logistic regression on the raw inputs. Every cell is a ``fit``
+run directory trained to convergence, so the sweep is resumable like ``compare``.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ from typing import Any
 from transferlab import modality as modalities
 from transferlab.config import FitConfig
 from transferlab.errors import UserError
-from transferlab.evaluate.curves import interval
+from transferlab.evaluate.curves import accuracy_interval
+from transferlab.evaluate.logreg import fit_logreg
 from transferlab.experiments.common import clean_json, experiment_folder, finish_experiment, recorded_base
 from transferlab.report.html import write_layers_report
 from transferlab.sources import load_source
 from transferlab.train.fit import bind_source, fit, modality_of, open_source, pretrain, versions
 
 log = logging.getLogger(__name__)
-SCHEMA = "transferlab.layers/1"
+SCHEMA = "transferlab.layers/2"  # 2: cells trained to convergence; scratch and logreg at the cells' size
 SERIES = {"AnB": ("A", "frozen"), "AnB+": ("A", "finetune"), "BnB": ("B", "frozen"), "BnB+": ("B", "finetune")}
 
 
@@ -38,6 +42,8 @@ def sweep(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    locked: bool = False,
+    dataset: Any = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Run the layer-transfer sweep and write ``results.json`` and ``report.html`` to ``out``."""
@@ -50,12 +56,12 @@ def sweep(
     config = {"target_data": target_data, "source_data": source_data, "arch": arch, "source": source,
               "seeds": seeds, "base": recorded_base(base)}
     modality = modality_of(base)  # the data are read and checked before any model loads
-    data = modality.load(base) if modality is not None else None
+    data = dataset if dataset is not None else modality.load(base) if modality is not None else None
     ready = open_source(base, pretrained=True) if source is not None else None  # errors now, not after cells
     if modality is None:  # neither the data nor the names tell: the architecture does
         modality = modalities.get((ready or open_source(base, pretrained=False)).modality)
         data = modality.load(base)
-    with experiment_folder(out, config, resume, "layers", overwrite) as zero:
+    with experiment_folder(out, config, resume, "layers", overwrite, locked=locked) as zero:
         seed_range = range(base.seed, base.seed + seeds)
         base_b = []
         sources: dict[str, Any] = {}
@@ -75,6 +81,13 @@ def sweep(
             series = ["AnB", "AnB+"]
         n_blocks = sources["A"].default_reuse
 
+        scratch = []  # the reference at the cells' size: the architecture from random weights, on the same rows
+        for seed in seed_range:
+            cfg = base.replace(strategy="scratch", reuse=None, seed=seed, split_seed=base.seed,
+                               source=str(sources["A"].name))
+            scratch.append(fit(cfg, out / "cells" / "scratch" / "all" / f"seed{seed}", resume=True, progress=progress,
+                               data=data, source=sources["A"], modality=modality).test_accuracy)
+        logreg = fit_logreg(data, modality, base.seed)["test_accuracy"] if zero else None
         acc: dict[str, dict[int, list[float]]] = {name: {} for name in series}
         for name in series:
             task, strategy = SERIES[name]
@@ -92,7 +105,7 @@ def sweep(
             return {}
 
         def summary(values: list[float]) -> dict[str, Any]:
-            iv = interval(values)
+            iv = accuracy_interval(values, len(data.test))
             return {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "interval_method": iv.method,
                     "values": values}
 
@@ -103,6 +116,9 @@ def sweep(
             "blocks": list(sources["A"].blocks),
             "series": {name: {str(n): summary(v) for n, v in per_n.items()} for name, per_n in acc.items()},
             "base": summary(base_b) if base_b else None,
+            "base_trained_on": "every training row of the target" if base_b else None,
+            "references": {"scratch": summary(scratch), "logreg": logreg,
+                           "rows": len(data.train), "per_class": base.per_class},
         })
         write_layers_report(out / "report.html", results)
         finish_experiment(out, results)

@@ -72,12 +72,19 @@ class Modality:
     def check_card(self, card_path: Path, preprocessing: dict[str, Any]) -> None:
         """Refuse a run card's preprocessing that is malformed for this modality (one sentence naming the field)."""
 
+    def raw_features(self, splits: list[Any]) -> list[Any]:
+        """Each split's raw inputs as a matrix for the simple baseline (:mod:`transferlab.evaluate.logreg`),
+        any scaling fitted on the first split (the training split)."""
+        raise NotImplementedError
+
     # --- predict ---------------------------------------------------------------------------------------------
-    def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]],
-                       ) -> tuple[list[tuple[str, Any]], int]:
+    def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]], pre: Any,
+                       options: dict[str, Any]) -> tuple[list[tuple[str, Any]], int]:
         """What ``predict`` classifies, and from how many files: ``(shown, raw)`` per input, where ``raw`` is the
         example itself or a callable that reads it (raising :class:`transferlab.errors.Unusable` with the reason).
-        Unreadable files found here go to ``bad`` as ``(where, why)``."""
+        Inputs that cannot be used, found here, go to ``bad`` as ``(where, why)``. ``pre`` is the run's
+        preprocessing; ``options`` the run's reading options (``text_column``, ``label_column``), as ``predict``
+        was told or the run recorded them."""
         raise NotImplementedError
 
 

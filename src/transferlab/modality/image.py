@@ -7,9 +7,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from PIL import Image
+
 from transferlab.cardcheck import card_error, int_field, is_number, show
 from transferlab.data.folders import IMAGE_SUFFIXES, csv_header, files_under, holds_files
 from transferlab.data.images import decode, load_images
+from transferlab.data.tabular import column_scale, standardized
 from transferlab.errors import UserError
 from transferlab.modality import MODALITIES, Modality
 
@@ -22,6 +26,7 @@ log = logging.getLogger(__name__)
 CPU_AUTO_MIN_SIZE = 64  # px: the smallest input size chosen automatically on a CPU
 MAX_INPUT_SIZE = 4096  # px, the side of the square input (a card asking for more is refused)
 MAX_RESIZED = 8192  # px, input_size / crop_pct: the side images are resized to before the centre crop
+RAW_SIZE = 32  # px: the side of the images the logistic-regression baseline sees
 CARD_INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 
@@ -64,6 +69,16 @@ class ImageModality(Modality):
             size = cpu_input_size(source, data) if on_cpu else source.preprocessing.input_size
         return {"image_size": size}
 
+    def raw_features(self, splits: list[Any]) -> list[Any]:
+        """The pixels: each image resized to at most :data:`RAW_SIZE` px square (never up), flattened, each pixel
+        standardised on the training split."""
+        side = min(RAW_SIZE, splits[0].native_size() or RAW_SIZE)
+        pixels = [np.stack([np.asarray(s.load(i).convert("RGB").resize((side, side), Image.Resampling.BILINEAR),
+                                       dtype=np.float32).ravel() for i in range(len(s))])
+                  if len(s) else np.zeros((0, side * side * 3), np.float32) for s in splits]
+        mean, std = column_scale(pixels[0])
+        return [standardized(p, mean, std) for p in pixels]
+
     def preprocessing_from_dict(self, d: dict[str, Any]) -> Any:
         from transferlab.sources.base import Preprocessing
 
@@ -90,8 +105,8 @@ class ImageModality(Modality):
             raise card_error(card_path, "preprocessing.crop_pct", "must be a number in (0, 1] with input_size / "
                              f"crop_pct at most {MAX_RESIZED}, not {show(crop)}")
 
-    def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]],
-                       ) -> tuple[list[tuple[str, Any]], int]:
+    def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]], pre: Any,
+                       options: dict[str, Any]) -> tuple[list[tuple[str, Any]], int]:
         from PIL import Image
 
         if texts:

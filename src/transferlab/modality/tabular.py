@@ -4,14 +4,18 @@ developed source keeps the standardisation it was trained with, so its features 
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from transferlab.cardcheck import card_error, show
 from transferlab.data.folders import DELIMITERS
-from transferlab.data.tabular import load_table, looks_tabular, read_rows
-from transferlab.errors import UserError
+from transferlab.data.tabular import TableSplit, column_scale, load_table, looks_tabular, read_rows, standardized
+from transferlab.errors import Unusable, UserError
 from transferlab.modality import MODALITIES, Modality
 
 if TYPE_CHECKING:
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
     from transferlab.sources.base import Source
 
 
+log = logging.getLogger(__name__)
 MAX_COLUMNS = 100_000
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -47,17 +52,39 @@ class TabularModality(Modality):
 
     def bind(self, source: Source, data: Data, cfg: FitConfig) -> Source:
         """A built-in MLP is built for the table's columns, standardised as its training split is; a developed
-        source must take as many columns as the table has."""
+        source takes its columns by name, in its own order (a missing or renamed column is refused), and keeps its
+        standardisation. Either way the run records its own ``--impute``."""
         columns = list(data.train.columns)
         if source.adapt is not None:
             from transferlab.sources.mlp import fit_standardize
 
-            return source.adapt(len(columns), fit_standardize(data.train.features, columns))
-        takes = source.preprocessing.columns
-        if len(takes) != len(columns):
-            raise UserError(f"the source {source.name} takes {len(takes)} feature columns ({_names(takes)}) but "
-                            f"{data.name} has {len(columns)} ({_names(columns)})")
-        return source
+            return source.adapt(len(columns), fit_standardize(data.train.features, columns, cfg.impute))
+        takes = list(source.preprocessing.columns)
+        missing = [c for c in takes if c not in columns]
+        if missing or len(takes) != len(columns):
+            what = f"no column {missing[0]!r}" if missing else f"{len(columns)} feature columns ({_names(columns)})"
+            raise UserError(f"the source {source.name} takes the feature columns {_names(takes)} but {data.name} has "
+                            f"{what}; give the table the source's columns (their order does not matter)")
+        if takes != columns:  # the same columns in another order: read them in the source's order
+            order = np.array([columns.index(c) for c in takes])
+            for name, split in data.splits().items():
+                setattr(data, name, TableSplit(split.features[:, order], split.labels, tuple(takes)))
+        return dataclasses.replace(source, preprocessing=dataclasses.replace(source.preprocessing,
+                                                                             impute=cfg.impute))
+
+    def preprocessing(self, source: Source, data: Data, cfg: FitConfig, on_cpu: bool,
+                      recorded: dict[str, Any] | None = None) -> Any:
+        """The source's standardisation, after checking that every value of every split stays a finite float32
+        once standardised (a value near the float32 limit far from the training mean does not)."""
+        pre = source.preprocessing
+        for name, split in data.splits().items():
+            at = pre.transform().too_large(split.features)
+            if at is not None:
+                raise UserError(f"{data.name}: the {name} split's row {at[0] + 1}, column {pre.columns[at[1]]!r} "
+                                f"({split.features[at]:g}) is too far from the training mean "
+                                f"({pre.mean[at[1]]:g}, standard deviation {pre.std[at[1]]:g}) to standardise in "
+                                "32-bit floats; rescale that column")
+        return pre
 
     def example(self, source: Source) -> Source:
         return source if source.adapt is None else source.adapt(2)  # blocks for two feature columns
@@ -66,6 +93,11 @@ class TabularModality(Modality):
         if source.adapt is None:
             return source
         return source.adapt(len(preprocessing["columns"]), self.preprocessing_from_dict(preprocessing))
+
+    def raw_features(self, splits: list[Any]) -> list[Any]:
+        """Standardised columns (scaled on the training split), a missing cell at the training mean."""
+        mean, std = column_scale(splits[0].features)
+        return [standardized(s.features, mean, std) for s in splits]
 
     def preprocessing_from_dict(self, d: dict[str, Any]) -> Any:
         from transferlab.sources.mlp import Standardize
@@ -93,17 +125,31 @@ class TabularModality(Modality):
         if not all(x > 1e-38 for x in d["std"]):  # positive as a 32-bit float too
             raise card_error(card_path, "preprocessing.std",
                              f"must be positive (it divides every feature), not {show(d['std'])}")
+        if d.get("impute", "none") not in ("none", "mean"):
+            raise card_error(card_path, "preprocessing.impute", f"must be 'none' or 'mean', not {show(d['impute'])}")
 
-    def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]],
-                       ) -> tuple[list[tuple[str, Any]], int]:
-        """Every row of each table (its label column, if any, is ignored), shown as ``FILE:LINE``."""
+    def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]], pre: Any,
+                       options: dict[str, Any]) -> tuple[list[tuple[str, Any]], int]:
+        """Every usable row of each table, its columns read by name (see :func:`read_rows`), shown as
+        ``FILE line N``; unusable rows and unreadable tables go to ``bad``."""
         if texts:
             raise UserError("--text needs a text run; this run classifies table rows")
         items: list[tuple[str, Any]] = []
         for f in paths:
             if f.is_dir():
                 raise UserError(f"{f} is a folder; give .csv or .tsv tables")
-            items += read_rows(f)
+            try:
+                rows, ignored = read_rows(f, pre.columns, pre.impute, bad, options.get("label_column", "label"))
+            except Unusable as e:
+                bad.append((str(f), str(e)))
+                continue
+            if ignored:
+                log.warning("%s: ignoring %s (not feature columns of this run)", f, ", ".join(map(repr, ignored)))
+            filled = sum(int(np.isnan(r).sum()) for _, r in rows)
+            if filled:
+                log.warning("%s: filled %d missing cells with the training split's column means (the run was trained "
+                            "with --impute mean)", f, filled)
+            items += rows
         return items, len(paths)
 
 

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from transferlab.cardcheck import card_error, int_field, show, strings
 from transferlab.data.folders import DELIMITERS, csv_header, holds_files
-from transferlab.data.text import load_texts
+from transferlab.data.text import decoded, load_texts, read_column
 from transferlab.errors import UserError
+from transferlab.files import read_bounded
 from transferlab.modality import MODALITIES, Modality
 
 if TYPE_CHECKING:
@@ -66,6 +67,13 @@ class TextModality(Modality):
     def bind_card(self, source: Source, preprocessing: dict[str, Any]) -> Source:
         return source if source.adapt is None else source.adapt(preprocessing["vocab"][2:])  # no <pad>, <unk>
 
+    def raw_features(self, splits: list[Any]) -> list[Any]:
+        """TF-IDF of words and word pairs (sublinear term frequencies), its vocabulary from the training split."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        tfidf = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2))
+        return [tfidf.fit_transform(splits[0].texts), *(tfidf.transform(s.texts) for s in splits[1:])]
+
     def preprocessing_from_dict(self, d: dict[str, Any]) -> Any:
         from transferlab.sources.text import text_preprocessing_from_dict
 
@@ -86,24 +94,27 @@ class TextModality(Modality):
             raise card_error(card_path, "preprocessing.kind",
                              f"must be 'words' or 'tokenizer' for a text run, not {show(kind)}")
 
-    def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]],
-                       ) -> tuple[list[tuple[str, Any]], int]:
-        """The texts given, then every non-empty line of each text file (a file that is unreadable or not valid
-        UTF-8 goes to ``bad``)."""
+    def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]], pre: Any,
+                       options: dict[str, Any]) -> tuple[list[tuple[str, Any]], int]:
+        """The texts given, then the texts of each file as ``fit`` reads them: the ``text_column`` of a CSV, TSV or
+        JSONL file (never its header or label), every non-empty line of any other file. A file that cannot be
+        read (not UTF-8, an image, not a regular file, too large) goes to ``bad``."""
         items: list[tuple[str, Any]] = [(t, t) for t in texts]
+        column = options.get("text_column", "text")
         for f in paths:
             if f.is_dir():
                 raise UserError(f"{f} is a folder; give text files")
             try:
-                raw = f.read_bytes()
-            except OSError as e:
-                bad.append((str(f), f"unreadable ({e.strerror or e})"))
+                if f.suffix.lower() in (*DELIMITERS, ".jsonl", ".ndjson"):
+                    items += [(t, t) for t in read_column(f, column)]
+                    continue
+                raw = read_bounded(f, "text file")
+            except UserError as e:
+                bad.append((str(f), str(e)))
                 continue
-            try:
-                content = raw.decode("utf-8-sig")
-            except UnicodeDecodeError as e:
-                line = raw[: e.start].count(b"\n") + 1
-                bad.append((str(f), f"line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x})"))
+            content, why = decoded(raw)
+            if why:
+                bad.append((str(f), why))
                 continue
             items += [(line, line) for line in content.splitlines() if line.strip()]
         return items, len(paths)

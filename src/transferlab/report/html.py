@@ -39,9 +39,11 @@ def _png(fig: Any, path: Any = None) -> str:
 
 
 def _band(runs: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and 95% band per evaluation point over seeds (:func:`interval`; curves cut to the shortest)."""
-    n = min(len(r) for r in runs)
-    ivs = [interval([r[i] for r in runs]) for i in range(n)]
+    """Mean and 95% band per evaluation point over seeds (:func:`interval`, within [0, 1]). Runs trained to
+    convergence end at different points: a shorter run is held at its last value (it had converged there)."""
+    n = max(len(r) for r in runs)
+    padded = [list(r) + [r[-1]] * (n - len(r)) for r in runs]
+    ivs = [interval([r[i] for r in padded], bounds=(0.0, 1.0)) for i in range(n)]
     return tuple(np.array([getattr(iv, k) for iv in ivs]) for k in ("mean", "ci_low", "ci_high"))
 
 
@@ -56,19 +58,25 @@ def curves_figure(results: dict[str, Any], size: str) -> Any:
     for i, (arm, per_seed) in enumerate(results["curves"][size].items()):
         color = f"C{i}"
         runs = list(per_seed.values())
-        x = np.array(runs[0]["examples"][: min(len(r["examples"]) for r in runs)])
+        longest = max(runs, key=lambda r: len(r["examples"]))
+        x = np.array(longest["examples"])
         mean, lo, hi = _band([r["test_accuracy"] for r in runs])
         ax.plot(x, mean, color=color, label=arm, marker=".")
         ax.fill_between(x, lo, hi, color=color, alpha=0.2)
-        ends = np.array(runs[0]["epoch_end"][: len(x)], dtype=bool)
+        ends = np.array(longest["epoch_end"], dtype=bool)
         ax.scatter([x[1]], [mean[1]], color=color, s=70, marker="^", zorder=3)  # start
         first_end = int(np.argmax(ends)) if ends.any() else len(x) - 1
         ax.plot([x[0], x[first_end]], [mean[0], mean[first_end]], color=color, ls=":", lw=1)  # early slope
+        finals = [r["final"] for r in runs if r.get("final") is not None]
         tail = mean[ends][-3:] if ends.any() else mean[-3:]
-        ax.axhline(float(np.mean(tail)), color=color, ls="--", lw=0.8)  # asymptote
+        ax.axhline(float(np.mean(finals)) if finals else float(np.mean(tail)), color=color, ls="--", lw=0.8)
+    logreg = results["data_efficiency"].get("logreg", {}).get(size)
+    if logreg is not None:
+        ax.axhline(logreg["mean"], color="black", ls="-.", lw=1, label="logreg (raw inputs)")
     ax.set_xlabel("training examples seen")
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"learning curves, {size} labelled examples per class (▲ start, ··· early slope, -- asymptote)")
+    ax.set_xscale("symlog", linthresh=max(1.0, float(x[1]) if len(x) > 1 else 1.0))
+    ax.set_title(f"learning curves, {size} labelled examples per class (▲ start, ··· early slope, -- converged)")
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
@@ -85,12 +93,15 @@ def efficiency_figure(results: dict[str, Any]) -> Any:
     sizes = results["config"]["per_class"]
     for i, (arm, per_size) in enumerate(results["data_efficiency"].items()):
         m = np.array([per_size[s]["mean"] for s in sizes])
+        if per_size[sizes[0]].get("ci_low") is None:  # the logistic regression: one fit, no seeds
+            ax.plot(range(len(sizes)), m, label=arm, marker="D", ls="-.", color="black")
+            continue
         lo = np.array([per_size[s]["ci_low"] for s in sizes])
         hi = np.array([per_size[s]["ci_high"] for s in sizes])
         ax.errorbar(range(len(sizes)), m, yerr=[m - lo, hi - m], label=arm, marker="o", capsize=4, color=f"C{i}")
     ax.set_xticks(range(len(sizes)), sizes)
     ax.set_xlabel("labelled training examples per class")
-    ax.set_ylabel("test accuracy (asymptote)")
+    ax.set_ylabel("test accuracy at convergence")
     ax.set_title("data efficiency")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -106,6 +117,8 @@ def fmt_interval(b: dict[str, Any]) -> str:
     def f(x: float | None) -> str:
         return "?" if x is None else f"{x:,.0f}" if whole else f"{x:.3f}"
 
+    if b.get("ci_low") is None and b.get("ci_high") is None:  # one number: nothing varied
+        return f(b["mean"])
     return f"{f(b['mean'])} [{f(b['ci_low'])}, {f(b['ci_high'])}]"
 
 
@@ -129,26 +142,27 @@ def arm_parameters(results: dict[str, Any]) -> dict[str, dict[str, int]]:
 
 
 def accuracy_table(results: dict[str, Any]) -> str:
-    """Each arm's absolute asymptotic test accuracy per labelled size (mean [interval]); lower bounds marked; and
-    the parameters it trained of its total."""
+    """Each arm's test accuracy at convergence per labelled size (mean [interval]); ↗ where some seed did not
+    converge (a lower bound), ∅ where the arm did not learn; against the logistic regression; and the parameters
+    it trained of its total."""
     sizes = results["config"]["per_class"]
     params = arm_parameters(results)
+    versus = results.get("versus_logreg", {})
     rows = ["<table><tr><th class=l>arm</th>" + "".join(f"<th>{html.escape(s)} per class</th>" for s in sizes)
             + "<th>parameters trained / total</th></tr>"]
     for arm, per_size in results["data_efficiency"].items():
-        cells = "".join(f"<td>{fmt_interval(per_size[s])}{'' if per_size[s].get('plateau', True) else ' ↗'}</td>"
-                        for s in sizes)
+        cells = ""
+        for s in sizes:
+            v, vs = per_size[s], versus.get(s, {}).get(arm)
+            mark = ("" if v.get("all_converged", True) is not False else " ↗") + \
+                ("" if v.get("learned", True) else " ∅")
+            against = "" if vs is None else \
+                f"<br><small class={vs['verdict'].split()[0]}>vs logreg {fmt_interval(vs)} {vs['verdict']}</small>"
+            cells += f"<td>{fmt_interval(v)}{mark}{against}</td>"
         p = params.get(arm)
-        count = f"{p['trained']:,} / {p['total']:,}" if p else "?"
+        count = f"{p['trained']:,} / {p['total']:,}" if p else "0 (scikit-learn)" if arm == "logreg" else "?"
         rows.append(f"<tr><td class=l>{html.escape(arm)}</td>{cells}<td>{count}</td></tr>")
     return "\n".join(rows) + "</table>"
-
-
-def rising_notes(results: dict[str, Any]) -> list[str]:
-    """One sentence per arm and size whose curve was still rising at its last epoch."""
-    return [f"{arm} at {size} per class was still rising at its last epoch: its asymptote is a lower bound"
-            for arm, per_size in results["data_efficiency"].items() for size, v in per_size.items()
-            if not v.get("plateau", True)]
 
 
 def benefit_table(per_arm: dict[str, dict[str, Any]]) -> str:
@@ -176,11 +190,16 @@ def write_compare_report(path: Any, results: dict[str, Any]) -> None:
         f"<b>{html.escape(results['baseline'])}</b>, paired by seed, with 95% {html.escape(method)} intervals over "
         "seeds (Student's t below 10 seeds, where a bootstrap is too narrow; no verdict below 3 seeds). Skill is "
         "test accuracy; areas are over examples seen with accuracy's own zero; the threshold is "
-        f"{cfg['threshold']:.0%} of scratch's asymptote. ↗: still rising at the last epoch (the asymptote is a "
-        "lower bound).</p>",
-        "<h2>Test accuracy per arm (asymptote)</h2>", accuracy_table(results),
+        f"{cfg['threshold']:.0%} of scratch's asymptote. How long each cell trained: "
+        f"{html.escape(results.get('training_rule', 'a fixed number of epochs'))}. Beside the arms, logreg: a "
+        "logistic regression on the raw inputs, its regularisation chosen by cross-validation on the training "
+        "split.</p>",
+        "<h2>Test accuracy per arm at convergence (the asymptote)</h2>", accuracy_table(results),
+        "<p>↗: some seed stopped at its cap with the validation loss still improving (a lower bound). ∅: did not "
+        "learn (within two standard errors of always guessing the commonest class). vs logreg: the arm's accuracy "
+        "minus the regression's, paired by seed.</p>",
     ]
-    notes = rising_notes(results)
+    notes = results.get("notes", [])
     if notes:
         parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     if results["negative_transfer"]:
@@ -219,8 +238,13 @@ def layers_figure(results: dict[str, Any]) -> Any:
                         color=color, alpha=0.12)
     if results.get("base"):
         b = results["base"]
-        ax.axhline(b["mean"], color="black", lw=1, label="base B")
+        ax.axhline(b["mean"], color="black", lw=1, label="base B (every target row)")
         ax.axhspan(b["ci_low"], b["ci_high"], color="black", alpha=0.08)
+    ref = results.get("references")
+    if ref:
+        ax.axhline(ref["scratch"]["mean"], color="C2", lw=1, ls=":", label="scratch (cells' rows)")
+        if ref.get("logreg") is not None:
+            ax.axhline(ref["logreg"], color="C4", lw=1, ls="-.", label="logreg (cells' rows)")
     ax.set_xticks(range(1, len(results["blocks"]) + 1),
                   [f"{i}\n{name}" for i, name in enumerate(results["blocks"], 1)])
     ax.set_xlabel("blocks reused from the source (n)")
@@ -242,6 +266,12 @@ def write_layers_report(path: Any, results: dict[str, Any]) -> None:
                     + "</tr>")
     if results.get("base"):
         rows.append(f"<tr><td class=l>base B</td><td colspan={len(ns)}>{fmt_interval(results['base'])}</td></tr>")
+    ref = results.get("references")
+    if ref:
+        rows.append(f"<tr><td class=l>scratch (cells' rows)</td><td colspan={len(ns)}>"
+                    f"{fmt_interval(ref['scratch'])}</td></tr>")
+        rows.append(f"<tr><td class=l>logreg (cells' rows)</td><td colspan={len(ns)}>{fmt_number(ref['logreg'])}"
+                    "</td></tr>")
     figure = _png(layers_figure(results), path.with_name("layers.png"))
     method = next(iter(next(iter(results["series"].values())).values())).get("interval_method", "student t")
     parts = [
@@ -249,7 +279,10 @@ def write_layers_report(path: Any, results: dict[str, Any]) -> None:
         "</head><body><h1>How much of the source to reuse?</h1>",
         f"<p>Target {html.escape(cfg['target_data'])}; source "
         f"{html.escape(str(cfg['source'] or cfg['source_data']))}; {cfg['seeds']} seeds; "
-        f"test accuracy, mean [95% {html.escape(method)} interval].</p>",
+        f"test accuracy, mean [95% {html.escape(method)} interval]; every cell trained to convergence. Base B "
+        f"trained on {html.escape(str(results.get('base_trained_on') or 'the target'))}; the cells and the two "
+        "references (the architecture from scratch, a logistic regression on the raw inputs) on "
+        f"{(results.get('references') or {}).get('rows', '?')} training rows.</p>",
         figure, "\n".join(rows) + "</table>",
         "<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(cfg, indent=1))}</pre>", "</body></html>",
     ]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from transferlab.errors import UserError, did_you_mean
 from transferlab.preflight import KNOWN_SOURCES, canonical_source
 from transferlab.sources.base import Preprocessing, Source
 from transferlab.sources.builtin import BUILTIN
 from transferlab.sources.cnn import WIDTHS
+from transferlab.sources.mlp import MLP_WIDTHS
 from transferlab.sources.rundir import load_run, run_source
 from transferlab.sources.text import (
     BUILTIN_ENCODER,
@@ -23,6 +26,7 @@ from transferlab.sources.zoo import packaged_lite0_file, timm_source, torchvisio
 __all__ = ["Preprocessing", "Source", "load_run", "load_source", "known_sources", "BUILTIN"]
 
 VECTOR_SUFFIXES = (".txt", ".vec", ".bin")
+SOURCE_SEED = 0  # the seed of any random weights a source is loaded with (see load_source)
 KNOWN = list(KNOWN_SOURCES)  # classic ImageNet models users ask for by name; listed by `transferlab sources`
 
 
@@ -36,12 +40,24 @@ def load_source(
 ) -> Source:
     """Resolve a source name: a built-in, ``timm:<arch>``, ``torchvision:<arch>``, ``scratch:<spec>``, a run dir,
     or for text ``minilm``, ``sentence-transformers:<path or hub id>``, a word-vectors file or store (optionally
-    ``vectors:<path>``) and ``words[:DIM]`` (random word embeddings)."""
+    ``vectors:<path>``) and ``words[:DIM]`` (random word embeddings).
+
+    Random weights drawn while loading (``scratch:<source>``, the new parts of an unbound source) come from a
+    generator seeded by :data:`SOURCE_SEED` alone, whatever ran before: the same source spec is the same source in
+    ``fit``, in every ``compare`` cell and in ``rank``. The global generator is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SOURCE_SEED)
+        return _load_source(spec, pretrained=pretrained, weights=weights, max_vectors=max_vectors,
+                            encoding_errors=encoding_errors)
+
+
+def _load_source(spec: str, *, pretrained: bool, weights: str | Path | None, max_vectors: int | None,
+                 encoding_errors: str) -> Source:
     weights = Path(weights) if weights is not None else None
     spec = canonical_source(spec)
     if spec.startswith("scratch:"):
-        return load_source(spec.removeprefix("scratch:"), pretrained=False, max_vectors=max_vectors,
-                           encoding_errors=encoding_errors)
+        return _load_source(spec.removeprefix("scratch:"), pretrained=False, weights=None, max_vectors=max_vectors,
+                            encoding_errors=encoding_errors)
     kind, _, arch = spec.partition(":")
     if arch and kind == "timm":
         return timm_source(arch, pretrained, weights)
@@ -100,6 +116,8 @@ def known_sources() -> list[dict[str, str]]:
             have = cfg is not None and _hf_cached_file(cfg.hf_hub_id) is not None
             rows.append({"source": spec, "weights": cfg.hf_hub_id if cfg else "?", "offline": "yes" if have else "no"})
     rows += [{"source": n, "weights": "none (train your own)", "offline": "yes (no weights)"} for n in WIDTHS]
+    rows += [{"source": n, "weights": "none (train your own on a table)", "offline": "yes (no weights)"}
+             for n in MLP_WIDTHS]
     try:
         builtin_encoder_path()
         have_encoder = "yes"

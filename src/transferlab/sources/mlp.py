@@ -13,7 +13,6 @@ with. A missing (NaN) cell standardises to 0, the training mean: the same as ``-
 from __future__ import annotations
 
 import functools
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from transferlab.data.tabular import column_scale
 from transferlab.errors import UserError, did_you_mean
 from transferlab.sources.base import Source
 from transferlab.sources.weights import load_checked, read_state_dict
@@ -34,19 +34,27 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class _StandardizeRow:
-    """row (float32 vector) -> standardised float32 tensor; NaN -> 0. A class, not a closure: DataLoader workers
-    may pickle it."""
+    """row -> standardised float32 tensor; NaN -> 0 (the training mean). Computed in float64: a row near the float32
+    limit minus a mean of the other sign overflows float32. A class, not a closure: DataLoader workers may pickle
+    it."""
 
     def __init__(self, mean: np.ndarray, std: np.ndarray, columns: tuple[str, ...]) -> None:
         self.mean, self.std, self.columns = mean, std, columns
 
     def __call__(self, row: Any) -> torch.Tensor:
-        x = np.asarray(row, dtype=np.float32)
+        x = np.asarray(row, dtype=np.float64)
         if x.shape != self.mean.shape:
             raise UserError(f"a row has {x.size} features but the source takes {self.mean.size} "
                             f"({', '.join(self.columns[:5])}{', ...' if len(self.columns) > 5 else ''})")
         z = (x - self.mean) / self.std
-        return torch.from_numpy(np.where(np.isnan(z), np.float32(0), z).astype(np.float32))
+        return torch.from_numpy(np.where(np.isnan(z), 0.0, z).astype(np.float32))
+
+    def too_large(self, rows: np.ndarray) -> tuple[int, int] | None:
+        """(row, column) of the first value whose standardised form is not a finite float32, or None."""
+        with np.errstate(all="ignore"):
+            z = (np.asarray(rows, dtype=np.float64) - self.mean) / self.std
+        bad = np.abs(np.nan_to_num(z)) > FLOAT32_MAX
+        return None if not bad.any() else tuple(int(i) for i in np.argwhere(bad)[0])  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class Standardize:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     kind: str = "standardize"
+    impute: str = "none"  # the run's --impute: whether predict may fill a missing cell with the training mean
     modality = "tabular"
     collate = None  # the default collation stacks the row tensors
 
@@ -71,7 +80,7 @@ class Standardize:
 
     def transform(self, augment: bool = False) -> _StandardizeRow:
         """row -> ``(row - mean) / std`` as a float32 tensor (tables have no augmentation; ``augment`` is ignored)."""
-        return _StandardizeRow(np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32), self.columns)
+        return _StandardizeRow(np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64), self.columns)
 
     def resized(self, size: int | None) -> Standardize:
         return self
@@ -83,23 +92,15 @@ class Standardize:
     def from_dict(cls, d: dict[str, Any]) -> Standardize:
         """From a card's ``preprocessing`` (check it first with :func:`check_standardize_dict`)."""
         return cls(tuple(str(c) for c in d["columns"]), tuple(float(x) for x in d["mean"]),
-                   tuple(float(x) for x in d["std"]))
+                   tuple(float(x) for x in d["std"]), impute=str(d.get("impute", "none")))
 
 
-def fit_standardize(features: np.ndarray, columns: list[str]) -> Standardize:
-    """Mean and (population) standard deviation of each column of a training split, ignoring NaN cells. A constant
-    column gets std 1.0, so it maps to 0; a column with no values gets mean 0 and std 1."""
-    x = np.asarray(features, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != len(columns):
-        raise ValueError(f"features of shape {x.shape} do not match {len(columns)} columns")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled below
-        mean = np.nanmean(x, axis=0) if len(x) else np.zeros(x.shape[1])
-        std = np.nanstd(x, axis=0) if len(x) else np.ones(x.shape[1])
-    mean = np.where(np.isfinite(mean), mean, 0.0).astype(np.float32)
-    std = std.astype(np.float32)
-    std = np.where(np.isfinite(std) & (std > 0), std, np.float32(1.0))
-    return Standardize(tuple(columns), tuple(float(m) for m in mean), tuple(float(s) for s in std))
+def fit_standardize(features: np.ndarray, columns: list[str], impute: str = "none") -> Standardize:
+    """The standardisation of a training split's columns (:func:`~transferlab.data.tabular.column_scale`)."""
+    if np.ndim(features) != 2 or np.shape(features)[1] != len(columns):
+        raise ValueError(f"features of shape {np.shape(features)} do not match {len(columns)} columns")
+    mean, std = column_scale(features)
+    return Standardize(tuple(columns), tuple(float(m) for m in mean), tuple(float(s) for s in std), impute=impute)
 
 
 # --- the sources ----------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -20,9 +21,9 @@ from typing import Any
 from safetensors.torch import save_file
 
 from transferlab import modality as modalities
-from transferlab.cardcheck import card_error, int_field, show, strings
+from transferlab.cardcheck import card_error, int_field, is_number, show, strings
 from transferlab.errors import UserError
-from transferlab.files import atomic_write
+from transferlab.files import atomic_write, read_json
 from transferlab.modality import MODALITY_NAMES
 from transferlab.sources.base import Source
 from transferlab.sources.builtin import BUILTIN
@@ -109,18 +110,24 @@ def read_card(run_dir: Path) -> dict[str, Any]:
     if (run_dir / "INCOMPLETE").exists() or not card_path.is_file():
         raise UserError(f"run directory {run_dir} is incomplete (interrupted?): resume it with --resume first")
     try:
-        text = card_path.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise UserError(f"{card_path} cannot be read ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{card_path} is not a transferlab model card (not UTF-8 text)") from None
-    try:
-        card = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{card_path} is not valid JSON (line {e.lineno})") from None
-    except (ValueError, RecursionError):
-        raise UserError(f"{card_path} is not valid JSON (a number too long or nesting too deep)") from None
+        card = read_json(card_path, "model card")
+    except UserError as e:
+        raise UserError(f"{e}; it is not a transferlab model card") from None
     return check_card(card, card_path)
+
+
+def card_metrics(card: dict[str, Any], card_path: Path) -> dict[str, Any]:
+    """A finished run's test metrics, each checked (a reused ``compare`` cell's card may have been edited)."""
+    m = card.get("metrics")
+    if not isinstance(m, dict):
+        raise card_error(card_path, "metrics", f"must be the run's test metrics, not {show(m)}")
+    for key, low, high in (("test_accuracy", 0, 1), ("majority_baseline", 0, 1), ("test_loss", 0, math.inf),
+                           ("train_wall_seconds", 0, math.inf)):
+        if not is_number(m.get(key)) or not low <= m[key] <= high:
+            raise card_error(card_path, f"metrics.{key}", f"must be a number from {low} to {high}, not "
+                                                           f"{show(m.get(key))}")
+    int_field(card_path, "metrics.test_size", m.get("test_size"), 1, 10**12)
+    return m
 
 
 # --- resolving what a card names ------------------------------------------------------------------------------
@@ -143,9 +150,12 @@ def encoder_folder(spec: str, run_dir: Path, field: str) -> Path:
     the run directory, or a hub model already in the local cache (never downloaded)."""
     card_path = run_dir / CARD
     path = Path(spec)
-    if path.is_absolute():
+    if path.is_absolute():  # an encoder is not copied into every run: the card names where it lives
         folder = path
     else:
+        if ".." in path.parts:
+            raise card_error(card_path, field, f"names {spec!r}, outside the run directory: a relative folder must "
+                                                 "lie inside it")
         folder = run_dir / path
         if not folder.is_dir() and ".." not in path.parts and _HUB_ID.fullmatch(spec):
             cached = _hub_snapshot(spec)
@@ -235,6 +245,9 @@ def _load(run_dir: Path) -> tuple[Any, dict[str, Any], Source]:
     run_dir = Path(run_dir)
     card_path, weights_path = run_dir / CARD, run_dir / WEIGHTS
     card = resolve_card(read_card(run_dir), run_dir)
+    if weights_path.is_symlink():
+        raise UserError(f"{weights_path} is a link: a run directory's weights must be a file inside it (copy the "
+                        "run directory instead of linking its files)")
     source = skeleton(card, run_dir)
     # the skeleton already has random weights: copy its blocks rather than build a second random copy
     model = build_model(source, len(card["classes"]), reuse=None, pretrained=True)

@@ -18,7 +18,6 @@ A batch of text is a LongTensor of token ids padded with the preprocessing's ``p
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 from collections import Counter, OrderedDict
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transferlab.errors import UserError
+from transferlab.files import read_json
 from transferlab.sources.base import Source
 from transferlab.sources.vectors import load_vectors, vectors_scale
 
@@ -465,4 +465,4 @@ def encoder_blocks(model: nn.Module, tokenizer: Any, pad_id: int, pool: nn.Modul
 def store_info(folder: Path) -> dict[str, Any]:
     """What ``pretrain-vectors`` recorded next to a vectors store."""
     path = folder / "source.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, "vectors store record", 1 << 20) if path.is_file() else {}

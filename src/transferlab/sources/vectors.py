@@ -25,7 +25,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from transferlab.errors import UserError
-from transferlab.files import cache_dir
+from transferlab.files import cache_dir, check_file
 
 log = logging.getLogger(__name__)
 STORE_FORMAT = 1
@@ -89,8 +89,10 @@ def read_vectors(
 ) -> tuple[list[str], np.ndarray]:
     """Parse a word-vectors file: (words, float32 matrix of shape (len(words), dim)). Raises VectorsError."""
     path = Path(path)
-    if not path.is_file():
-        raise VectorsError(f"vectors file {path} does not exist")
+    try:
+        check_file(path, "vectors file")  # a FIFO would block the first read
+    except UserError as e:
+        raise VectorsError(str(e)) from None
     if max_vectors is not None and max_vectors < 1:
         raise VectorsError("--max-vectors must be at least 1")
     with open(path, "rb") as f:

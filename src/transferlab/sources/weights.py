@@ -14,13 +14,13 @@ from safetensors.torch import load_file
 from torch import nn
 
 from transferlab.errors import UserError
+from transferlab.files import check_file
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from a ``.safetensors`` file or a pickle-based checkpoint, never executing code."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"weights file {path} does not exist")
+    check_file(path, "weights file")
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))

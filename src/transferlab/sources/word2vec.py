@@ -10,6 +10,7 @@ from pathlib import Path
 
 from transferlab.data.text import decode_text
 from transferlab.errors import UserError
+from transferlab.files import read_bounded
 from transferlab.sources.text import words
 from transferlab.sources.vectors import save_store
 
@@ -38,7 +39,7 @@ def read_corpus(path: Path, encoding_errors: str = "strict") -> list[list[str]]:
         raise UserError(f"corpus {path} does not exist; give a text file or a folder of .txt files")
     sentences = []
     for f in files:
-        for line in decode_text(f, f.read_bytes(), encoding_errors).splitlines():
+        for line in decode_text(f, read_bounded(f, "corpus file"), encoding_errors).splitlines():
             tokens = words(line)
             if tokens:
                 sentences.append(tokens)

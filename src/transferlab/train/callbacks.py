@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from transferlab.errors import UserError
+from transferlab.files import MAX_JSON_BYTES, read_bounded
 from transferlab.report import write_csv
 from transferlab.train.features import run_inference
 
@@ -23,6 +24,52 @@ log = logging.getLogger(__name__)
 def write_rows(path: Path, columns: tuple[str, ...], rows: list[dict[str, float]]) -> None:
     """Rewrite a callback's CSV with every row so far (numbers to 6 significant digits)."""
     write_csv(path, columns, [[f"{r[c]:.6g}" for c in columns] for r in rows])
+
+
+def read_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, float]]:
+    """The rows :func:`write_rows` wrote, read back as numbers; anything else is one sentence naming the line."""
+    lines = read_bounded(path, "metrics file", MAX_JSON_BYTES).decode("utf-8", "replace").splitlines()
+    if not lines or tuple(lines[0].split(",")) != columns:
+        raise UserError(f"{path} line 1: expected the header {','.join(columns)} (was it edited?)")
+    rows = []
+    for number, line in enumerate(lines[1:], 2):
+        try:
+            values = [float(v) for v in line.split(",")]
+        except ValueError:
+            values = []
+        if len(values) != len(columns):
+            raise UserError(f"{path} line {number}: expected {len(columns)} numbers (was it edited?)")
+        rows.append(dict(zip(columns, values, strict=True)))
+    return rows
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training: the run directory stays INCOMPLETE and ``--resume`` continues it."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"interrupted during epoch {epoch}")
+        self.epoch = epoch
+
+
+class StopFlag(L.Callback):
+    """Keeps in the checkpoint that early stopping ended training, so that a run killed after its last epoch (before
+    its model was written) does not train on when resumed, and ends exactly as an uninterrupted run."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stopped = bool(trainer.should_stop)  # before the epoch's checkpoint (checkpoint callbacks run last)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stopped:
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stopped": self.stopped}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.stopped = bool(state_dict.get("stopped", False))
 
 
 class MetricsCSV(L.Callback):
@@ -57,6 +104,15 @@ class MetricsCSV(L.Callback):
         self._offset = self.rows[-1]["wall_seconds"] if self.rows else 0.0
 
 
+def curve_epoch(epoch: int) -> bool:
+    """Whether the learning curve has a point at the end of ``epoch`` (from 1): epochs 1-4, then 2^k and 1.5 * 2^k
+    (6, 8, 12, 16, 24, ...): dense where curves change fast, about 2 points per doubling after."""
+    if epoch <= 4:
+        return True
+    high = 1 << (epoch.bit_length() - 1)
+    return epoch == high or epoch == high + high // 2
+
+
 def fixed_subset(n: int, cap: int | None) -> np.ndarray | None:
     """Positions of at most ``cap`` of ``n`` examples, the same every time (None: all of them)."""
     if cap is None or n <= cap:
@@ -65,11 +121,12 @@ def fixed_subset(n: int, cap: int | None) -> np.ndarray | None:
 
 
 class TestCurve(L.Callback):
-    """Evaluates on the held-out test split at step 0, at a few points within the first epoch, then after every
-    epoch, and writes ``curve.csv``. Points before an epoch's end use at most ``within_epoch_cap`` test examples
-    (a fixed subset, so they do not dominate a short run's time); every epoch's end uses the whole split.
-    ``wall_seconds`` counts training time only (evaluation pauses the clock) plus ``offset`` (for example the
-    one-off feature extraction of a frozen arm). Rows live in the checkpoint."""
+    """Evaluates on the held-out test split at step 0, at a few points within the first epoch, then at the end of
+    epochs 1-4, 6, 8, 12, 16, 24, ... (:func:`curve_epoch`) and of the last epoch, and writes ``curve.csv``. Every
+    point uses the same fixed subset of at most ``within_epoch_cap`` test examples: the curve is the learning
+    curve's shape; the run's final test accuracy (its converged skill) comes from the whole split. ``wall_seconds``
+    counts training time only (evaluation pauses the clock) plus ``offset`` (for example the one-off feature
+    extraction of a frozen arm). Rows live in the checkpoint."""
 
     columns = ("step", "epoch", "examples", "wall_seconds", "test_accuracy", "test_loss", "epoch_end", "test_count")
     fractions = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
@@ -86,7 +143,7 @@ class TestCurve(L.Callback):
         if not trainer.is_global_zero:  # rank 0 evaluates the whole test split; the others train on
             self._tick = time.perf_counter()
             return
-        keep = None if epoch_end else fixed_subset(len(self.labels), self.cap)
+        keep = fixed_subset(len(self.labels), self.cap)
         logits = run_inference(pl_module.net, self.data.loader("test", keep))
         labels = self.labels if keep is None else self.labels[keep]
         pl_module.net.train()
@@ -123,7 +180,11 @@ class TestCurve(L.Callback):
         self._tick = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._evaluate(trainer, pl_module, epoch_end=True)
+        epoch = trainer.current_epoch + 1
+        last = epoch >= trainer.max_epochs or (0 < trainer.max_steps <= trainer.global_step) or (
+            trainer.should_stop and trainer.global_step >= (trainer.fit_loop.min_steps or 0))
+        if last or curve_epoch(epoch):
+            self._evaluate(trainer, pl_module, epoch_end=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "examples": self.examples, "train_seconds": self.train_seconds}
@@ -148,10 +209,12 @@ class EpochBar(TQDMProgressBar):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        m = trainer.callback_metrics
-        if trainer.is_global_zero and "train_loss" in m and "val_accuracy" in m:
-            log.info("epoch %d/%d: training loss %.4f, validation accuracy %.4f", trainer.current_epoch + 1,
-                     trainer.max_epochs, float(m["train_loss"]), float(m["val_accuracy"]))
+        m, epoch = trainer.callback_metrics, trainer.current_epoch + 1
+        if not trainer.is_global_zero or "train_loss" not in m:
+            return
+        validated = "val_accuracy" in m and epoch % (trainer.check_val_every_n_epoch or 1) == 0
+        log.info("epoch %d/%d: training loss %.4f%s", epoch, trainer.max_epochs, float(m["train_loss"]),
+                 f", validation accuracy {float(m['val_accuracy']):.4f}" if validated else "")
 
 
 class Diverged(UserError):

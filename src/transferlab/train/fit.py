@@ -3,6 +3,7 @@ every modality, goes through :func:`fit`; what differs lives in the modality, th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from transferlab import files, preflight
 from transferlab import modality as modalities
-from transferlab import preflight
 from transferlab._version import __version__
 from transferlab.config import RUNTIME_OPTIONS, FitConfig, parse_strategy
 from transferlab.data.splits import Data, SplitDataset
@@ -33,18 +34,20 @@ from transferlab.files import (
     disk_full,
     is_disk_full,
     is_global_zero,
-    lock_folder,
     mark,
+    marker_kind,
+    read_json,
 )
 from transferlab.modality import Modality
 from transferlab.report import plot_confusion, write_csv
 from transferlab.sources import Source, load_source
-from transferlab.sources.rundir import read_card, write_card, write_model
-from transferlab.train.callbacks import MetricsCSV, StopOnNonFinite, TestCurve
+from transferlab.sources.rundir import card_metrics, read_card, write_card, write_model
+from transferlab.train.budget import Budget, outcome
+from transferlab.train.callbacks import Interrupted, MetricsCSV, StopFlag, StopOnNonFinite, TestCurve, read_rows
 from transferlab.train.datamodule import RunData, feature_key
 from transferlab.train.features import run_inference
 from transferlab.train.module import LitClassifier
-from transferlab.train.trainer import make_trainer, quiet_lightning, runs_on_cpu
+from transferlab.train.trainer import make_trainer, quiet_lightning, read_checkpoint, runs_on_cpu
 from transferlab.transfer.model import build_model
 from transferlab.transfer.strategies import STRATEGIES, make_strategy
 
@@ -66,6 +69,7 @@ class RunResult:
     majority_baseline: float = float("nan")  # test accuracy of always predicting the commonest training class
     test_size: int = 0
     parameters: dict[str, int] = field(default_factory=dict)  # trained and total parameter counts
+    training: dict[str, Any] = field(default_factory=dict)  # the budget and where the best validation was
 
 
 def versions() -> dict[str, str]:
@@ -82,29 +86,42 @@ def versions() -> dict[str, str]:
     }
 
 
-def prepare_out(out: Path, resume: bool, overwrite: bool, config: dict[str, Any]) -> bool:
-    """Check the (locked) run directory and make it ready. Returns True when a finished run with this config is
-    already there. ``--overwrite`` empties only a directory that is wholly a transferlab run."""
-    config_path = out / "config.json"
-    if any(p.name != LOCK for p in out.iterdir()):
-        if resume:
-            try:
-                old = json.loads(config_path.read_text())["config"]
-            except (OSError, ValueError, KeyError, TypeError):
-                raise UserError(f"--resume: {out} holds no transferlab run (no readable config.json)") from None
-            diff = [k for k in config if old.get(k) != config[k] and k not in RUNTIME_OPTIONS]
-            if diff:
-                raise UserError(
-                    f"--resume: {out} was run with a different --{diff[0].replace('_', '-')} "
-                    f"({old.get(diff[0])!r}, now {config[diff[0]]!r})"
-                )
-            mark(out, "run")  # a run directory written before markers existed
-            return not (out / "INCOMPLETE").exists()
-        if not overwrite:
-            raise UserError(f"--out {out} already holds files: pass --resume to continue that run or --overwrite")
-        check_overwritable(out, "run")
-        clear_output(out)
-    mark(out, "run")
+def read_config(out: Path) -> dict[str, Any] | None:
+    """A run directory's ``config.json`` as written by :func:`fit` (None: there is none), its shape checked."""
+    path = out / "config.json"
+    if not path.exists():
+        return None
+    recorded = read_json(path, "run configuration")
+    if not (isinstance(recorded, dict) and isinstance(recorded.get("config"), dict)
+            and isinstance(recorded.get("resolved"), dict)):
+        raise UserError(f"{path} is not a transferlab run configuration (was it edited?); --overwrite starts the run "
+                        "over")
+    return recorded
+
+
+def check_run_dir(out: Path, resume: bool, overwrite: bool, config: dict[str, Any]) -> bool:
+    """Check the (locked) run directory before anything is loaded. Returns True when a finished run with this
+    config is already there. Nothing is deleted here: ``--overwrite`` empties the directory (only when it is
+    wholly a transferlab run) once the new run is ready to start."""
+    if not any(p.name != LOCK for p in out.iterdir()):
+        return False
+    if resume:
+        recorded = read_config(out)
+        if recorded is None:  # stopped before its configuration was written (a full disk): nothing to resume
+            if marker_kind(out) == "run" and not (out / "model.json").exists():
+                check_overwritable(out, "run")
+                return False
+            raise UserError(f"--resume: {out} holds no transferlab run (no config.json)")
+        old = recorded["config"]
+        diff = [k for k in config if old.get(k) != config[k] and k not in RUNTIME_OPTIONS]
+        if diff:
+            raise UserError(f"--resume: {out} was run with a different --{diff[0].replace('_', '-')} "
+                            f"({old.get(diff[0])!r}, now {config[diff[0]]!r})")
+        mark(out, "run")  # a run directory written before markers existed
+        return not (out / "INCOMPLETE").exists()
+    if not overwrite:
+        raise UserError(f"--out {out} already holds files: pass --resume to continue that run or --overwrite")
+    check_overwritable(out, "run")
     return False
 
 
@@ -160,10 +177,27 @@ def seconds_per_step(source: Source, data: Data, cfg: FitConfig, pre: Any) -> fl
 
 def recorded_preprocessing(out: Path) -> dict[str, Any] | None:
     """The preprocessing a run's config.json says it used (a resumed run keeps it), or None."""
-    try:
-        return json.loads((out / "config.json").read_text())["resolved"]["preprocessing"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    recorded = read_config(out)
+    pre = None if recorded is None else recorded["resolved"].get("preprocessing")
+    return pre if isinstance(pre, dict) else None
+
+
+@dataclass
+class Prepared:
+    """Everything one run needs, decided (and checked) before its run directory is written."""
+
+    cfg: FitConfig
+    out: Path
+    data: Data
+    source: Source
+    modality: Modality
+    strategy: Any
+    reuse: int
+    pre: Any
+    lr: float
+    world: int
+    budget: Budget
+    resolved: dict[str, Any]
 
 
 def fit(
@@ -176,15 +210,36 @@ def fit(
     data: Data | None = None,
     source: Source | None = None,
     modality: Modality | None = None,
+    locked: bool = False,
 ) -> RunResult:
     """Train one model as ``cfg`` says and write a run directory at ``out``.
 
-    The data are read and checked before any model loads. ``data``, ``source`` and ``modality`` may be passed in
-    already loaded (``compare`` loads them once for many runs); a source passed in is bound to the data here.
+    The run directory is locked first (``locked``: the caller holds its lock already), then the data are read and
+    checked, then the source loads. ``data``, ``source`` and ``modality`` may be passed in already loaded
+    (``compare`` loads them once for many runs); a source passed in is bound to the data here.
     """
     quiet_lightning()
     out = Path(out)
-    world = make_trainer(out, cfg.epochs, False, [], cfg).world_size  # an unusable accelerator...: fail now
+    zero = is_global_zero()  # under DDP every process runs this; only rank 0 locks and writes the run directory
+    with contextlib.nullcontext() if locked else files.locked(out):
+        if zero and check_run_dir(out, resume, overwrite, cfg.to_dict()):
+            log.info("%s is already complete; nothing to resume", out)
+            return load_result(out)
+        if not zero and resume and (out / "model.json").is_file() and not (out / "INCOMPLETE").exists():
+            return load_result(out)
+        run = prepare(cfg, out, resume, data, source, modality)
+        try:
+            return _train(run, resume, overwrite, progress, zero)
+        except OSError as e:
+            if is_disk_full(e):
+                raise disk_full(e.filename or out) from None
+            raise
+
+
+def prepare(cfg: FitConfig, out: Path, resume: bool, data: Data | None, source: Source | None,
+            modality: Modality | None) -> Prepared:
+    """Data, source, strategy, preprocessing and budget of a run: every error a run can meet before it trains."""
+    world = make_trainer(out, None, False, [], cfg).world_size  # an unusable accelerator, device count...: now
     pretrained = STRATEGIES.get(parse_strategy(cfg.strategy)[0]).pretrained
     modality = modality or modality_of(cfg)
     if modality is None:  # neither the data nor the source's name tell: the loaded source does
@@ -194,12 +249,16 @@ def fit(
     if len(data.test) == 0:
         raise UserError(f"the test split of {data.name} is empty: transferlab measures every run on held-out data; "
                         "raise --test-fraction or give a test split")
+    if len(data.val) == 0 and cfg.epochs is None and cfg.max_steps is None:
+        raise UserError(f"the validation split of {data.name} is empty, so transferlab cannot tell when training has "
+                        "converged: give more examples, raise --val-fraction, or fix the budget with --epochs")
     source = bind_source(modality, source or open_source(cfg, pretrained), data, cfg)
     lr, backbone_lr_mult = cfg.learning_rates(modality.default_lr)
     strategy = make_strategy(cfg.strategy, backbone_lr_mult=backbone_lr_mult, freeze_bn=cfg.freeze_bn)
     reuse = resolve_reuse(cfg, source)
     strategy.check(list(source.blocks.values())[:reuse])  # e.g. lora on a CNN: refused before the run directory
     pre = modality.preprocessing(source, data, cfg, runs_on_cpu(cfg), recorded_preprocessing(out) if resume else None)
+    budget = Budget.of(cfg, len(data.train), world, has_val=len(data.val) > 0)
     resolved = {
         "config": cfg.to_dict(),
         "resolved": {
@@ -214,43 +273,30 @@ def fit(
             "classes": data.classes,
             "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
             "skipped_files": len(data.skipped),
+            "budget": {"rule": budget.rule(), **budget.to_dict()},
         },
         "versions": versions(),
     }
-    # under DDP every process runs this function; only rank 0 locks and writes the run directory (Lightning's own
-    # rank is not set before fit, so it comes from the launcher's environment)
-    zero = is_global_zero()
-    lock = lock_folder(out) if zero else None
-    try:
-        return _train(cfg, out, resume, overwrite, progress, data, source, modality, strategy, reuse, pre, lr,
-                      resolved, zero, world)
-    except OSError as e:
-        if is_disk_full(e):
-            raise disk_full(e.filename or out) from None
-        raise
-    finally:
-        if lock is not None:
-            lock.release()
+    return Prepared(cfg, out, data, source, modality, strategy, reuse, pre, lr, world, budget, resolved)
 
 
-def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: bool, data: Data, source: Source,
-           modality: Modality, strategy: Any, reuse: int, pre: Any, lr: float, resolved: dict[str, Any],
-           zero: bool, world: int) -> RunResult:
-    """The part of :func:`fit` that runs with the run directory locked."""
+def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: bool) -> RunResult:
+    """The part of :func:`fit` that writes the (locked) run directory: train, restore the best validation's
+    weights, test, save."""
+    cfg, out, data, source, strategy, reuse, pre, budget = (run.cfg, run.out, run.data, run.source, run.strategy,
+                                                             run.reuse, run.pre, run.budget)
     if zero:
-        if prepare_out(out, resume, overwrite, resolved["config"]):
-            log.info("%s is already complete; nothing to resume", out)
-            return load_result(out)
+        if overwrite and any(p.name != LOCK for p in out.iterdir()):
+            clear_output(out)  # checked by check_run_dir; nothing else writes here while the lock is held
+        mark(out, "run")
         atomic_write(out / "INCOMPLETE", "this run has not finished; `--resume` continues it\n")
-        atomic_write(out / "config.json", json.dumps(resolved, indent=2))
+        atomic_write(out / "config.json", json.dumps(run.resolved, indent=2))
         if data.skipped:
             write_csv(out / "skipped_files.csv", ["path", "reason"], data.skipped)
-    elif resume and (out / "model.json").is_file() and not (out / "INCOMPLETE").exists():
-        return load_result(out)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(source, len(data.classes), reuse, pretrained=strategy.pretrained)
-    groups = strategy.attach(model, reuse, lr, world)
+    groups = strategy.attach(model, reuse, run.lr, run.world)
     splits = data.splits()
     if strategy.frozen_prefix and cfg.cache and (reuse == len(source.blocks) or source.cache_partial):
         prefix = model.prefix(reuse)
@@ -260,29 +306,31 @@ def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: b
         dm = RunData(splits, pre, cfg, strategy.augment, progress)
         net = model
 
-    lit = LitClassifier(net, groups, cfg.weight_decay, channels_last=cfg.channels_last and modality.channels_last,
+    lit = LitClassifier(net, groups, cfg.weight_decay, channels_last=cfg.channels_last and run.modality.channels_last,
                         compile=cfg.compile, seed=cfg.seed, penalty=strategy.penalty,
-                        wants_features=strategy.wants_features)
+                        wants_features=strategy.wants_features,
+                        plateau=budget.val_every if budget.early_stopping else None)
     metrics = MetricsCSV(out / "metrics.csv")
-    callbacks: list[L.Callback] = [strategy, StopOnNonFinite(lr), metrics]
+    callbacks: list[L.Callback] = [strategy, StopOnNonFinite(run.lr), metrics, StopFlag()]
     if cfg.curve:
         callbacks.append(TestCurve(out / "curve.csv", dm, torch.as_tensor(data.test.labels), CURVE_POINT_CAP))
-    trainer = make_trainer(out, cfg.epochs, progress, callbacks, cfg)
+    trainer = make_trainer(out, budget, progress, callbacks, cfg)
     last = out / "checkpoints" / "last.ckpt"
     ckpt = str(last) if resume and last.is_file() else None
-    if ckpt is not None:  # a damaged checkpoint is one sentence now, before any data is touched
-        epoch = trainer.strategy.checkpoint_io.check(last)
-        log.info("resuming %s after epoch %d of %d", out, epoch + 1, cfg.epochs)
+    if ckpt is not None:  # a damaged or foreign checkpoint is one sentence now, before any data is touched
+        epoch = trainer.strategy.checkpoint_io.check(last, lit.state_dict())
+        log.info("resuming %s after epoch %d of %d", out, epoch + 1, budget.max_epochs)
     try:
         trainer.fit(lit, datamodule=dm, ckpt_path=ckpt, weights_only=True)
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1): the directory stays marked INCOMPLETE
-        raise KeyboardInterrupt from None
+        raise Interrupted(trainer.current_epoch + 1) from None
     if trainer.interrupted:
-        raise KeyboardInterrupt
+        raise Interrupted(trainer.current_epoch + 1)
     cache_hit, feature_seconds = dm.cache_hit, dm.feature_seconds
     if not trainer.is_global_zero:
         return RunResult(out, float("nan"), float("nan"), 0.0, cache_hit, data.classes, metrics.rows)
 
+    training = restore_best(trainer, lit, budget, metrics.rows)
     if dm.feats is None and dm.prefix is not None:  # resumed after the last epoch: setup never ran
         dm.setup()
     net.to(trainer.strategy.root_device)  # Lightning hands the model back on the CPU: test where it trained
@@ -291,8 +339,8 @@ def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: b
     pred = logits.argmax(1).numpy()
     test_loss = float(F.cross_entropy(logits, torch.as_tensor(y, dtype=torch.long)))
     if not (torch.isfinite(logits).all() and np.isfinite(test_loss)):
-        raise UserError(f"training diverged: the model's test outputs are NaN or infinite; lower --lr (now {lr:g}) "
-                        "and start over with --overwrite")
+        raise UserError(f"training diverged: the model's test outputs are NaN or infinite; lower --lr (now "
+                        f"{run.lr:g}) and start over with --overwrite")
     test_acc = accuracy(y, pred)
     majority = accuracy(y, np.full_like(y, data.majority_class()))  # the commonest class before balancing
     plot_confusion(confusion_matrix(y, pred, len(data.classes)), data.classes, out / "confusion_matrix.png")
@@ -306,18 +354,20 @@ def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: b
         "block_names": list(source.blocks),
         "num_features": source.num_features,
         "classes": data.classes,
-        "modality": modality.name,
+        "modality": run.modality.name,
         "preprocessing": pre.to_dict(),
         "source": source.name,
         **source.info,
-        "source_weights": resolved["resolved"]["source_weights"],
+        "source_weights": run.resolved["resolved"]["source_weights"],
         "strategy": strategy.name,
         "blocks_reused": list(source.blocks)[:reuse] if strategy.pretrained else [],
         "parameters": parameters,
         "metrics": {
             "test_accuracy": test_acc, "test_loss": test_loss, "train_wall_seconds": wall,
             "majority_baseline": majority, "chance": 1 / len(data.classes), "test_size": len(y),
+            "learned": learned(test_acc, majority, len(y)),
         },
+        "training": training,
         "feature_cache_hit": cache_hit,
         "feature_seconds": feature_seconds,
         "data": cfg.data,
@@ -326,46 +376,70 @@ def _train(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: b
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only an unfinished run needs them
     (out / "INCOMPLETE").unlink()
     return RunResult(out, test_acc, test_loss, wall, cache_hit, data.classes, metrics.rows, majority, len(y),
-                     parameters)
+                     parameters, training)
+
+
+def restore_best(trainer: L.Trainer, lit: LitClassifier, budget: Budget, rows: list[dict[str, float]],
+                 ) -> dict[str, Any]:
+    """Load the best validation's weights into ``lit`` (when the budget kept them) and say where they were."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    steps, epochs = int(trainer.global_step), int(rows[-1]["epoch"]) if rows else 0
+    best = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor == "val_loss"), None)
+    stop = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+    if best is None or not best.best_model_path:
+        return outcome(budget, steps, epochs, None, None, None, 0)
+    ckpt = read_checkpoint(Path(best.best_model_path), lit.state_dict())
+    lit.load_state_dict(ckpt["state_dict"])
+    return outcome(budget, steps, epochs, int(ckpt["global_step"]), int(ckpt["epoch"]) + 1,
+                   float(best.best_model_score), int(stop.wait_count) if stop is not None else 0)
+
+
+def learned(accuracy: float, majority: float, n: int) -> bool:
+    """Whether a test accuracy is clearly above the naive model's: by more than two binomial standard errors of
+    the naive model's accuracy on ``n`` test examples (what ``pretrain``'s source check asks too)."""
+    return bool(accuracy > majority + naive_margin(majority, n))
+
+
+def naive_margin(majority: float, n: int) -> float:
+    """Two binomial standard errors of the naive model's accuracy ``majority`` on ``n`` test examples."""
+    return 2 * math.sqrt(max(majority * (1 - majority), 1e-12) / max(n, 1))
 
 
 def load_result(out: Path) -> RunResult:
-    """The result of a finished run directory, read back from its files."""
+    """The result of a finished run directory, read back from its files (each checked: a reused compare cell may
+    have been edited)."""
     card = read_card(out)
-    rows = []
-    metrics_path = out / "metrics.csv"
-    if metrics_path.is_file():
-        lines = metrics_path.read_text().splitlines()
-        head = lines[0].split(",")
-        rows = [dict(zip(head, map(float, line.split(",")), strict=True)) for line in lines[1:]]
-    m = card["metrics"]
-    return RunResult(
-        out, m["test_accuracy"], m["test_loss"], m["train_wall_seconds"], card.get("feature_cache_hit"),
-        card["classes"], rows, m["majority_baseline"], m["test_size"], card.get("parameters", {}),
-    )
+    m = card_metrics(card, out / "model.json")
+    rows = read_rows(out / "metrics.csv", MetricsCSV.columns) if (out / "metrics.csv").exists() else []
+    training = card.get("training") if isinstance(card.get("training"), dict) else {}
+    parameters = card.get("parameters") if isinstance(card.get("parameters"), dict) else {}
+    return RunResult(out, m["test_accuracy"], m["test_loss"], m["train_wall_seconds"], card.get("feature_cache_hit"),
+                     card["classes"], rows, m["majority_baseline"], m["test_size"], parameters, training)
 
 
-def pretrain(cfg: FitConfig, out: Path, **kwargs: Any) -> tuple[RunResult, dict[str, Any]]:
+def pretrain(cfg: FitConfig, out: Path, *, locked: bool = False, **kwargs: Any) -> tuple[RunResult, dict[str, Any]]:
     """The develop model approach: train ``cfg.source`` from scratch on a source task and check that it learned.
 
     The run directory is a source for every command. Its card gains ``source_check``: test accuracy next to the
     majority-class baseline and chance, and whether the model is clearly better than the baseline (beyond two
     binomial standard errors); a source that learned nothing transfers nothing."""
-    result = fit(cfg.replace(strategy="scratch"), out, **kwargs)
-    if not is_global_zero():  # under DDP rank 0 checks and writes
-        return result, {}
-    base = result.majority_baseline
-    margin = 2 * math.sqrt(max(base * (1 - base), 1e-12) / max(result.test_size, 1))
-    check = {
-        "test_accuracy": result.test_accuracy,
-        "majority_baseline": base,
-        "chance": 1 / len(result.classes),
-        "clearly_better_than_naive": result.test_accuracy > base + margin,
-        "margin": margin,
-    }
-    card = read_card(Path(out))
-    card["source_check"] = check
-    write_card(Path(out), card)
+    out = Path(out)
+    with contextlib.nullcontext() if locked else files.locked(out):
+        result = fit(cfg.replace(strategy="scratch"), out, locked=True, **kwargs)
+        if not is_global_zero():  # under DDP rank 0 checks and writes
+            return result, {}
+        base = result.majority_baseline
+        check = {
+            "test_accuracy": result.test_accuracy,
+            "majority_baseline": base,
+            "chance": 1 / len(result.classes),
+            "clearly_better_than_naive": learned(result.test_accuracy, base, result.test_size),
+            "margin": naive_margin(base, result.test_size),
+        }
+        card = read_card(out)
+        card["source_check"] = check
+        write_card(out, card)
     if not check["clearly_better_than_naive"]:
         log.warning("the pretrained source is not clearly better than always predicting the commonest class")
     return result, check

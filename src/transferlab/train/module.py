@@ -16,17 +16,20 @@ log = logging.getLogger(__name__)
 
 
 class LitClassifier(L.LightningModule):
-    """Cross-entropy training of ``net`` with AdamW over the strategy's parameter groups and a cosine schedule.
-    What trains and when is the strategy's business (a callback); this module only runs the steps."""
+    """Cross-entropy training of ``net`` with AdamW over the strategy's parameter groups. With ``plateau`` (the
+    epochs between validations) the learning rates drop 10x when the validation loss stalls (see
+    :mod:`transferlab.train.budget`); without it they stay constant. What trains and when is the strategy's
+    business (a callback); this module only runs the steps."""
 
     def __init__(
         self, net: nn.Module, param_groups: list[dict[str, Any]], weight_decay: float, channels_last: bool = False,
         compile: bool = False, seed: int = 0, penalty: Callable[..., torch.Tensor | None] | None = None,
-        wants_features: bool = False,
+        wants_features: bool = False, plateau: int | None = None,
     ):
         super().__init__()
         self.net = net
         self.seed = seed
+        self.plateau = plateau
         self.first_nonfinite: torch.Tensor | None = None  # global step of the first non-finite loss, on the device
         self.param_groups = [g for g in param_groups if g["params"]]
         self.weight_decay = weight_decay
@@ -96,10 +99,16 @@ class LitClassifier(L.LightningModule):
         self.log("val_count", float(total[2]))
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(self.param_groups, weight_decay=self.weight_decay)
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        from transferlab.train.budget import PLATEAU_FACTOR, PLATEAU_PATIENCE
+
+        groups = [{**g, "initial_lr": g["lr"]} for g in self.param_groups]  # what a group added later scales from
+        opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        if self.plateau is None:
+            return opt
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=PLATEAU_FACTOR,
+                                                           patience=PLATEAU_PATIENCE)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch",
+                                                   "frequency": self.plateau}}
 
 
 def mix_seed(*parts: int) -> int:

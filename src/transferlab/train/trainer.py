@@ -12,10 +12,12 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from transferlab.errors import UserError
-from transferlab.files import atomic_write
+from transferlab.files import atomic_write, check_file
+from transferlab.train.budget import MIN_DELTA, Budget
 from transferlab.train.callbacks import EpochBar
 
 log = logging.getLogger(__name__)
+BEST = "best"  # checkpoints/best.ckpt: the weights of the best validation so far
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -33,9 +35,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
-    def check(self, path: Path) -> int:
-        """Read and check ``path`` now; returns the epoch (counted from 0) the checkpoint closed."""
-        self._read = (str(path), read_checkpoint(path))
+    def check(self, path: Path, expected: dict[str, torch.Tensor]) -> int:
+        """Read and check ``path`` against the module's ``expected`` state dict now; returns the epoch (counted
+        from 0) the checkpoint closed."""
+        self._read = (str(path), read_checkpoint(path, expected, training=True))
         return int(self._read[1]["epoch"])
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
@@ -45,18 +48,49 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(Path(path))
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A Lightning checkpoint read with ``weights_only=True``, or one sentence saying why it cannot be resumed."""
+def read_checkpoint(path: Path, expected: dict[str, torch.Tensor] | None = None, training: bool = False,
+                    ) -> dict[str, Any]:
+    """A Lightning checkpoint read with ``weights_only=True``, or one sentence saying why it cannot be resumed:
+    not a regular file, larger than the module's weights could make it, unreadable, or not what this run writes
+    (with ``expected``: the module's state dict, every key and shape; with ``training``: the optimiser state and
+    the loop's counters a resume needs)."""
     hint = "delete it to restart from scratch, or start over with --overwrite"
+    weights = sum(t.numel() * t.element_size() for t in (expected or {}).values())
+    check_file(path, "checkpoint", max(64 << 20, 8 * weights + (64 << 20)) if expected is not None else None)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a zip, a refused pickle: all mean "cannot resume from this"
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise UserError(f"{path} is not a readable checkpoint (truncated, corrupt or not a checkpoint: {first}); "
                         f"{hint}") from None
-    if not isinstance(ckpt, dict) or not {"state_dict", "epoch", "global_step"} <= set(ckpt):
-        raise UserError(f"{path} is not a transferlab training checkpoint; {hint}")
+    problem = _checkpoint_problem(ckpt, expected, training)
+    if problem is not None:
+        raise UserError(f"{path} is not a checkpoint of this run ({problem}); {hint}")
     return ckpt
+
+
+def _checkpoint_problem(ckpt: Any, expected: dict[str, torch.Tensor] | None, training: bool) -> str | None:
+    if not isinstance(ckpt, dict) or not {"state_dict", "epoch", "global_step"} <= set(ckpt):
+        return "it lacks the state_dict, epoch or global_step of a training checkpoint"
+    for key in ("epoch", "global_step"):
+        if not isinstance(ckpt[key], int) or isinstance(ckpt[key], bool) or ckpt[key] < 0:
+            return f"{key} is {str(ckpt[key])[:40]!r}, not a count"
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return "its state_dict is not a dict of tensors"
+    if expected is not None:
+        missing = [k for k in expected if k not in state]
+        if missing or len(state) != len(expected):
+            return f"its weights do not match the model: {len(missing)} of {len(expected)} keys missing"
+        wrong = next((k for k, t in expected.items() if tuple(state[k].shape) != tuple(t.shape)), None)
+        if wrong is not None:
+            return f"weight {wrong!r} has shape {tuple(state[wrong].shape)}, the model {tuple(expected[wrong].shape)}"
+    if training:
+        if not isinstance(ckpt.get("optimizer_states"), list) or not ckpt["optimizer_states"]:
+            return "it holds no optimiser state"
+        if not isinstance(ckpt.get("callbacks", {}), dict) or not isinstance(ckpt.get("loops", {}), dict):
+            return "its callback or loop state is malformed"
+    return None
 
 
 def trainer_devices(devices: str) -> int | str | list[int]:
@@ -72,9 +106,11 @@ def runs_on_cpu(cfg: Any) -> bool:
     return getattr(cfg, "accelerator", "auto") == "cpu" or not torch.cuda.is_available()
 
 
-def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback], cfg: Any = None) -> L.Trainer:
-    """Lightning's Trainer with transferlab's checkpointing; ``cfg`` gives accelerator, devices, nodes, the
-    distributed strategy and precision. Samplers are transferlab's own (``use_distributed_sampler=False``): the
+def make_trainer(out: Path, budget: Budget | None, progress: bool, callbacks: list[L.Callback], cfg: Any = None,
+                 ) -> L.Trainer:
+    """Lightning's Trainer with transferlab's checkpointing and training budget (None: one epoch, to ask Lightning
+    whether the hardware options work); ``cfg`` gives accelerator, devices, nodes, the distributed strategy and
+    precision. Samplers are transferlab's own (``use_distributed_sampler=False``): the
     training order is sharded by :class:`EpochSampler` and evaluation is padded by :class:`Padded`, so that no
     example is dropped or counted twice."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -86,22 +122,32 @@ def make_trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callb
     if on_cpu and getattr(cfg, "precision", "32") == "16-mixed":
         raise UserError("--precision 16-mixed needs a GPU; on the CPU use bf16-mixed (or the default 32)")
     try:
-        return _trainer(out, epochs, progress, callbacks, cfg, accelerator, on_cpu)
+        return _trainer(out, budget, progress, callbacks, cfg, accelerator, on_cpu)
     except (MisconfigurationException, ValueError) as e:  # an accelerator, device count or strategy not available
         raise UserError(f"--accelerator/--devices/--num-nodes/--distributed: {str(e).splitlines()[0]}") from None
 
 
-def _trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback], cfg: Any, accelerator: str,
-             on_cpu: bool) -> L.Trainer:
+def _trainer(out: Path, budget: Budget | None, progress: bool, callbacks: list[L.Callback], cfg: Any,
+             accelerator: str, on_cpu: bool) -> L.Trainer:
     """Its ``checkpoint_io`` is an :class:`AtomicCheckpointIO`."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    ckpt = ModelCheckpoint(  # checkpoints/last.ckpt after every epoch, once the epoch's rows are recorded
+    ckpt = [ModelCheckpoint(  # checkpoints/last.ckpt after every epoch, once the epoch's rows are recorded
         dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True,
         enable_version_counter=False,
-    )
+    )]
+    if budget is not None and budget.early_stopping:  # see train/budget.py; both callbacks' state is checkpointed
+        ckpt += [
+            ModelCheckpoint(dirpath=out / "checkpoints", filename=BEST, monitor="val_loss", mode="min", save_top_k=1,
+                            save_weights_only=True, enable_version_counter=False, auto_insert_metric_name=False),
+            EarlyStopping(monitor="val_loss", mode="min", patience=budget.patience, min_delta=MIN_DELTA,
+                          check_on_train_epoch_end=False),
+        ]
     return L.Trainer(
-        max_epochs=epochs,
+        max_epochs=1 if budget is None else budget.max_epochs,
+        max_steps=-1 if budget is None or budget.max_steps is None else budget.max_steps,
+        min_steps=None if budget is None else budget.min_steps,
+        check_val_every_n_epoch=1 if budget is None else budget.val_every,
         accelerator=accelerator,
         devices=trainer_devices(getattr(cfg, "devices", "1")),
         num_nodes=getattr(cfg, "num_nodes", 1),
@@ -109,7 +155,7 @@ def _trainer(out: Path, epochs: int, progress: bool, callbacks: list[L.Callback]
         precision=getattr(cfg, "precision", "32"),
         use_distributed_sampler=False,
         logger=False,
-        callbacks=[*callbacks, ckpt, *([EpochBar()] if progress else [])],
+        callbacks=[*callbacks, *ckpt, *([EpochBar()] if progress else [])],
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,

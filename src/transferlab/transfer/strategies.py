@@ -71,8 +71,8 @@ class Strategy(BaseFinetuning):
 
     @staticmethod
     def train_also(pl_module: L.LightningModule, modules: list[nn.Module], optimizer: Optimizer, lr: float) -> None:
-        """Add the parameters of ``modules`` that the optimiser does not have yet as a group starting at ``lr`` and
-        decaying with the learning-rate schedule from now on (the scheduler's base rates gain the group's). Any
+        """Add the parameters of ``modules`` that the optimiser does not have yet as a group at ``lr``, scaled as
+        the learning-rate schedule has scaled the first group so far (after a plateau drop, 10x less). Any
         gradient they gathered while outside the optimiser is dropped."""
         have = {id(p) for group in optimizer.param_groups for p in group["params"]}
         params = [p for m in modules for p in m.parameters() if id(p) not in have]
@@ -80,10 +80,9 @@ class Strategy(BaseFinetuning):
             return
         for p in params:
             p.grad = None
-        optimizer.add_param_group({"params": params, "lr": lr, "initial_lr": lr})
-        for config in pl_module.trainer.lr_scheduler_configs:
-            if config.scheduler.optimizer is optimizer:
-                config.scheduler.base_lrs.append(lr)
+        first = optimizer.param_groups[0]
+        scale = first["lr"] / first["initial_lr"] if first.get("initial_lr") else 1.0
+        optimizer.add_param_group({"params": params, "lr": lr * scale, "initial_lr": lr})
 
     def params(self) -> dict[str, Any]:
         """The hyper-parameters ``__init__`` stored (what the run's config records)."""
