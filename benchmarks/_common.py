@@ -43,7 +43,7 @@ def allocator_in_use() -> dict[str, Any]:
 def reexec_like_cli(script: str, argv: list[str]) -> None:
     """Run this script the way ``transferlab`` runs: THP_MEM_ALLOC_ENABLE=1 and tcmalloc preloaded if installed.
 
-    Mirrors ``transferlab.cli._use_fast_allocator`` (which re-execs ``python -m transferlab`` and so cannot be
+    Mirrors ``transferlab.allocator.use_fast`` (which re-execs ``python -m transferlab`` and so cannot be
     called from a script). Must run before torch is imported.
     """
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")

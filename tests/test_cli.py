@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner, Result
 
 from tests.conftest import make_folder
-from transferlab import cli as transferlab_cli
+from transferlab import options
 from transferlab.cli import app
 
 
@@ -68,8 +67,8 @@ def test_a_shared_option_is_one_declaration_and_every_command_takes_its_whole_gr
     for name in TRAINING:
         params = inspect.signature(commands[name]).parameters
         own = inspect.signature(commands[name].__wrapped__).parameters  # what the command itself declares
-        for group in transferlab_cli.TRAINING:
-            for p in group.parameters():
+        for group in options.TRAINING:
+            for p in group.parameters:
                 assert params[p.name] == p, (name, p.name)  # the group's alias (its help) and default
                 assert p.name not in own, f"{name} declares --{p.name} of {group.__name__} again"
 
@@ -92,7 +91,7 @@ def test_hardware_and_impute_reach_the_api(command: str, monkeypatch: pytest.Mon
                           "--distributed", "ddp", "--precision", "bf16-mixed", "--compile", "--no-channels-last",
                           "--pin-memory", "--deterministic", "--num-workers", "1", "--impute", "mean"))
     default, given = seen
-    names = [*(f.name for f in fields(transferlab_cli.Hardware)), "impute"]
+    names = [*options.HARDWARE.options, "impute"]
     assert {n: default[n] for n in names} == {n: getattr(FitConfig(), n) for n in names}
     assert {n: given[n] for n in names} == dict(
         accelerator="cpu", devices="0,1", num_nodes=2, distributed="ddp", precision="bf16-mixed", compile=True,

@@ -109,10 +109,10 @@ def test_too_small_an_input_names_the_smallest_that_works() -> None:
     from torch import nn
 
     from transferlab.modality.image import check_input_size
-    from transferlab.sources.base import GlobalPool, Preprocessing, Source
+    from transferlab.sources.base import GlobalPool, ImagePreprocessing, Source
 
     blocks = OrderedDict(stem=nn.Conv2d(3, 4, kernel_size=21), body=nn.Conv2d(4, 4, kernel_size=7, stride=2))
-    source = Source("needs-27px", "x", blocks, GlobalPool(), 4, Preprocessing(64), False, "random", lambda: source)
+    source = Source("needs-27px", "x", blocks, GlobalPool(), 4, ImagePreprocessing(64), False, "random", lambda: source)
     check_input_size(source, 27)  # 27 - 20 = 7 px reach the 7-px kernel: fine
     with pytest.raises(UserError, match="--image-size 16 is too small for needs-27px: the smallest input it can "
                                         "process is 27 px"):
@@ -120,10 +120,11 @@ def test_too_small_an_input_names_the_smallest_that_works() -> None:
 
 
 def test_known_names_of_the_packaged_encoder_resolve_offline() -> None:
-    from transferlab.preflight import canonical_source, check_source
+    from transferlab.catalogue import canonical
+    from transferlab.preflight import check_source
 
     for name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm"):
-        assert canonical_source(name) == "minilm"
+        assert canonical(name) == "minilm"
         check_source(name)
     with pytest.raises(UserError, match="did you mean 'all-minilm-l6-v2'"):
         check_source("all-MiniLM-L6")

@@ -76,8 +76,26 @@ def test_lower_layers_do_not_import_the_training_stack() -> None:
     experiments/ or the api."""
     graph = import_graph()
     low = [m for m in graph if m.startswith(("transferlab.data", "transferlab.modality", "transferlab.preflight",
+                                             "transferlab.catalogue",
                                              "transferlab.config", "transferlab.errors", "transferlab.files"))]
     for module in low:
         high = {m for m in graph[module] if m.startswith(("transferlab.train", "transferlab.experiments",
                                                           "transferlab.api", "transferlab.cli"))}
         assert not high, f"{module} imports {high}"
+
+
+def folder(module: str) -> str:
+    """A module's folder: ``transferlab.train.fit`` is in ``transferlab.train``; a top-level module is its own."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_no_circle_between_folders() -> None:
+    """The folders' arrows point one way too (cli -> api -> experiments -> train -> transfer -> modality -> sources ->
+    data): a circle through function-level imports between folders is a layering that does not hold."""
+    folders: dict[str, set[str]] = {}
+    for module, deps in import_graph().items():
+        folders.setdefault(folder(module), set()).update(folder(d) for d in deps if folder(d) != folder(module))
+    assert find_cycle(folders) is None, " -> ".join(find_cycle(folders) or [])
+    assert "transferlab.sources" not in {d for d in folders["transferlab.data"]}
+    assert not folders["transferlab.sources"] & {"transferlab.modality", "transferlab.transfer", "transferlab.train"}

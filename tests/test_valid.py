@@ -102,7 +102,7 @@ def test_a_capped_run_says_it_did_not_converge(base_run: Path, tmp_path: Path) -
     result = api.fit(_data(base_run), out=tmp_path / "r", source="cnn_tiny", strategy="scratch", epochs=2,
                      progress=False)
     assert result.training["converged"] is False and result.training["max_epochs"] == 2
-    from transferlab.train.budget import describe
+    from transferlab.report.tables import describe
 
     assert describe(result.training).startswith("NOT converged: stopped at the cap")
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transferlab import files, preflight
-from transferlab.config import DEFAULT_ARMS, LOGREG, SET_BY_COMPARE, Arm, FitConfig, parse_sizes, split_arms
+from transferlab import modality as modalities
+from transferlab.config import DEFAULT_ARCH, DEFAULT_ARMS, FitConfig
 from transferlab.errors import UserError
 
 if TYPE_CHECKING:  # importing torch and Lightning takes seconds: only after the input has been checked
@@ -48,21 +49,13 @@ def _fit(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: boo
     """Check, lock the run directory, read the data (a bad cell is one sentence before torch loads), then train."""
     preflight.check_fit(cfg.data, cfg.source, out, resume, overwrite)
     with files.locked(out):
-        modality = _modality(cfg)
+        modality = preflight.decide_modality(cfg.data, [cfg.source])
         data = modality.load(cfg) if modality is not None else None
         from transferlab.train import fit as training
 
         run = training.pretrain if pretraining else training.fit
         return run(cfg, out, resume=resume, overwrite=overwrite, progress=progress, data=data, modality=modality,
                    locked=True)
-
-
-def _modality(cfg: FitConfig) -> Any:
-    """The modality the data and source name without loading anything (None: only the loaded source tells)."""
-    from transferlab import modality
-
-    name = preflight.resolve_modality(cfg.data, [cfg.source])
-    return None if name is None else modality.get(name)
 
 
 def pretrain(data: str, *, arch: str, out: str | Path, **options: Any) -> tuple[RunResult, dict[str, Any]]:
@@ -94,12 +87,12 @@ def layers(target_data: str, *, out: str | Path, **options: Any) -> dict[str, An
     with files.locked(out, "the layer sweep folder"):  # one writer, before any data or model loads
         settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)}}
         cfg = FitConfig.from_dict({"data": target_data, "source": options.get("source") or options.get("arch")
-                                   or "cnn_small", **settings})
-        modality = _modality(cfg)
+                                   or DEFAULT_ARCH, **settings})
+        modality = preflight.decide_modality(cfg.data, [cfg.source])
         dataset = modality.load(cfg) if modality is not None else None  # read and checked before torch loads
         from transferlab.experiments.sweep import sweep
 
-        return sweep(target_data, out=out, locked=True, dataset=dataset, **options)
+        return sweep(target_data, out=out, locked=True, dataset=dataset, modality=modality, **options)
 
 
 def predict(
@@ -137,10 +130,9 @@ def predict(
     import torch
     from PIL import Image
 
-    from transferlab import modality as modalities
     from transferlab.errors import Unusable
-    from transferlab.sources import load_run
     from transferlab.train.features import run_inference
+    from transferlab.transfer.rundir import load_run
 
     model, card = load_run(run_dir)
     modality = modalities.get(card.get("modality", "image"))
@@ -151,7 +143,7 @@ def predict(
     bad: list[tuple[str, str]] = skipped if skipped is not None else []
     first_bad = len(bad)
     try:
-        items, files = modality.predict_inputs(list(map(Path, paths)), list(texts or []), bad, pre, options)
+        items, n_files = modality.predict_inputs(list(map(Path, paths)), list(texts or []), bad, pre, options)
     except UserError as e:
         raise UserError(f"{run_dir}: {e}") from None
     if strict and len(bad) > first_bad:
@@ -188,7 +180,7 @@ def predict(
                 if not batch or (strict and len(bad) > first_bad):  # a refusal is coming: spare the model
                     continue
                 x, _ = collate([(t, 0) for _, t in batch])
-                prob, idx = run_inference(model, [(x, None)]).softmax(1).max(1)
+                prob, idx = run_inference(model, [(x, None)], channels_last=modality.channels_last).softmax(1).max(1)
                 if not torch.isfinite(prob).all():  # never a NaN in the output
                     where = batch[int((~torch.isfinite(prob)).nonzero()[0])][0]
                     raise UserError(f"the model's output for {where} is not a finite number: the input lies far "
@@ -197,13 +189,13 @@ def predict(
                             for (shown, _), i, q in zip(batch, idx.tolist(), prob.tolist(), strict=True))
     new_bad = bad[first_bad:]
     if new_bad and strict:
-        raise UserError(f"{len(new_bad)} of {files} files cannot be read, the first {new_bad[0][0]} "
+        raise UserError(f"{len(new_bad)} of {n_files} files cannot be read, the first {new_bad[0][0]} "
                         f"({new_bad[0][1]}): fix or remove them, or run without --strict to skip them")
     if not rows:
-        raise UserError(f"none of the {files} files given could be read (the first, {new_bad[0][0]}: "
+        raise UserError(f"none of the {n_files} files given could be read (the first, {new_bad[0][0]}: "
                         f"{new_bad[0][1]}), so nothing was classified")
     if new_bad:
-        log.debug("skipped %d of %d files that cannot be read", len(new_bad), files)
+        log.debug("skipped %d of %d files that cannot be read", len(new_bad), n_files)
     return rows
 
 
@@ -217,7 +209,7 @@ def run_options(run_dir: str | Path) -> dict[str, Any]:
 
 def run_card(run_dir: str | Path) -> dict[str, Any]:
     """The ``model.json`` card of a finished run directory."""
-    from transferlab.sources.rundir import read_card
+    from transferlab.transfer.rundir import read_card
 
     return read_card(Path(run_dir))
 
@@ -240,14 +232,13 @@ def list_sources() -> list[dict[str, str]]:
 
 def source_blocks(spec: str, weights: str | None = None) -> list[tuple[str, int]]:
     """The ordered blocks of a source (what ``--reuse N`` counts) with their parameter counts."""
-    from transferlab import modality
     from transferlab.sources import load_source
 
     try:
         source = load_source(spec, weights=weights)
     except UserError:
         source = load_source(spec, pretrained=False)  # the architecture is known even without weights
-    return modality.get(source.modality).example(source).block_table()
+    return modalities.get(source.modality).example(source).block_table()
 
 
 def compare(data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
@@ -259,27 +250,24 @@ def compare(data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
     >>> compare("fashion-mnist:classes=5-9", source="efficientnet_lite0", arms="logreg,scratch,frozen,finetune",
     ...         seeds=3, per_class="10,100", image_size=64, out="runs/cmp")  # doctest: +SKIP
     """
-    preflight.check_data(data)
-    arms = [a for a in split_arms(options.get("arms", DEFAULT_ARMS)) if a != LOGREG]
-    settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)} - set(SET_BY_COMPARE)}
-    base = FitConfig.from_dict({"data": data, "source": options.get("source", FitConfig.source), **settings})
-    parsed = [Arm.parse(arm) for arm in arms]
-    for arm in parsed:
-        arm.config(base)  # an unknown strategy, arm option or bad value: before any slow import
-    out = Path(out)
-    preflight.check_out(out, options.get("resume", False), options.get("overwrite", False), "compare")
-    with files.locked(out, "the comparison folder"):  # one writer, before any data or model loads
-        name = preflight.resolve_modality(data, [a.source(base.source) for a in parsed] or [base.source])
-        data_by_size = None
-        if name is not None:  # the data at every size, read and checked before torch loads
-            from transferlab import modality
+    from transferlab.experiments.plan import plan
 
-            kind = modality.get(name)
-            data_by_size = {size: kind.load(base.replace(split_seed=base.seed, per_class=size))
-                            for size in parse_sizes(options.get("per_class"))}
+    preflight.check_data(data)
+    run = {k: options.pop(k) for k in ("resume", "overwrite", "progress") if k in options}
+    planned = plan(data, options.pop("source", FitConfig.source), options.pop("arms", DEFAULT_ARMS),
+                   options.pop("seeds", 3), options.pop("per_class", None), options.pop("threshold", 0.9), options)
+    out = Path(out)
+    preflight.check_out(out, run.get("resume", False), run.get("overwrite", False), "compare")
+    with files.locked(out, "the comparison folder"):  # one writer, before any data or model loads
+        kind = preflight.decide_modality(data, planned.arm_sources())
+        data_by_size = None
+        if kind is not None:  # the data at every size, read and checked before torch loads
+            data_by_size = {size: kind.load(planned.base.replace(split_seed=planned.base.seed, per_class=size))
+                            for size in planned.sizes}
         from transferlab.experiments.compare import compare as run_compare
 
-        return run_compare(data, out=out, data_by_size=data_by_size, locked=True, **options)
+        return run_compare(data, out=out, data_by_size=data_by_size, modality=kind, locked=True, planned=planned,
+                           **run)
 
 
 def rank(data: str, *, sources: str | list[str], out: str | Path, **options: Any) -> dict[str, Any]:
@@ -291,26 +279,24 @@ def rank(data: str, *, sources: str | list[str], out: str | Path, **options: Any
     """
     preflight.check_data(data)
     specs = [s.strip() for s in (sources.split(",") if isinstance(sources, str) else sources) if s.strip()]
-    name = None
+    kind = None
     if not options.get("skip_missing"):
         try:
             for spec in specs:
                 preflight.check_source(spec, "--sources")
         except UserError as e:
             raise UserError(f"{e}; pass --skip-missing to rank the others") from None
-        name = preflight.resolve_modality(data, specs)
+        kind = preflight.decide_modality(data, specs)
     out = Path(out)
     preflight.check_out(out, options.get("resume", False), options.get("overwrite", False), "rank")
     with files.locked(out, "the ranking folder"):  # one writer, before any data or model loads
         dataset = None
-        if name is not None:  # read and checked before torch loads
-            from transferlab import modality
-
+        if kind is not None:  # read and checked before torch loads
             settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)}}
-            dataset = modality.get(name).load(FitConfig.from_dict({"data": data, "source": specs[0], **settings}))
+            dataset = kind.load(FitConfig.from_dict({"data": data, "source": specs[0], **settings}))
         from transferlab.experiments.rank import rank as run_rank
 
-        return run_rank(data, sources=sources, out=out, dataset=dataset, locked=True, **options)
+        return run_rank(data, sources=sources, out=out, dataset=dataset, modality=kind, locked=True, **options)
 
 
 def demo(

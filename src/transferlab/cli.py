@@ -1,35 +1,42 @@
 """argv -> config -> one api call -> exit code. User errors print one sentence and exit 2.
 
-Every option that more than one command takes is declared once, in an option group (a frozen dataclass whose
-fields carry their typer annotation and FitConfig's default); :func:`takes` adds a group's fields to a command's
-parameters, so that ``--help`` lists them and the command receives them as keyword arguments. The tables the
-commands print are built in :mod:`transferlab.report.tables`.
+Every option that more than one command takes is declared once, as a FitConfig field with its help, and composed
+into the commands by option group (:mod:`transferlab.options`). The tables the commands print are built in
+:mod:`transferlab.report.tables`.
 """
 
 from __future__ import annotations
 
-import csv
-import functools
-import inspect
-import io
 import logging
-import os
 import shlex
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_type_hints
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
-from transferlab import modality
-from transferlab.config import DEFAULT_ARMS, FitConfig
+from transferlab import allocator, modality
+from transferlab.config import DEFAULT_ARMS
 from transferlab.errors import UserError
 from transferlab.files import disk_full, is_disk_full
+from transferlab.options import (
+    ARCH,
+    FIT,
+    SEEDS,
+    TRAINING,
+    Arch,
+    BackboneLrMult,
+    PerClass,
+    Seeds,
+    Source,
+    Strict,
+    Weights,
+    option,
+    takes,
+)
 
 console = Console(soft_wrap=True)  # sentences and paths are not broken; tables still fit the terminal
 err = Console(stderr=True, soft_wrap=True)  # one sentence stays on one line
@@ -65,48 +72,11 @@ app = typer.Typer(
     help="Transfer learning you can measure: reuse all or part of a source model, frozen or tuned.",
 )
 
-_TCMALLOC = [
-    "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
-    "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
-    "/usr/lib64/libtcmalloc_minimal.so.4",
-    "/usr/lib/libtcmalloc_minimal.so.4",
-]
-
-
-def _use_fast_allocator() -> None:
-    """Re-exec under tcmalloc when it is installed (benchmarks/overhead.py measured 1.03-1.36x faster inference).
-
-    ``TRANSFERLAB_ALLOCATOR=system`` keeps glibc malloc. PyTorch's transparent huge pages for large buffers
-    (``THP_MEM_ALLOC_ENABLE=1``) are switched on either way.
-    """
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    if os.environ.get("TRANSFERLAB_ALLOCATOR", "auto") == "system" or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
-        return
-    lib = next((p for p in _TCMALLOC if os.path.exists(p)), None)
-    if lib is None:
-        return
-    preload = " ".join(filter(None, [lib, os.environ.get("LD_PRELOAD", "")]))
-    env = {**os.environ, "LD_PRELOAD": preload}
-    os.execve(sys.executable, [sys.executable, "-m", "transferlab", *sys.argv[1:]], env)
-
-
-def allocator() -> str:
-    """Which memory allocator this process runs with."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        maps = ""
-    name = "tcmalloc" if "tcmalloc" in maps else "glibc malloc"
-    if os.environ.get("THP_MEM_ALLOC_ENABLE") == "1":
-        name += " + huge pages (THP_MEM_ALLOC_ENABLE=1)"
-    return name
-
-
 def _version(value: bool) -> None:
     if value:
         from transferlab import __version__
 
-        console.print(f"transferlab {__version__} (allocator: {allocator()})", markup=False)
+        console.print(f"transferlab {__version__} (allocator: {allocator.name()})", markup=False)
         raise typer.Exit()
 
 
@@ -117,136 +87,6 @@ def _reuse(value: str) -> int | None:
         return int(value)
     except ValueError:
         raise UserError(f"--reuse must be 'all' or a number of blocks, not {value!r}") from None
-
-
-# --- option groups: each option declared once -------------------------------------------------------------------
-
-FIT = FitConfig()
-ARCH = "cnn_small"  # pretrain and layers: the architecture trained from scratch
-SEEDS = 3  # compare and layers: the fewest that get a verdict
-
-Source = Annotated[str, typer.Option(help="Source model (see `transferlab sources`).")]
-Weights = Annotated[str | None, typer.Option(help="Weights file for the source (.safetensors or .pth).")]
-Arch = Annotated[str, typer.Option(help="Architecture trained from scratch: cnn_tiny, cnn_small (images), "
-                                        "mlp_tiny, mlp_small (tables), words[:DIM] (text) or timm:<arch>.")]
-Seeds = Annotated[int, typer.Option(help="Seeds per arm or candidate (a verdict on transfer needs 3 or more).")]
-PerClass = Annotated[int | None, typer.Option(help="Training examples per class.")]
-Strict = Annotated[bool, typer.Option(help="Refuse unreadable files (naming them) instead of skipping them.")]
-BackboneLrMult = Annotated[float | None, typer.Option(help="finetune: the reused blocks train at lr x this. Default: "
-                                                       "0.1 for images and tables, 0.01 for text.")]
-
-
-class Group:
-    """Options that travel together: the fields of a frozen dataclass, each typed by its typer annotation."""
-
-    @classmethod
-    @functools.cache
-    def parameters(cls) -> tuple[inspect.Parameter, ...]:
-        """The group's fields as keyword parameters (made once: every command gets the same objects)."""
-        hints = get_type_hints(cls, include_extras=True)
-        return tuple(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                                       annotation=hints[f.name]) for f in fields(cls))  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class Budget(Group):
-    """How long and how fast a model trains (see the README's "How long does a run train?")."""
-
-    epochs: Annotated[int | None, typer.Option(help="At most this many passes over the training data (default: "
-                                               "until converged, at most 100 epochs or 2,000 steps).")] = FIT.epochs
-    max_steps: Annotated[int | None, typer.Option(help="At most this many optimiser steps.")] = FIT.max_steps
-    min_steps: Annotated[int, typer.Option(help="At least this many optimiser steps (small data gets more epochs, "
-                                           "not fewer steps), within --epochs/--max-steps.")] = FIT.min_steps
-    patience: Annotated[int, typer.Option(help="Stop after this many validations without a lower validation "
-                                          "loss; the best validation's weights are kept.")] = FIT.patience
-    batch_size: Annotated[int, typer.Option(help="Training examples per step.")] = FIT.batch_size
-    lr: Annotated[float | None, typer.Option(help="Learning rate of the head and new blocks. Default: 1e-3 for "
-                                             "images, 1e-2 for text and tables.")] = FIT.lr
-    seed: Annotated[int, typer.Option(help="Random seed (weights, order, augmentation; also the split); with "
-                                      "--seeds N, the first of N.")] = FIT.seed
-
-
-@dataclass(frozen=True)
-class Inputs(Group):
-    """How examples are held out and shown to the model."""
-
-    image_size: Annotated[int | None, typer.Option(help="Input size in px (default: the model's own).")] = \
-        FIT.image_size
-    eval_per_class: Annotated[int | None, typer.Option(help="Cap on val and test examples per class.")] = \
-        FIT.eval_per_class
-
-
-@dataclass(frozen=True)
-class Hardware(Group):
-    """Where and how training runs: passed to Lightning's Trainer."""
-
-    accelerator: Annotated[str, typer.Option(help="cpu, gpu, mps or auto (a GPU when there is one).")] = \
-        FIT.accelerator
-    devices: Annotated[str, typer.Option(help="Devices per node: a count, 'auto', or indices such as 0,1.")] = \
-        FIT.devices
-    num_nodes: Annotated[int, typer.Option(help="Machines (see the README on torchrun and SLURM).")] = FIT.num_nodes
-    distributed: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp or "
-                                             "ddp_find_unused_parameters_true.")] = FIT.distributed
-    precision: Annotated[str, typer.Option(help="32, bf16-mixed or 16-mixed (never mixed by default).")] = \
-        FIT.precision
-    compile: Annotated[bool, typer.Option(help="torch.compile the trained network.")] = FIT.compile
-    channels_last: Annotated[bool, typer.Option(help="Images in channels_last memory layout.")] = FIT.channels_last
-    pin_memory: Annotated[bool | None, typer.Option(help="Pinned host memory for batches. Default: on with a "
-                                                    "GPU.")] = FIT.pin_memory
-    deterministic: Annotated[bool, typer.Option(help="Deterministic algorithms only (bit-identical reruns; "
-                                                "measured 12% slower fine-tuning on the CPU).")] = FIT.deterministic
-    num_workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = FIT.num_workers
-
-
-@dataclass(frozen=True)
-class DataOptions(Group):
-    """How texts and tables are read: every command that trains on data."""
-
-    text_model: Annotated[str, typer.Option(help="Word-vector sources: bag (mean + MLP) or cnn (1-D "
-                                            "convolutions).")] = FIT.text_model
-    max_vectors: Annotated[int | None, typer.Option(help="Read at most this many vectors from a vectors "
-                                                    "file.")] = FIT.max_vectors
-    text_column: Annotated[str, typer.Option(help="CSV/TSV/JSONL column holding the text.")] = FIT.text_column
-    label_column: Annotated[str, typer.Option(help="Column holding the label: in CSV/TSV/JSONL text and in "
-                                              "tables.")] = FIT.label_column
-    encoding_errors: Annotated[str, typer.Option(help="strict: invalid UTF-8 is an error; replace: accept "
-                                                 "it.")] = FIT.encoding_errors
-    impute: Annotated[Literal["none", "mean"], typer.Option(  # type: ignore[assignment]
-        help="Tables: a missing cell is an error (none) or filled with the training split's column mean "
-             "(mean).")] = FIT.impute
-
-
-@dataclass(frozen=True)
-class Output(Group):
-    """What to do with an output folder that holds a run already."""
-
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out, reusing what it "
-                                         "finished.")] = False
-    overwrite: Annotated[bool, typer.Option(help="Start over in --out: deletes what transferlab wrote there, and "
-                                            "only that (refused when the folder holds anything else).")] = False
-
-
-TRAINING = (Budget, Inputs, Hardware, DataOptions, Output)  # every command that trains on data takes these
-
-
-def takes(*groups: type[Group]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add each group's fields to a command's parameters (after its own, before its ``**options``, which receives
-    them): a shared option is declared once, in its group, and ``--help`` lists it with its help and default."""
-
-    def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
-        sig, hints = inspect.signature(command), get_type_hints(command, include_extras=True)
-        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()
-               if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        extra = [p for group in groups for p in group.parameters()]
-
-        @functools.wraps(command)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            return command(*args, **kwargs)
-
-        run.__signature__ = sig.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
-        return run
-
-    return wrap
 
 
 def _zero() -> bool:
@@ -284,9 +124,7 @@ def fit(
                                         ".csv/.tsv of numeric columns and a label.")],
     out: Annotated[Path, typer.Option(help="Run directory to write.")],
     source: Source = FIT.source,
-    strategy: Annotated[str, typer.Option(help="scratch, frozen, finetune, gradual, l2sp, bss or lora, with options as "
-                                          "NAME:key=value,... (finetune:decay=0.7,reg=l2sp; gradual:every=2; "
-                                          "lora:r=8,alpha=16).")] = FIT.strategy,
+    strategy: option("strategy") = FIT.strategy,
     reuse: Annotated[str, typer.Option(help="Reuse the first N blocks of the source, or 'all'.")] = "all",
     backbone_lr_mult: BackboneLrMult = FIT.backbone_lr_mult,
     freeze_bn: Annotated[bool, typer.Option(
@@ -294,31 +132,18 @@ def fit(
     per_class: PerClass = FIT.per_class,
     weights: Weights = FIT.weights,
     strict: Strict = FIT.strict,
-    cache: Annotated[bool, typer.Option(help="frozen: train on cached features.")] = FIT.cache,
+    cache: option("cache") = FIT.cache,
     **options: Any,
 ) -> None:
     """Train a target model from a source, until it converges, and write a run directory."""
     from transferlab import api
-    from transferlab.train.budget import describe
+    from transferlab.report.tables import fit_lines
 
     result = api.fit(data, out=out, source=source, strategy=strategy, reuse=_reuse(reuse),
                      backbone_lr_mult=backbone_lr_mult, freeze_bn=freeze_bn, per_class=per_class, weights=weights,
                      strict=strict, cache=cache, **options)
-    if not _zero():
-        return
-    card = api.run_card(out)
-    coverage = card.get("coverage")
-    if coverage:
-        console.print(f"vectors cover {coverage['types']:.1%} of the target's word types and {coverage['tokens']:.1%} "
-                      "of its tokens", markup=False)
-    if result.training:
-        console.print(describe(result.training), markup=False)
-    learned = "" if card["metrics"].get("learned", True) else " (did not learn: within two standard errors of it)"
-    console.print(
-        f"test accuracy {result.test_accuracy:.4f} (always guessing the commonest training class: "
-        f"{result.majority_baseline:.4f}){learned} · {result.wall_seconds:.1f} s training · run directory {out}",
-        markup=False,
-    )
+    if _zero():
+        show((fit_lines(result, api.run_card(out), out), []))
 
 
 @app.command()
@@ -383,45 +208,30 @@ def predict(
     Inputs that cannot be used (zero-byte, corrupt, not an image, not UTF-8 text, a table cell that is not a
     finite number) are skipped and listed; --strict refuses."""
     from transferlab import api
-    from transferlab.files import atomic_write
+    from transferlab.report import csv_text, write_csv
 
     if not inputs and not text:
         raise UserError("give image, text or table files to classify, or --text")
     unread: list[tuple[str, str]] = []
-    listing = skipped
-    if listing is None and output is not None:
-        beside = output.with_name(output.stem + ".skipped.csv")
-        listing = beside if beside != output else output.with_name(output.name + ".skipped.csv")
-
-    def write_skipped() -> None:
-        # an explicit --skipped is always written; the default one beside --output when there is something to list
-        # or an older list there to replace
-        if listing is None or not (unread or skipped is not None or listing.exists()):
-            return
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows([("path", "reason"), *unread])
-        atomic_write(listing, buf.getvalue())
-
+    listing = skipped or (None if output is None else output.with_name(output.stem + ".skipped.csv"))
+    if output is not None and listing == output:
+        listing = output.with_name(output.name + ".skipped.csv")
     try:
         rows = api.predict(run_dir, inputs or [], texts=text, strict=strict, skipped=unread, text_column=text_column)
-    except UserError:
-        write_skipped()
-        raise
-    write_skipped()
+    finally:  # an explicit --skipped is always written; the one beside --output when it lists something or replaces
+        if listing is not None and (unread or skipped is not None or listing.exists()):
+            write_csv(listing, ("path", "reason"), unread)
     if unread:
         shown = "; ".join(f"{path} ({reason})" for path, reason in unread[:5])
         more = f"; and {len(unread) - 5} more" if len(unread) > 5 else ""
         where = f"listed in {listing}" if listing is not None else "--skipped FILE lists them"
         err.print(f"skipped {len(unread)} inputs that cannot be used: {shown}{more} ({where})", markup=False)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
     kind = modality.get(api.run_card(run_dir).get("modality", "image"))
-    writer.writerow([kind.predict_column, "label", "probability"])
-    writer.writerows((p, label, f"{prob:.6f}") for p, label, prob in rows)
+    table = ((p, label, f"{prob:.6f}") for p, label, prob in rows)
     if output is None:
-        sys.stdout.write(buf.getvalue())
+        sys.stdout.write(csv_text((kind.predict_column, "label", "probability"), table))
     else:
-        atomic_write(output, buf.getvalue())
+        write_csv(output, (kind.predict_column, "label", "probability"), table)
 
 
 @app.command()
@@ -437,7 +247,7 @@ def sources(
         console.print(blocks_table(blocks, api.source_blocks(blocks, weights)))
         return
     console.print(sources_table(api.list_sources()))
-    console.print(f"allocator: {allocator()}", markup=False)
+    console.print(f"allocator: {allocator.name()}", markup=False)
 
 
 @app.command()
@@ -506,14 +316,10 @@ def demo(
     from transferlab import api
     from transferlab.report.tables import compare_tables, demo_table
 
-    if text:
-        source, data, arms = api.DEMO_TEXT_SOURCE, api.DEMO_TEXT_DATA, api.DEMO_TEXT_ARMS
-        note = "sentence encoder all-MiniLM-L6-v2 (packaged)"
-    else:
-        source, data, arms = api.DEMO_SOURCE, api.DEMO_DATA, api.DEMO_ARMS
-        note = "ImageNet"
-    console.print(f"transferlab demo: {source} ({note}) -> {data} (bundled), arms {', '.join(arms)}; "
-                  f"allocator: {allocator()}", markup=False)
+    source, data, arms = (api.DEMO_TEXT_SOURCE, api.DEMO_TEXT_DATA, api.DEMO_TEXT_ARMS) if text else \
+        (api.DEMO_SOURCE, api.DEMO_DATA, api.DEMO_ARMS)
+    console.print(f"transferlab demo: {source} -> {data} (bundled), arms {', '.join(arms)}; allocator: "
+                  f"{allocator.name()}", markup=False)
     results = api.demo(out=out, quick=quick, text=text, overwrite=overwrite)
     console.print(demo_table(results, arms))
     show(compare_tables(results, out / (("text-" if text else "") + ("quick" if quick else "full"))))
@@ -531,8 +337,7 @@ def pretrain_vectors(
     skipgram: Annotated[bool, typer.Option("--skipgram/--cbow", help="word2vec architecture.")] = True,
     seed: Annotated[int, typer.Option(help="Random seed.")] = FIT.seed,
     workers: Annotated[int, typer.Option(help="Threads; above 1 is faster but not bit-reproducible.")] = 1,
-    encoding_errors: Annotated[str, typer.Option(help="strict: invalid UTF-8 is an error; replace: accept it.")] = \
-        FIT.encoding_errors,
+    encoding_errors: option("encoding_errors") = FIT.encoding_errors,
 ) -> None:
     """Develop your own text source: train word2vec (gensim) on an unlabelled corpus."""
     from transferlab import api
@@ -544,7 +349,7 @@ def pretrain_vectors(
 
 
 def main() -> None:
-    _use_fast_allocator()
+    allocator.use_fast()
     app()
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from transferlab import catalogue
 from transferlab.errors import UserError, did_you_mean
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
@@ -14,19 +15,6 @@ PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 RUNTIME_OPTIONS = ("num_workers", "pin_memory", "channels_last", "compile", "accelerator", "devices", "num_nodes",
                    "distributed", "precision", "deterministic")
 DISTRIBUTED = ("auto", "ddp", "ddp_find_unused_parameters_true")  # replicated models, launched as subprocesses
-# transfer/strategies.py registers exactly these (asserted there), each with the options its spec takes
-# (``finetune:decay=0.7,reg=l2sp``); named here so that a bad name or option is an error before Lightning loads
-TUNING = {"decay": float, "reg": str, "alpha": float, "beta": float, "eta": float, "k": int}
-STRATEGY_OPTIONS: dict[str, dict[str, type]] = {
-    "scratch": {},
-    "frozen": {},
-    "finetune": TUNING,
-    "gradual": {**TUNING, "every": int},
-    "l2sp": {"decay": float, "alpha": float, "beta": float},
-    "bss": {"decay": float, "eta": float, "k": int},
-    "lora": {"r": int, "alpha": float, "dropout": float},
-}
-STRATEGY_NAMES = tuple(STRATEGY_OPTIONS)
 MAX_SEED = 2**32 - 1  # NumPy's and Lightning's seeds are 32-bit
 MAX_EPOCHS = 100  # the training budget's cap when --epochs is not given: this many epochs or
 CAP_STEPS = 2000  # this many optimiser steps, whichever is longer (small data gets more epochs, not fewer steps)
@@ -77,40 +65,16 @@ def check_batch_memory(image_size: int, batch_size: int) -> None:
         raise UserError(f"--image-size {image_size} with --batch-size {batch_size}: one batch of images alone takes "
                         f"{need / (1 << 30):.1f} GiB, more than a quarter of the {have / (1 << 30):.1f} GiB of memory "
                         "available; use a smaller --image-size or --batch-size")
-REGULARISERS = ("none", "l2sp", "bss")
-STRATEGY_RANGES = {"every": (1, 10_000), "k": (1, 10_000), "r": (1, 4096), "alpha": (0, 1e6), "beta": (0, 1e6),
-                   "eta": (0, 1e6)}
-
-
 def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
-    """``name[:key=value,...]`` -> (name, options), every option one the strategy takes, of its type."""
-    name, _, rest = spec.strip().partition(":")
-    if name not in STRATEGY_OPTIONS:
-        raise UserError(f"unknown strategy {name!r}{did_you_mean(name, STRATEGY_NAMES)}; known: "
-                        f"{', '.join(STRATEGY_NAMES)}")
-    takes, options = STRATEGY_OPTIONS[name], {}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or key not in takes:
-            what = f"its options are {', '.join(takes)}" if takes else "it takes no options"
-            raise UserError(f"strategy {spec!r}: unknown option {key!r}{did_you_mean(key, takes)}; {what}")
-        try:
-            options[key] = takes[key](value)
-        except ValueError:
-            kind = "a whole number" if takes[key] is int else "a number"
-            raise UserError(f"strategy {spec!r}: {key}={value!r} is not {kind}") from None
-        if takes[key] is float and not math.isfinite(options[key]):
-            raise UserError(f"strategy {spec!r}: {key} must be a finite number, not {value}")
-    if options.get("reg", "none") not in REGULARISERS:
-        raise UserError(f"strategy {spec!r}: reg must be one of {', '.join(REGULARISERS)}, not {options['reg']!r}")
-    if "decay" in options and not 0 < options["decay"] <= 1:
-        raise UserError(f"strategy {spec!r}: decay must lie in (0, 1], not {options['decay']}")
-    if "dropout" in options and not 0 <= options["dropout"] < 1:
-        raise UserError(f"strategy {spec!r}: dropout must lie in [0, 1), not {options['dropout']}")
-    for key, (low, high) in STRATEGY_RANGES.items():
-        if key in options and not low <= options[key] <= high:
-            raise UserError(f"strategy {spec!r}: {key} must be from {low:g} to {high:g}, not {options[key]:g}")
-    return name, options
+    """``name[:key=value,...]`` -> (name, the options the spec sets), each checked against the strategy's declared
+    options (:mod:`transferlab.catalogue`)."""
+    name, options = catalogue.parse_strategy(spec)
+    return name, dict(options)
+
+
+def opt(default: Any, help: str) -> Any:
+    """A FitConfig field that is a command-line option, with its help: the CLI's option groups read both."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -118,50 +82,59 @@ class FitConfig:
     """Everything that determines one training run (``transferlab fit``)."""
 
     data: str = "fashion-mnist:classes=5-9"
-    source: str = "efficientnet_lite0"
-    strategy: str = "finetune"
+    source: str = opt("efficientnet_lite0", "Source model (see `transferlab sources`).")
+    strategy: str = opt("finetune", "scratch, frozen, finetune, gradual, l2sp, bss or lora, with options as "
+                        "NAME:key=value,... (finetune:decay=0.7,reg=l2sp; gradual:every=2; lora:r=8,alpha=16).")
     reuse: int | None = None  # first N blocks of the source; None = all
-    # The training budget (see Budget): until the validation loss stops improving, at least min_steps optimiser
-    # steps, at most epochs passes (None: MAX_EPOCHS) and max_steps steps; the best validation's weights are kept
-    epochs: int | None = None
-    max_steps: int | None = None
-    min_steps: int = 100
-    patience: int = 5  # validations without improvement of the validation loss before training stops
-    batch_size: int = 32
-    lr: float | None = None  # None: the modality's default (1e-3 for images, 1e-2 for texts and tables)
-    backbone_lr_mult: float | None = None  # None: the modality's default (0.01 for texts, else 0.1)
+    # The training budget (train/budget.py): until the validation loss stops improving, at least min_steps
+    # optimiser steps, at most epochs passes and max_steps steps; the best validation's weights are kept
+    epochs: int | None = opt(None, "At most this many passes over the training data (default: until converged, at most "
+                             "100 epochs or 2,000 steps).")
+    max_steps: int | None = opt(None, "At most this many optimiser steps.")
+    min_steps: int = opt(100, "At least this many optimiser steps (small data gets more epochs, not fewer steps), "
+                         "within --epochs/--max-steps.")
+    patience: int = opt(5, "Stop after this many validations without a lower validation loss; the best "
+                        "validation's weights are kept.")
+    batch_size: int = opt(32, "Training examples per step.")
+    lr: float | None = opt(None, "Learning rate of the head and new blocks. Default: 1e-3 for images, 1e-2 for text "
+                           "and tables.")
+    backbone_lr_mult: float | None = opt(None, "finetune: the reused blocks train at lr x this. Default: 0.1 for "
+                                         "images and tables, 0.01 for text.")
     freeze_bn: bool = True  # finetune: reused BatchNorm layers keep the source's statistics
     weight_decay: float = 1e-4
-    image_size: int | None = None  # None = the source's own input size
-    seed: int = 0
+    image_size: int | None = opt(None, "Input size in px (default: the model's own).")
+    seed: int = opt(0, "Random seed (weights, order, augmentation; also the split); with --seeds N, the first of N.")
     split_seed: int | None = None  # seed of the train/val/test split; None = seed
-    per_class: int | None = None
-    eval_per_class: int | None = None  # cap on val and test images per class
+    per_class: int | None = opt(None, "Training examples per class.")
+    eval_per_class: int | None = opt(None, "Cap on val and test examples per class.")
     val_fraction: float = 0.15
     test_fraction: float = 0.15
-    weights: str | None = None
-    strict: bool = False
-    cache: bool = True  # frozen: train the head on cached features
-    num_workers: int = 0
-    pin_memory: bool | None = None  # None: on when training on a GPU
-    channels_last: bool = True  # image batches and the model in channels_last memory layout
-    compile: bool = False  # torch.compile the trained network
-    deterministic: bool = False  # torch.use_deterministic_algorithms: bit-identical reruns, ~12% slower training
-    # distributed training: passed to Lightning's Trainer
-    accelerator: str = "auto"  # auto: a GPU when there is one
-    devices: str = "1"  # a count, "auto", or a list such as "0,1"
-    num_nodes: int = 1
-    distributed: str = "auto"  # Lightning's strategy: auto, ddp or ddp_find_unused_parameters_true
-    precision: str = "32"  # 32, bf16-mixed or 16-mixed; never mixed by default (9-20x slower on CPUs without bf16)
+    weights: str | None = opt(None, "Weights file for the source (.safetensors or .pth).")
+    strict: bool = opt(False, "Refuse unreadable files (naming them) instead of skipping them.")
+    cache: bool = opt(True, "frozen: train on cached features.")
+    # where and how training runs (passed to Lightning's Trainer)
+    num_workers: int = opt(0, "DataLoader worker processes.")
+    pin_memory: bool | None = opt(None, "Pinned host memory for batches. Default: on with a GPU.")
+    channels_last: bool = opt(True, "Images in channels_last memory layout.")
+    compile: bool = opt(False, "torch.compile the trained network.")
+    deterministic: bool = opt(False, "Deterministic algorithms only (bit-identical reruns; measured 12% slower "
+                              "fine-tuning on the CPU).")
+    accelerator: str = opt("auto", "cpu, gpu, mps or auto (a GPU when there is one).")
+    devices: str = opt("1", "Devices per node: a count, 'auto', or indices such as 0,1.")
+    num_nodes: int = opt(1, "Machines (see the README on torchrun and SLURM).")
+    distributed: str = opt("auto", "Lightning strategy: auto, ddp or ddp_find_unused_parameters_true.")
+    precision: str = opt("32", "32, bf16-mixed or 16-mixed (never mixed by default: 9-20x slower on CPUs without "
+                         "bf16).")
     curve: bool = False  # evaluate on the test split within the first epoch and after every epoch (curve.csv)
     # text
-    text_model: str = "bag"  # word-vector sources: "bag" (mean + MLP) or "cnn" (1-D convolutions)
-    max_vectors: int | None = None  # read at most this many word vectors from a vectors file
-    text_column: str = "text"
-    label_column: str = "label"
-    encoding_errors: str = "strict"  # "replace" accepts invalid UTF-8
+    text_model: str = opt("bag", "Word-vector sources: bag (mean + MLP) or cnn (1-D convolutions).")
+    max_vectors: int | None = opt(None, "Read at most this many vectors from a vectors file.")
+    text_column: str = opt("text", "CSV/TSV/JSONL column holding the text.")
+    label_column: str = opt("label", "Column holding the label: in CSV/TSV/JSONL text and in tables.")
+    encoding_errors: str = opt("strict", "strict: invalid UTF-8 is an error; replace: accept it.")
     # tables
-    impute: str = "none"  # "none": a missing cell is an error; "mean": filled with the training split's column mean
+    impute: str = opt("none", "Tables: a missing cell is an error (none) or filled with the training split's column "
+                      "mean (mean).")
 
     def __post_init__(self) -> None:
         for f in fields(self):  # values from a file (--config, a resumed config.json) may be of any JSON type
@@ -226,6 +199,7 @@ _KIND_WORD = {str: "a string", bool: "true or false", int: "a whole number", (in
 # --- experiments --------------------------------------------------------------------------------------------------
 
 SET_BY_COMPARE = ("data", "source", "strategy", "per_class", "curve", "split_seed")  # not options of **options
+DEFAULT_ARCH = "cnn_small"  # pretrain and layers: the architecture trained from scratch
 LOGREG = "logreg"  # compare's simple baseline: a logistic regression on the raw inputs (no source, no torch)
 DEFAULT_ARMS = (LOGREG, "scratch", "frozen", "finetune")
 ARM_OPTIONS = ("source", "reuse", "lr", "backbone_lr_mult", "weight_decay", "cache", "freeze_bn", "text_model")
@@ -242,22 +216,23 @@ class Arm:
 
     @classmethod
     def parse(cls, spec: str) -> Arm:
-        """Options of the run (``ARM_OPTIONS``) and of the strategy (``STRATEGY_OPTIONS``) may be mixed; the
+        """Options of the run (``ARM_OPTIONS``) and of the strategy (its declared options) may be mixed; the
         strategy's stay in its spec (``finetune:decay=0.7``)."""
         name, _, rest = spec.strip().partition(":")
-        if name not in STRATEGY_OPTIONS:
-            raise UserError(f"arm {spec!r}: unknown strategy {name!r}{did_you_mean(name, STRATEGY_NAMES)}; "
-                            f"known: {', '.join(STRATEGY_NAMES)}")
+        try:
+            takes = catalogue.strategy(name).spec_options
+        except UserError as e:
+            raise UserError(f"arm {spec!r}: {e}") from None
         options: dict[str, Any] = {}
         own: list[str] = []
         for item in filter(None, rest.split(",")):
             key, eq, value = item.partition("=")
-            if eq and key in STRATEGY_OPTIONS[name]:
+            if eq and key in takes:
                 own.append(item)
             elif eq and key in ARM_OPTIONS:
                 options[key] = _arm_value(spec, key, value)
             else:
-                known = [*ARM_OPTIONS, *STRATEGY_OPTIONS[name]]
+                known = [*ARM_OPTIONS, *takes]
                 raise UserError(f"arm {spec!r}: unknown option {key!r}{did_you_mean(key, known)}; arm options are "
                                 f"{', '.join(known)}")
         strategy = name + (":" + ",".join(own) if own else "")
@@ -269,6 +244,11 @@ class Arm:
 
     def source(self, default: str) -> str:
         return self.options.get("source", default)
+
+    @property
+    def kind(self) -> catalogue.StrategyKind:
+        """The arm's strategy as the catalogue declares it (whether it starts from the source's weights...)."""
+        return catalogue.strategy(self.strategy.partition(":")[0])
 
     def config(self, base: FitConfig, **changes: Any) -> FitConfig:
         """``base`` with this arm's strategy and options (``changes`` on top); a bad value names the arm."""

@@ -11,9 +11,10 @@ from safetensors.torch import load_file
 from tests.conftest import stopped_at_epoch_end
 from transferlab.api import fit, predict
 from transferlab.errors import UserError
-from transferlab.sources import load_run, load_source
+from transferlab.sources import load_source
 from transferlab.train import features
 from transferlab.transfer.model import build_model
+from transferlab.transfer.rundir import load_run
 from transferlab.transfer.strategies import make_strategy
 
 
@@ -80,9 +81,9 @@ def test_frozen_features_are_cached_and_backbone_not_rerun(base_run: Path, tmp_p
     calls = []
     real = features.run_inference
 
-    def spy(module, loader, desc="", progress=False):
+    def spy(module, loader, desc="", progress=False, channels_last=False):
         calls.append(desc)
-        return real(module, loader, desc, progress)
+        return real(module, loader, desc, progress, channels_last)
 
     monkeypatch.setattr(features, "run_inference", spy)
     first = fit(_data(base_run), out=tmp_path / "a", source=str(base_run), strategy="frozen", epochs=2,

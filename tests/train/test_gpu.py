@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 import transferlab.train.datamodule as run_module
 from tests.conftest import stopped_at_epoch_end
 from transferlab.api import fit, predict
-from transferlab.sources import load_run
 from transferlab.train import features
+from transferlab.transfer.rundir import load_run
 
 pytestmark = [
     pytest.mark.gpu,

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transferlab import modality as modalities
-from transferlab import preflight
 from transferlab.config import RUNTIME_OPTIONS, FitConfig
 from transferlab.errors import UserError
 from transferlab.files import (
@@ -29,7 +28,7 @@ from transferlab.files import locked as locked_folder
 from transferlab.modality import Modality
 
 if TYPE_CHECKING:
-    from transferlab.sources import Source
+    pass
 
 EXPERIMENTS = {"compare": "comparison", "layers": "layer sweep", "rank": "ranking"}
 
@@ -100,17 +99,6 @@ def clean_json(obj: Any) -> Any:
 def recorded_base(base: FitConfig) -> dict[str, Any]:
     """The options an experiment's folder records (runtime options may change on ``--resume``)."""
     return {k: v for k, v in base.to_dict().items() if k not in RUNTIME_OPTIONS}
-
-
-def shared_modality(data: str, loaded: list[Source], specs: list[str]) -> Modality:
-    """The one modality of the data and every loaded source (a mix is one sentence naming the odd source out)."""
-    name = preflight.resolve_modality(data, specs) or loaded[0].modality
-    for spec, source in zip(specs, loaded, strict=True):
-        if source.modality != name:
-            have, takes = modalities.get(name), modalities.get(source.modality)
-            raise UserError(f"the source {spec} takes {takes.word} but the data and the other sources are "
-                            f"{have.word}; use sources of one modality")
-    return modalities.get(name)
 
 
 def other_options(modality: Modality) -> list[str]:

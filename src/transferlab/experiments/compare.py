@@ -8,19 +8,20 @@ logistic regression on the raw inputs (:mod:`transferlab.evaluate.logreg`): "did
 scratch and against it. Finished cells are reused by ``--resume``, so a killed comparison ends with the same
 numbers as an uninterrupted one.
 
-The recipe, one function per phase: :func:`plan` (every option, no torch), :func:`load_sizes` (the data at every
-size), :func:`check_arms` (every arm's source and preprocessing), :func:`announce` (the estimate),
-:func:`simple_baseline`, :func:`run_cells`, :func:`summarise`, :func:`write_outputs`.
+The recipe, one function per phase: :func:`~transferlab.experiments.plan.plan` (every option, no torch),
+:func:`load_sizes` (the data at every size), :func:`check_arms` (every arm's source and preprocessing),
+:func:`announce` (the estimate), :func:`simple_baseline`, :func:`run_cells`, :func:`summarise`,
+:func:`write_outputs`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import logging
 import math
 import re
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,12 @@ from transferlab import modality as modalities
 from transferlab.config import (
     DEFAULT_ARMS,
     LOGREG,
-    SET_BY_COMPARE,
     Arm,
     FitConfig,
-    parse_sizes,
-    parse_strategy,
     size_key,
-    split_arms,
 )
 from transferlab.data.splits import Data
-from transferlab.errors import UserError, did_you_mean
+from transferlab.errors import UserError
 from transferlab.evaluate.curves import Curve, accuracy_interval, asymptote, benefits, interval, verdict
 from transferlab.evaluate.logreg import fit_logreg
 from transferlab.experiments.common import (
@@ -48,8 +45,8 @@ from transferlab.experiments.common import (
     experiment_folder,
     finish_experiment,
     other_options,
-    recorded_base,
 )
+from transferlab.experiments.plan import Plan, is_baseline, plan
 from transferlab.modality import Modality
 from transferlab.report import write_csv
 from transferlab.report.html import write_compare_report
@@ -68,7 +65,7 @@ from transferlab.train.fit import (
     versions,
 )
 from transferlab.train.trainer import runs_on_cpu
-from transferlab.transfer.strategies import STRATEGIES, make_strategy
+from transferlab.transfer.strategies import make_strategy
 
 log = logging.getLogger(__name__)
 SCHEMA = "transferlab.compare/2"  # 2: arms trained to convergence, the asymptote their final test accuracy, logreg
@@ -80,69 +77,11 @@ TRAINING_RULE = ("every cell trains until its validation loss stops improving (e
                  "is that model's test accuracy")
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A comparison as asked for, every option checked (no torch, no data read yet)."""
-
-    data: str
-    source: str
-    arms: list[Arm]  # the trained arms, the scratch baseline among them
-    logreg: bool  # whether the logistic-regression baseline stands beside them
-    seeds: int
-    sizes: list[int | None]
-    threshold: float
-    base: FitConfig
-    pinned: tuple[tuple[str, Any], ...] = ()  # options that give every cell the same preprocessing (check_arms)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """What the folder records (``compare.json``): a resumed comparison must ask for the same."""
-        return {"data": self.data, "source": self.source,
-                "arms": [LOGREG] * self.logreg + [a.name for a in self.arms], "seeds": self.seeds,
-                "per_class": [size_key(s) for s in self.sizes], "threshold": self.threshold,
-                "base": recorded_base(self.base)}
-
-    @property
-    def baseline(self) -> Arm:
-        return next(a for a in self.arms if is_baseline(a))
-
-    def arm_sources(self) -> list[str]:
-        return list(dict.fromkeys(a.source(self.source) for a in self.arms))
-
-
-def plan(data: str, source: str, arms: list[str] | str, seeds: int, per_class: str | None, threshold: float,
-         options: dict[str, Any]) -> Plan:
-    """Every option of a comparison, checked before anything is read or loaded."""
-    specs = split_arms(arms)
-    logreg = LOGREG in specs
-    if any(s.startswith(LOGREG + ":") for s in specs):
-        raise UserError(f"arm {LOGREG!r} takes no options: it is a logistic regression on the raw inputs, its "
-                        "regularisation chosen by cross-validation")
-    parsed = parse_arms([s for s in specs if s != LOGREG])
-    if not 2 <= seeds <= 1000:
-        raise UserError(f"--seeds {seeds}: confidence intervals need at least 2 seeds (and at most 1,000)")
-    if not 0 < threshold <= 1:
-        raise UserError("--threshold must lie in (0, 1]")
-    names = {f.name for f in fields(FitConfig)} - set(SET_BY_COMPARE)
-    for key in options:
-        if key not in names:
-            raise UserError(f"unknown option {key!r}{did_you_mean(key, names)}")
-    base = FitConfig(data=data, source=source, curve=True, **options)
-    if base.seed + seeds - 1 > 2**32 - 1:
-        raise UserError(f"--seed {base.seed} with --seeds {seeds} runs past the largest seed, 4,294,967,295")
-    for arm in parsed:  # an arm's bad option (lr=inf, reuse=0) is found now, not after other cells have trained
-        arm.config(base)
-    result = Plan(data, source, parsed, logreg, seeds, parse_sizes(per_class), threshold, base)
-    for spec in result.arm_sources():
-        preflight.check_source(spec, "--source" if spec == source else "an arm's source=")
-    return result
-
-
 def compare(
     data: str,
     *,
     out: str | Path,
-    source: str = "efficientnet_lite0",
+    source: str = FitConfig.source,
     arms: list[str] | str = DEFAULT_ARMS,
     seeds: int = 3,
     per_class: str | None = None,
@@ -151,21 +90,25 @@ def compare(
     progress: bool = True,
     threshold: float = 0.9,
     data_by_size: dict[int | None, Data] | None = None,
+    modality: Modality | None = None,
     locked: bool = False,
+    planned: Plan | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Run the comparison and write ``results.json``, ``curves.csv`` and ``report.html`` to ``out``.
 
     The folder is locked first, then everything is checked before the first cell trains: the data at every size
-    (``data_by_size``: already read, by the caller that holds the lock, ``locked``), every arm's options, source,
-    ``--reuse`` and input size."""
-    p = plan(data, source, arms, seeds, per_class, threshold, options)
+    (``data_by_size``: already read, with their ``modality``, by the caller that holds the lock, ``locked``), every
+    arm's options, source,
+    ``--reuse`` and input size. ``planned``: the options already checked by :func:`plan` (the other arguments are
+    then ignored)."""
+    p = planned or plan(data, source, arms, seeds, per_class, threshold, options)
     out = Path(out)
     with contextlib.nullcontext() if locked else files.locked(out, "the comparison folder"):
-        modality, data_by_size = load_sizes(p, data_by_size)
+        modality, data_by_size = load_sizes(p, data_by_size, modality)
         sources, p = check_arms(p, modality, data_by_size)
         with experiment_folder(out, p.config, resume, "compare", overwrite, locked=True) as zero:
-            estimate = announce(p, sources, data_by_size) if zero and not resume else None
+            estimate = announce(p, modality, sources, data_by_size) if zero and not resume else None
             simple = simple_baseline(p, modality, data_by_size) if zero and p.logreg else {}
             cells, curves, results = run_cells(p, out, sources, modality, data_by_size, progress, zero)
             if not zero:
@@ -175,34 +118,12 @@ def compare(
             return write_outputs(out, p, modality, summary, cells, curves, estimate, test_sizes)
 
 
-def parse_arms(arms: list[str] | str) -> list[Arm]:
-    """The trained arms asked for, with the scratch baseline added when missing: every benefit is measured
-    against it."""
-    parsed = [Arm.parse(a) for a in split_arms(arms)]
-    if len({a.name for a in parsed}) != len(parsed):
-        raise UserError("--arms lists the same arm twice")
-    if not any(is_baseline(a) for a in parsed):
-        parsed.insert(0, Arm("scratch", "scratch", {}))
-        log.info("added the scratch arm: every benefit is measured against it")
-    if len(parsed) < 2:
-        raise UserError("--arms needs at least one transfer arm besides scratch")
-    return parsed
-
-
-def is_baseline(arm: Arm) -> bool:
-    """The no-transfer arm: a strategy that starts from random weights."""
-    return not strategy_class(arm).pretrained
-
-
-def strategy_class(arm: Arm) -> type:
-    return STRATEGIES.get(parse_strategy(arm.strategy)[0])
-
-
-def load_sizes(p: Plan, given: dict[int | None, Data] | None) -> tuple[Modality, dict[int | None, Data]]:
-    """The data at every labelled size, read and checked before any model loads (one split, the first seed's)."""
-    name = preflight.resolve_modality(p.data, p.arm_sources())
-    modality = modalities.get(name) if name is not None else \
-        modalities.get(open_source(p.base, strategy_class(p.arms[0]).pretrained).modality)
+def load_sizes(p: Plan, given: dict[int | None, Data] | None, modality: Modality | None,
+               ) -> tuple[Modality, dict[int | None, Data]]:
+    """The data at every labelled size, read and checked before any model loads (one split, the first seed's),
+    and their modality (decided by the caller, else here: from the names, else from the first arm's source)."""
+    modality = modality or preflight.decide_modality(p.data, p.arm_sources()) or \
+        modalities.get(open_source(p.base, p.arms[0].kind.pretrained).modality)
     if given is None:
         given = {size: modality.load(p.base.replace(split_seed=p.base.seed, per_class=size)) for size in p.sizes}
     return modality, given
@@ -216,14 +137,13 @@ def check_arms(p: Plan, modality: Modality, data_by_size: dict[int | None, Data]
     largest = data_by_size[p.sizes[-1]]
     loaded: dict[tuple[str, bool], Source] = {}
     for arm in p.arms:
-        key = arm.source(p.source), strategy_class(arm).pretrained
+        key = arm.source(p.source), arm.kind.pretrained
         if key not in loaded:
             loaded[key] = open_source(p.base.replace(source=key[0]), key[1])
-    sources = {a.name: loaded[a.source(p.source), strategy_class(a).pretrained] for a in p.arms}
+    sources = {a.name: loaded[a.source(p.source), a.kind.pretrained] for a in p.arms}
     bound = {a.name: bind_source(modality, sources[a.name], largest, p.base) for a in p.arms}
     pinned = modality.shared_options(bound[p.baseline.name], largest, p.base, runs_on_cpu(p.base))
-    p = Plan(p.data, p.source, p.arms, p.logreg, p.seeds, p.sizes, p.threshold, p.base.replace(**pinned),
-             tuple(pinned.items()))
+    p = dataclasses.replace(p, base=p.base.replace(**pinned), pinned=tuple(pinned.items()))
     for arm in p.arms:
         try:
             reuse = resolve_reuse(arm.config(p.base), bound[arm.name])
@@ -234,17 +154,16 @@ def check_arms(p: Plan, modality: Modality, data_by_size: dict[int | None, Data]
     return sources, p
 
 
-def announce(p: Plan, sources: dict[str, Source], data_by_size: dict[int | None, Data]) -> float:
+def announce(p: Plan, modality: Modality, sources: dict[str, Source], data_by_size: dict[int | None, Data]) -> float:
     """Log how many cells and about how long, from one timed training step per source; returns the estimate."""
     largest = data_by_size[p.sizes[-1]]
-    modality_of = modalities.get(next(iter(sources.values())).modality)
     steps: dict[str, float] = {}
     for arm in p.arms:  # one timed step per source: arms of other sources can cost 100x more
         spec = arm.source(p.source)
         if spec not in steps:
-            bound = bind_source(modality_of, sources[arm.name], largest, p.base)
-            pre = modality_of.preprocessing(bound, largest, arm.config(p.base), runs_on_cpu(p.base))
-            steps[spec] = seconds_per_step(bound, largest, p.base, pre)
+            bound = bind_source(modality, sources[arm.name], largest, p.base)
+            pre = modality.preprocessing(bound, largest, arm.config(p.base), runs_on_cpu(p.base))
+            steps[spec] = seconds_per_step(bound, largest, p.base, pre, p.base.channels_last and modality.channels_last)
     estimate = estimate_seconds({a.name: steps[a.source(p.source)] for a in p.arms}, p.arms, p.seeds, p.base,
                                 list(data_by_size.values()))
     pinned = "".join(f", {k.replace('_', ' ')} {v}" for k, v in p.pinned)
@@ -468,7 +387,7 @@ def estimate_seconds(steps: dict[str, float], arms: list[Arm], seeds: int, cfg: 
         evaluated = epochs / b.val_every * val + points * min(test, 500) + test
         for arm in arms:
             step = steps[arm.name]
-            if strategy_class(arm).frozen_prefix:
+            if arm.kind.frozen_prefix:
                 total += (train + val + test) / cfg.batch_size * step / 6
             else:
                 total += seeds * (b.steps_per_epoch * epochs * step + evaluated / cfg.batch_size * step / 6)

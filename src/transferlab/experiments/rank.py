@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from scipy import stats
 
-from transferlab import modality as modalities
 from transferlab import preflight
 from transferlab.config import SET_BY_COMPARE, FitConfig
 from transferlab.errors import UserError, did_you_mean
@@ -27,7 +26,6 @@ from transferlab.experiments.common import (
     experiment_folder,
     finish_experiment,
     recorded_base,
-    shared_modality,
 )
 from transferlab.experiments.compare import compare
 from transferlab.report.html import write_rank_report
@@ -89,6 +87,7 @@ def rank(
     overwrite: bool = False,
     progress: bool = True,
     dataset: Any = None,
+    modality: Any = None,
     locked: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
@@ -103,9 +102,9 @@ def rank(
     base = FitConfig.from_dict({"data": data, "source": specs[0], "strategy": "frozen", "per_class": per_class,
                                 **options})
     out = Path(out)
-    name = preflight.resolve_modality(data, specs)  # the data are read and checked before any model loads
-    if dataset is None and name is not None:
-        dataset = modalities.get(name).load(base)
+    modality = modality or preflight.decide_modality(data, specs)
+    if dataset is None and modality is not None:  # the data are read and checked before any model loads
+        dataset = modality.load(base)
 
     loaded, skipped = {}, {}
     for spec in specs:
@@ -118,7 +117,7 @@ def rank(
             log.warning("skipping %s: %s", spec, e)
     if len(loaded) < 2:
         raise UserError(f"only {len(loaded)} of the candidates could be loaded; ranking needs two")
-    modality = shared_modality(data, list(loaded.values()), list(loaded))
+    modality = preflight.decide_modality(data, list(loaded), {spec: s.modality for spec, s in loaded.items()})
     dataset = dataset if dataset is not None else modality.load(base)
     labels = np.asarray(dataset.train.labels)
     heads = {spec: s.classifier is not None for spec, s in loaded.items()}
@@ -142,7 +141,7 @@ def rank(
             if reuse < len(source.blocks) and source.prefix_pool is not None:  # e.g. word vectors' mean over tokens
                 prefix, cut = torch.nn.Sequential(prefix, source.prefix_pool), f"{reuse}+pool"
             feats, _, feature_seconds = frozen_features(prefix, source, cut, {"train": dataset.train}, pre, base,
-                                                        progress)
+                                                        progress, base.channels_last and modality.channels_last)
             tick = time.perf_counter()
             x = feats["train"].double()
             probs = None

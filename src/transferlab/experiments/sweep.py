@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from transferlab import modality as modalities
-from transferlab.config import FitConfig
+from transferlab import preflight
+from transferlab.config import DEFAULT_ARCH, FitConfig
 from transferlab.errors import UserError
 from transferlab.evaluate.curves import accuracy_interval
 from transferlab.evaluate.logreg import fit_logreg
 from transferlab.experiments.common import clean_json, experiment_folder, finish_experiment, recorded_base
 from transferlab.report.html import write_layers_report
 from transferlab.sources import load_source
-from transferlab.train.fit import bind_source, fit, modality_of, open_source, pretrain, versions
+from transferlab.train.fit import bind_source, fit, open_source, pretrain, versions
 
 log = logging.getLogger(__name__)
 SCHEMA = "transferlab.layers/2"  # 2: cells trained to convergence; scratch and logreg at the cells' size
@@ -36,7 +37,7 @@ def sweep(
     *,
     out: str | Path,
     source_data: str | None = None,
-    arch: str = "cnn_small",
+    arch: str = DEFAULT_ARCH,
     source: str | None = None,
     seeds: int = 3,
     resume: bool = False,
@@ -44,6 +45,7 @@ def sweep(
     progress: bool = True,
     locked: bool = False,
     dataset: Any = None,
+    modality: Any = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Run the layer-transfer sweep and write ``results.json`` and ``report.html`` to ``out``."""
@@ -55,7 +57,7 @@ def sweep(
     out = Path(out)
     config = {"target_data": target_data, "source_data": source_data, "arch": arch, "source": source,
               "seeds": seeds, "base": recorded_base(base)}
-    modality = modality_of(base)  # the data are read and checked before any model loads
+    modality = modality or preflight.decide_modality(base.data, [base.source])  # data read before any model
     data = dataset if dataset is not None else modality.load(base) if modality is not None else None
     ready = open_source(base, pretrained=True) if source is not None else None  # errors now, not after cells
     if modality is None:  # neither the data nor the names tell: the architecture does

@@ -80,9 +80,9 @@ class ImageModality(Modality):
         return [standardized(p, mean, std) for p in pixels]
 
     def preprocessing_from_dict(self, d: dict[str, Any]) -> Any:
-        from transferlab.sources.base import Preprocessing
+        from transferlab.sources.base import ImagePreprocessing
 
-        return Preprocessing.from_dict(d)
+        return ImagePreprocessing.from_dict(d)
 
     def check_card(self, card_path: Path, pre: dict[str, Any]) -> None:
         if "kind" in pre:

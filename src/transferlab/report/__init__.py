@@ -62,10 +62,15 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: Path, title: st
     plt.close(fig)
 
 
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    """Write a CSV file atomically."""
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A CSV document (``\\n`` line ends)."""
     buf = io.StringIO(newline="")
-    writer = csv.writer(buf)
+    writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    atomic_write(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Write a CSV file atomically."""
+    atomic_write(path, csv_text(header, rows))

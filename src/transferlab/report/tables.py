@@ -62,6 +62,23 @@ def compare_tables(results: dict[str, Any], out: Path) -> Out:
     return stdout, stderr
 
 
+def fit_lines(result: Any, card: dict[str, Any], out: Path) -> list[str]:
+    """What ``fit`` says when it ends: the vectors' coverage (word vectors), how long it trained and whether it
+    converged, and its test accuracy next to the naive model's."""
+    lines = []
+    coverage = card.get("coverage")
+    if coverage:
+        lines.append(f"vectors cover {coverage['types']:.1%} of the target's word types and {coverage['tokens']:.1%} "
+                     "of its tokens")
+    if result.training:
+        lines.append(describe(result.training))
+    learned = "" if card["metrics"].get("learned", True) else " (did not learn: within two standard errors of it)"
+    lines.append(f"test accuracy {result.test_accuracy:.4f} (always guessing the commonest training class: "
+                 f"{result.majority_baseline:.4f}){learned} · {result.wall_seconds:.1f} s training · run directory "
+                 f"{out}")
+    return lines
+
+
 def demo_table(results: dict[str, Any], arms: tuple[str, ...]) -> Table:
     """Each arm's mean test accuracy and training time at the largest size."""
     table = Table(title="final test accuracy per arm (mean over seeds, largest size)")
@@ -160,11 +177,11 @@ def pretrain_table(check: dict[str, Any], arch: str, data: str, out: Path) -> Ou
 
 
 def sources_table(rows: list[dict[str, str]]) -> Table:
-    table = Table(title="sources (also: timm:<arch>, torchvision:<arch>, scratch:<source>, a run directory)")
-    for col in ("source", "weights", "offline"):
+    table = Table(title="sources (each also as scratch:<source>: the same architecture, random weights)")
+    for col in ("source", "data", "weights", "offline"):
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(row["source"], row["weights"], row["offline"])
+        table.add_row(row["source"], row["modality"], row["weights"], row["offline"])
     return table
 
 
@@ -186,3 +203,16 @@ def vectors_table(info: dict[str, Any], dim: int, out: Path) -> list[Any]:
         table.add_row(word, ", ".join(near))
     return [f"{info['vocabulary']:,} words x {dim} from {info['tokens']:,} tokens in {info['train_seconds']} s", table,
             f"use it as a source: --source {out}"]
+
+
+def describe(training: dict[str, Any]) -> str:
+    """One line for the terminal: "trained to convergence: best validation at step N of M"."""
+    if training.get("converged"):
+        return (f"trained to convergence: best validation at step {training['best_step']} of {training['steps']} "
+                f"(epoch {training['best_epoch']} of {training['epochs']})")
+    if not training.get("early_stopping", True):
+        return f"trained for a fixed budget of {training['steps']} steps ({training['epochs']} epochs): no " \
+               "validation split to tell convergence"
+    return (f"NOT converged: stopped at the cap ({training['steps']} steps, {training['epochs']} epochs) with the "
+            f"validation loss still improving (best at step {training['best_step']}), so this result is a lower "
+            "bound: raise --epochs/--max-steps or leave them unset")

@@ -15,7 +15,7 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 @dataclass(frozen=True)
-class Preprocessing:
+class ImagePreprocessing:
     """How inputs must look for the source: square size, normalisation, resize interpolation and crop."""
 
     input_size: int
@@ -48,7 +48,7 @@ class Preprocessing:
             [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
         )
 
-    def resized(self, size: int | None) -> Preprocessing:
+    def resized(self, size: int | None) -> ImagePreprocessing:
         """The same preprocessing at another input size (``None`` keeps the source's)."""
         return self if size is None else replace(self, input_size=int(size))
 
@@ -56,7 +56,7 @@ class Preprocessing:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+    def from_dict(cls, d: dict[str, Any]) -> ImagePreprocessing:
         return cls(
             input_size=int(d["input_size"]),
             mean=tuple(d["mean"]),
@@ -87,7 +87,7 @@ class Source:
     blocks: OrderedDict[str, nn.Module]
     pool: nn.Module
     num_features: int
-    preprocessing: Preprocessing
+    preprocessing: Any  # ImagePreprocessing, or the modality's own (text: tokens or words; tables: Standardize)
     pretrained: bool
     weights_origin: str
     rebuild: Callable[[], Source] = field(repr=False)

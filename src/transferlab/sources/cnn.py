@@ -12,8 +12,9 @@ from pathlib import Path
 
 from torch import nn
 
+from transferlab.catalogue import Request
 from transferlab.errors import UserError
-from transferlab.sources.base import GlobalPool, Preprocessing, Source
+from transferlab.sources.base import GlobalPool, ImagePreprocessing, Source
 from transferlab.sources.weights import load_checked, read_state_dict
 
 WIDTHS = {"cnn_tiny": (8, 16, 32), "cnn_small": (32, 64, 128, 256)}
@@ -47,8 +48,13 @@ def simple_cnn(name: str, pretrained: bool = True, weights: Path | None = None) 
         blocks=blocks,
         pool=GlobalPool(),
         num_features=widths[-1],
-        preprocessing=Preprocessing(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        preprocessing=ImagePreprocessing(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
         pretrained=weights is not None,
         weights_origin=origin,
         rebuild=functools.partial(simple_cnn, name, False),
     )
+
+
+def load(r: Request) -> Source:
+    """The catalogue's loader of ``cnn_tiny`` and ``cnn_small``."""
+    return simple_cnn(r.rest, r.pretrained, r.weights)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from transferlab.catalogue import Request
 from transferlab.data.tabular import column_scale
 from transferlab.errors import UserError, did_you_mean
 from transferlab.sources.base import Source
@@ -169,3 +170,8 @@ def mlp_source(
         rebuild=functools.partial(mlp_source, name, False, None, n_features, pre),
         modality="tabular",
     )
+
+
+def load(r: Request) -> Source:
+    """The catalogue's loader of ``mlp_tiny`` and ``mlp_small``."""
+    return mlp_source(r.rest, r.pretrained, r.weights)

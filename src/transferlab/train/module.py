@@ -44,7 +44,7 @@ class LitClassifier(L.LightningModule):
         self.wants_features = wants_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and x.dim() == 4:
+        if self.channels_last:  # batches of images or feature maps (the run decides: see fit)
             x = x.contiguous(memory_format=torch.channels_last)
         return self._forward(x)
 
@@ -54,7 +54,7 @@ class LitClassifier(L.LightningModule):
         x, y = batch
         features = None
         if self.wants_features:  # the pooled vector the head sees, for a penalty on the features (BSS)
-            if self.channels_last and x.dim() == 4:
+            if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             features = self.net.forward_features(x)
             logits = self.net.head(features)

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from transferlab.catalogue import BSS_ETA, BSS_K, L2SP_ALPHA, L2SP_BETA
+
 __all__ = [
     "BSS_ETA",
     "BSS_K",
@@ -27,19 +29,8 @@ __all__ = [
     "l2sp",
 ]
 
-# L2-SP (Li, Grandvalet & Davoine, ICML 2018). The authors' own script (holyseven/TransferLearningClassification,
-# run_classification/train.sh: --weight_decay_mode 1 --weight_decay_rate 0.1 --weight_decay_rate2 0.01) uses
-# alpha = 0.1 on the reused weights and beta = 0.01 on the new layer, both on TensorFlow's l2_loss (= 1/2 ||.||^2),
-# i.e. exactly the alpha/2 and beta/2 of l2sp() below. The paper tunes alpha per dataset (0.1 or 0.01); tllib's
-# examples/task_adaptation/image_classification/delta.py --regularization-type l2_sp defaults to 0.01 for both
-# (--trade-off-backbone / --trade-off-head, on the same 1/2 ||.||^2).
-L2SP_ALPHA = 0.1
-L2SP_BETA = 0.01
-
-# BSS (Chen et al., NeurIPS 2019): k = 1 smallest singular value, eta = 0.001. Also tllib's defaults
-# (examples/task_adaptation/image_classification/bss.py: --k 1, --trade-off 0.001).
-BSS_K = 1
-BSS_ETA = 0.001
+# The defaults of L2-SP (alpha 0.1, beta 0.01: the authors' script) and BSS (k 1, eta 0.001: the paper and tllib)
+# are the strategies' option defaults, declared with their sources in transferlab.catalogue.
 
 # DELTA (Li et al., ICLR 2019): the authors' code (lixingjian/DELTA, train.py and run.sh) uses alpha = 0.01 on the
 # feature-map term (0.1 on Stanford Dogs) and beta = 0.01 on the new layer's 1/2 ||w||^2; tllib's delta.py defaults

@@ -6,12 +6,13 @@ optimiser's parameter groups, ``finetune_function`` is its per-epoch schedule an
 loss term. Its state, including any parameter groups a schedule added, is saved in the checkpoint, so a schedule
 survives ``--resume``. Unlike ``BaseFinetuning.freeze``, frozen blocks keep BatchNorm in eval mode (see
 :class:`TransferModel`). ``scratch`` is just another strategy: the baseline runs through the same code as every
-transfer arm. A spec such as ``finetune:decay=0.7,reg=l2sp`` gives a strategy its options (``config.parse_strategy``).
+transfer arm. A spec such as ``finetune:decay=0.7,reg=l2sp`` gives a strategy its options; their types, ranges
+and defaults are declared once, in :mod:`transferlab.catalogue` (so that a bad spec is one sentence before torch
+loads), and ``__init__`` stores them resolved, as attributes of the same names.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 import lightning as L
@@ -20,21 +21,31 @@ from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 from torch.optim import Optimizer
 
-from transferlab.config import STRATEGY_NAMES, parse_strategy
+from transferlab import catalogue
 from transferlab.errors import UserError
-from transferlab.registry import Registry
 from transferlab.transfer import penalties
 from transferlab.transfer.model import TransferModel
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
-
 
 class Strategy(BaseFinetuning):
-    name: ClassVar[str]
-    pretrained: ClassVar[bool] = True  # start from the source's weights (False: the no-transfer baseline)
+    name: ClassVar[str]  # its catalogue entry: options, whether it starts from the source's weights, ...
     augment: ClassVar[bool] = True  # light augmentation of training images
-    frozen_prefix: ClassVar[bool] = False  # the reused blocks never train, so their outputs can be cached
     wants_features: ClassVar[bool] = False  # penalty() needs the batch's features (the pooled vector)
+
+    def __init__(self, **options: Any) -> None:
+        """Store every option the catalogue declares for this strategy: ``options`` (checked) over the defaults."""
+        super().__init__()
+        self._options = catalogue.strategy(self.name).resolve(options)
+        for key, value in self._options.items():
+            setattr(self, key, value)
+
+    @property
+    def pretrained(self) -> bool:  # start from the source's weights (False: the no-transfer baseline)
+        return catalogue.strategy(self.name).pretrained
+
+    @property
+    def frozen_prefix(self) -> bool:  # the reused blocks never train, so their outputs can be cached
+        return catalogue.strategy(self.name).frozen_prefix
 
     def attach(self, model: TransferModel, reuse: int, lr: float, world: int = 1) -> list[dict[str, Any]]:
         """Freeze what this strategy keeps fixed in ``model`` (whose first ``reuse`` blocks come from the source)
@@ -86,37 +97,32 @@ class Strategy(BaseFinetuning):
 
     def params(self) -> dict[str, Any]:
         """The hyper-parameters ``__init__`` stored (what the run's config records)."""
-        return {k: getattr(self, k) for k in inspect.signature(type(self).__init__).parameters if k != "self"}
+        return dict(self._options)
 
 
 def trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
     return [p for m in modules for p in m.parameters() if p.requires_grad]
 
 
-@STRATEGIES.register("scratch")
 class Scratch(Strategy):
     """The same architecture with random weights, all trained: the no-transfer baseline."""
 
     name = "scratch"
-    pretrained = False
 
     def freeze_model(self, model: TransferModel, reuse: int) -> None:
         model.freeze(0)
 
 
-@STRATEGIES.register("frozen")
 class Frozen(Strategy):
     """Feature extraction: the first ``reuse`` blocks are fixed; the rest and the head are trained."""
 
     name = "frozen"
     augment = False
-    frozen_prefix = True
 
     def freeze_model(self, model: TransferModel, reuse: int) -> None:
         model.freeze(reuse)
 
 
-@STRATEGIES.register("finetune")
 class Finetune(Strategy):
     """Everything trains; the reused blocks at the head's learning rate times ``backbone_lr_mult``.
 
@@ -133,13 +139,7 @@ class Finetune(Strategy):
     """
 
     name = "finetune"
-
-    def __init__(self, backbone_lr_mult: float = 0.1, freeze_bn: bool = True, decay: float | None = None,
-                 reg: str = "none", alpha: float = penalties.L2SP_ALPHA, beta: float = penalties.L2SP_BETA,
-                 eta: float = penalties.BSS_ETA, k: int = penalties.BSS_K) -> None:
-        super().__init__()
-        self.backbone_lr_mult, self.freeze_bn, self.decay = backbone_lr_mult, freeze_bn, decay
-        self.reg, self.alpha, self.beta, self.eta, self.k = reg, alpha, beta, eta, k
+    reg: str
 
     @property
     def wants_features(self) -> bool:  # type: ignore[override]
@@ -183,7 +183,6 @@ class Finetune(Strategy):
         return None
 
 
-@STRATEGIES.register("gradual")
 class Gradual(Finetune):
     """ULMFiT's gradual unfreezing (Howard & Ruder 2018): the head and new blocks train first, then every ``every``
     epochs one more reused block joins them, from the top, at its own rate (``decay``, else ``lr x
@@ -196,12 +195,6 @@ class Gradual(Finetune):
     cost: closed blocks are back-propagated through, as in ``finetune``)."""
 
     name = "gradual"
-
-    def __init__(self, every: int = 1, backbone_lr_mult: float = 0.1, freeze_bn: bool = True,
-                 decay: float | None = None, reg: str = "none", alpha: float = penalties.L2SP_ALPHA,
-                 beta: float = penalties.L2SP_BETA, eta: float = penalties.BSS_ETA, k: int = penalties.BSS_K) -> None:
-        super().__init__(backbone_lr_mult, freeze_bn, decay, reg, alpha, beta, eta, k)
-        self.every = every
 
     def freeze_model(self, model: TransferModel, reuse: int) -> None:
         model.freeze(reuse if self.world_ == 1 else 0, bn=reuse if self.freeze_bn else 0)
@@ -225,35 +218,26 @@ class Gradual(Finetune):
             self.train_also(pl_module, [self.model_.blocks[i]], optimizer, rates[i])
 
 
-@STRATEGIES.register("l2sp")
 class L2SP(Finetune):
     """``finetune`` with the L2-SP penalty (Li, Grandvalet & Davoine 2018): the reused weights are pulled towards
     the source's, the new ones towards zero. Defaults alpha=0.1, beta=0.01 from the authors' script."""
 
     name = "l2sp"
-
-    def __init__(self, backbone_lr_mult: float = 0.1, freeze_bn: bool = True, decay: float | None = None,
-                 alpha: float = penalties.L2SP_ALPHA, beta: float = penalties.L2SP_BETA) -> None:
-        super().__init__(backbone_lr_mult, freeze_bn, decay, "l2sp", alpha, beta)
+    reg = "l2sp"
 
 
-@STRATEGIES.register("bss")
 class BSS(Finetune):
     """``finetune`` with Batch Spectral Shrinkage (Chen et al. 2019): the ``k`` smallest singular values of each
     batch's features are shrunk, which keeps the features the source learned but the target cannot support from
     being amplified. Defaults k=1, eta=0.001 from the paper."""
 
     name = "bss"
-
-    def __init__(self, backbone_lr_mult: float = 0.1, freeze_bn: bool = True, decay: float | None = None,
-                 eta: float = penalties.BSS_ETA, k: int = penalties.BSS_K) -> None:
-        super().__init__(backbone_lr_mult, freeze_bn, decay, "bss", eta=eta, k=k)
+    reg = "bss"
 
 
 LORA_TARGETS = ("query", "key", "value", "qkv", "q_proj", "k_proj", "v_proj")
 
 
-@STRATEGIES.register("lora")
 class LoRA(Strategy):
     """Low-rank adapters (Hu et al. 2021) through Hugging Face PEFT on the attention projections of the reused
     blocks (``query``/``key``/``value`` of sentence-transformers encoders, ``qkv`` of timm ViTs): the reused
@@ -261,10 +245,9 @@ class LoRA(Strategy):
     run directory stores the merged weights, so ``predict`` and reusing the run as a source are unchanged."""
 
     name = "lora"
-
-    def __init__(self, r: int = 8, alpha: float = 16.0, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.r, self.alpha, self.dropout = r, alpha, dropout
+    r: int
+    alpha: float
+    dropout: float
 
     @staticmethod
     def targets(blocks: list[nn.Module]) -> list[str]:
@@ -302,11 +285,7 @@ class LoRA(Strategy):
 
 def make_strategy(spec: str, **defaults: Any) -> Strategy:
     """The strategy a spec names (``finetune:decay=0.7``), with ``defaults`` (run options such as
-    ``backbone_lr_mult``) for the parameters its ``__init__`` accepts and the spec does not set."""
-    name, options = parse_strategy(spec)
-    cls = STRATEGIES.get(name)
-    accepted = inspect.signature(cls.__init__).parameters
-    return cls(**{k: v for k, v in {**defaults, **options}.items() if k in accepted})
-
-
-assert tuple(STRATEGIES) == STRATEGY_NAMES, "config.STRATEGY_NAMES must name exactly the registered strategies"
+    ``backbone_lr_mult``) for the options it declares and the spec does not set."""
+    name, options = catalogue.parse_strategy(spec)
+    kind = catalogue.strategy(name)
+    return kind.cls()(**{k: v for k, v in {**defaults, **dict(options)}.items() if k in kind.options})

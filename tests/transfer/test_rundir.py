@@ -15,7 +15,8 @@ import pytest
 from tests.test_cli import assert_user_error, run
 from transferlab import api
 from transferlab.errors import UserError
-from transferlab.sources import load_run, load_source
+from transferlab.sources import load_source
+from transferlab.transfer.rundir import load_run
 
 
 def copy_run(base_run: Path, dest: Path) -> Path:

@@ -20,29 +20,28 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from transferlab import catalogue
 from transferlab import modality as modalities
 from transferlab.cardcheck import card_error, int_field, is_number, show, strings
+from transferlab.catalogue import Request
 from transferlab.errors import UserError
 from transferlab.files import atomic_write, read_json
 from transferlab.modality import MODALITY_NAMES
 from transferlab.sources.base import Source
-from transferlab.sources.builtin import BUILTIN
 from transferlab.sources.text import (
     BUILTIN_ENCODER,
     builtin_encoder_path,
-    parse_words_spec,
-    sentence_encoder_source,
-    vectors_source,
 )
 from transferlab.sources.weights import load_checked, read_state_dict
-from transferlab.sources.zoo import timm_source, torchvision_source
 from transferlab.transfer.model import build_model
 
 MODEL_FORMAT = "transferlab.model/1"
 CARD = "model.json"
 WEIGHTS = "model.safetensors"
-ARCHITECTURES = "a built-in (such as cnn_tiny), timm:<arch>, torchvision:<arch>, words:DIM:bag|cnn or " \
-                "sentence-transformers:<folder>"
+def architectures() -> str:
+    """What a card's architecture may be: the catalogue's kinds that cards may name."""
+    return "one of " + ", ".join(f"{k.name}<...>" if k.is_prefix else k.name for k in catalogue.source_kinds()
+                                 if k.in_cards)
 _NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
@@ -63,18 +62,11 @@ def write_card(run_dir: Path, card: dict[str, Any]) -> None:
 
 
 def architecture_kind(arch: str) -> str | None:
-    """What an architecture spec in a card is: builtin, timm, torchvision, words or sentence-transformers; None
-    for anything else (a run directory, a weights or vectors file, ``scratch:...``): a card cannot name those."""
-    if arch in BUILTIN:
-        return "builtin"
-    kind, _, rest = arch.partition(":")
-    if kind in ("timm", "torchvision") and _NAME.fullmatch(rest):
-        return kind
-    if kind == "words":
-        return kind
-    if kind == "sentence-transformers" and rest.strip():
-        return kind
-    return None
+    """The catalogue's kind of an architecture spec in a card, when a card may name it (a built-in, ``timm:``,
+    ``torchvision:``, ``words:...``, ``sentence-transformers:``); None for anything else (a run directory, a
+    weights or vectors file, ``scratch:...``): a card cannot name those."""
+    kind = catalogue.in_cards(arch)
+    return None if kind is None else kind.name
 
 
 def check_card(card: Any, card_path: Path) -> dict[str, Any]:
@@ -85,7 +77,7 @@ def check_card(card: Any, card_path: Path) -> dict[str, Any]:
         raise UserError(f"{card_path} is not a transferlab model card (format {show(card.get('format'))})")
     arch = card.get("architecture")
     if not isinstance(arch, str) or architecture_kind(arch) is None:
-        raise card_error(card_path, "architecture", f"must be {ARCHITECTURES}, not {show(arch)}")
+        raise card_error(card_path, "architecture", f"must be {architectures()}, not {show(arch)}")
     strings(card_path, "block_names", card.get("block_names"))
     strings(card_path, "classes", card.get("classes"))
     modality = card.get("modality", "image")
@@ -197,21 +189,12 @@ def skeleton(card: dict[str, Any], run_dir: Path) -> Source:
     Only the kinds :func:`architecture_kind` accepts are built, without weights and without network access."""
     card_path = run_dir / CARD
     arch = card["architecture"]
-    kind, _, rest = arch.partition(":")
     try:
-        if architecture_kind(arch) == "builtin":
-            source = BUILTIN.get(arch)(False, None)
-        elif kind == "timm":
-            source = timm_source(rest, False)
-        elif kind == "torchvision":
-            source = torchvision_source(rest, False)
-        elif kind == "words":
-            dim, text_model = parse_words_spec(arch)
-            source = vectors_source(arch, None, False, dim=dim, text_model=text_model)
-        elif kind == "sentence-transformers":
-            source = sentence_encoder_source(arch, rest, False, local_only=True)
-        else:
-            raise card_error(card_path, "architecture", f"must be {ARCHITECTURES}, not {show(arch)}")
+        found = catalogue.find_source(arch) if catalogue.in_cards(arch) is not None else None
+        if found is None:
+            raise card_error(card_path, "architecture", f"must be {architectures()}, not {show(arch)}")
+        kind, rest = found
+        source = kind.load(catalogue.Request(spec=arch, rest=rest or kind.name, pretrained=False, from_card=True))
         source = modalities.get(card.get("modality", "image")).bind_card(source, card["preprocessing"])
     except UserError as e:
         if str(card_path) in str(e):
@@ -286,3 +269,11 @@ def run_source(run_dir: Path) -> Source:
         cache_partial=rebuilt.cache_partial,
         prefix_pool=rebuilt.prefix_pool,
     )
+
+
+def load(r: Request) -> Source:
+    """The catalogue's loader of run directories (``pretrained=False``: the same architecture, random weights)."""
+    if r.weights is not None:
+        raise UserError("--weights cannot be combined with a run directory source (it has its own weights)")
+    source = run_source(Path(r.rest))
+    return source if r.pretrained else source.fresh()

@@ -1,0 +1,94 @@
+"""What a comparison is asked to do, every option checked, with no torch import: the API checks a comparison with
+:func:`plan` before anything slow loads, and ``experiments.compare`` runs the plan it gets."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from typing import Any
+
+from transferlab import preflight
+from transferlab.config import LOGREG, SET_BY_COMPARE, Arm, FitConfig, parse_sizes, size_key, split_arms
+from transferlab.errors import UserError, did_you_mean
+from transferlab.experiments.common import recorded_base
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A comparison as asked for, every option checked (no torch, no data read yet)."""
+
+    data: str
+    source: str
+    arms: list[Arm]  # the trained arms, the scratch baseline among them
+    logreg: bool  # whether the logistic-regression baseline stands beside them
+    seeds: int
+    sizes: list[int | None]
+    threshold: float
+    base: FitConfig
+    pinned: tuple[tuple[str, Any], ...] = ()  # options that give every cell the same preprocessing (check_arms)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What the folder records (``compare.json``): a resumed comparison must ask for the same."""
+        return {"data": self.data, "source": self.source,
+                "arms": [LOGREG] * self.logreg + [a.name for a in self.arms], "seeds": self.seeds,
+                "per_class": [size_key(s) for s in self.sizes], "threshold": self.threshold,
+                "base": recorded_base(self.base)}
+
+    @property
+    def baseline(self) -> Arm:
+        return next(a for a in self.arms if is_baseline(a))
+
+    def arm_sources(self) -> list[str]:
+        return list(dict.fromkeys(a.source(self.source) for a in self.arms))
+
+
+def plan(data: str, source: str, arms: list[str] | str, seeds: int, per_class: str | None, threshold: float,
+         options: dict[str, Any]) -> Plan:
+    """Every option of a comparison, checked before anything is read or loaded."""
+    specs = split_arms(arms)
+    logreg = LOGREG in specs
+    if any(s.startswith(LOGREG + ":") for s in specs):
+        raise UserError(f"arm {LOGREG!r} takes no options: it is a logistic regression on the raw inputs, its "
+                        "regularisation chosen by cross-validation")
+    parsed = parse_arms([s for s in specs if s != LOGREG])
+    if not 2 <= seeds <= 1000:
+        raise UserError(f"--seeds {seeds}: confidence intervals need at least 2 seeds (and at most 1,000)")
+    if not 0 < threshold <= 1:
+        raise UserError("--threshold must lie in (0, 1]")
+    names = {f.name for f in fields(FitConfig)} - set(SET_BY_COMPARE)
+    for key in options:
+        if key not in names:
+            raise UserError(f"unknown option {key!r}{did_you_mean(key, names)}")
+    base = FitConfig(data=data, source=source, curve=True, **options)
+    if base.seed + seeds - 1 > 2**32 - 1:
+        raise UserError(f"--seed {base.seed} with --seeds {seeds} runs past the largest seed, 4,294,967,295")
+    for arm in parsed:  # an arm's bad option (lr=inf, reuse=0) is found now, not after other cells have trained
+        arm.config(base)
+    result = Plan(data, source, parsed, logreg, seeds, parse_sizes(per_class), threshold, base)
+    for spec in result.arm_sources():
+        preflight.check_source(spec, "--source" if spec == source else "an arm's source=")
+    return result
+
+
+def parse_arms(arms: list[str] | str) -> list[Arm]:
+    """The trained arms asked for, with the scratch baseline added when missing: every benefit is measured
+    against it."""
+    parsed = [Arm.parse(a) for a in split_arms(arms)]
+    if len({a.name for a in parsed}) != len(parsed):
+        raise UserError("--arms lists the same arm twice")
+    if not any(is_baseline(a) for a in parsed):
+        parsed.insert(0, Arm("scratch", "scratch", {}))
+        log.info("added the scratch arm: every benefit is measured against it")
+    if len(parsed) < 2:
+        raise UserError("--arms needs at least one transfer arm besides scratch")
+    return parsed
+
+
+def is_baseline(arm: Arm) -> bool:
+    """The no-transfer arm: a strategy that starts from random weights."""
+    return not arm.kind.pretrained
+
+
