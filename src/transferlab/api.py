@@ -41,8 +41,26 @@ def fit(
     >>> fit("fashion-mnist:classes=5-9,per_class=50", source="efficientnet_lite0", strategy="frozen",
     ...     image_size=64, out="runs/frozen")  # doctest: +SKIP
     """
-    cfg = FitConfig.from_dict({"data": data, **options})  # unknown options: a clear error with suggestions
+    config = options.pop("config", None)
+    base = read_options(config) if config is not None else {}
+    cfg = FitConfig.from_dict({**base, "data": data, **options})  # unknown options: a clear error with suggestions
     return _fit(cfg, Path(out), resume, overwrite, progress)
+
+
+def read_options(path: str | Path) -> dict[str, Any]:
+    """The run options a JSON file holds: ``advise``'s ``advice.json`` (its recommended configuration), a run's
+    ``config.json``, or a plain object of FitConfig options (checked like any option)."""
+    found = files.read_json(Path(path), "--config")
+    if isinstance(found, dict) and found.get("schema", "").startswith("transferlab.advise"):
+        if found.get("config") is None:
+            raise UserError(f"--config {path}: the advice recommends a logistic regression on the raw inputs, which "
+                            "fit does not train (its accuracy is in the advice)")
+        found = found["config"]
+    elif isinstance(found, dict) and isinstance(found.get("config"), dict) and "resolved" in found:
+        found = found["config"]
+    if not isinstance(found, dict):
+        raise UserError(f"--config {path} is not an object of run options")
+    return {k: v for k, v in found.items() if k not in ("data", "curve")}
 
 
 def _fit(cfg: FitConfig, out: Path, resume: bool, overwrite: bool, progress: bool, pretraining: bool = False) -> Any:
@@ -253,7 +271,7 @@ def compare(data: str, *, out: str | Path, **options: Any) -> dict[str, Any]:
     from transferlab.experiments.plan import plan
 
     preflight.check_data(data)
-    run = {k: options.pop(k) for k in ("resume", "overwrite", "progress") if k in options}
+    run = {k: options.pop(k) for k in ("resume", "overwrite", "progress", "workers") if k in options}
     planned = plan(data, options.pop("source", FitConfig.source), options.pop("arms", DEFAULT_ARMS),
                    options.pop("seeds", 3), options.pop("per_class", None), options.pop("threshold", 0.9), options)
     out = Path(out)
@@ -297,6 +315,35 @@ def rank(data: str, *, sources: str | list[str], out: str | Path, **options: Any
         from transferlab.experiments.rank import rank as run_rank
 
         return run_rank(data, sources=sources, out=out, dataset=dataset, modality=kind, locked=True, **options)
+
+
+def advise(data: str, *, out: str | Path, budget: str | float = "30m", **options: Any) -> dict[str, Any]:
+    """Which source, how much of it, frozen or tuned, at what learning rate, within ``budget`` (``30m``, ``90s``;
+    start-up included): candidates shortlisted by LogME, an Optuna search of trials trained to convergence and
+    judged on the validation split, then the recommendation, the frozen alternative, scratch and a logistic
+    regression confirmed with ``seeds`` seeds on the test split. Writes ``advice.json`` (the configuration ``fit
+    --config`` reads, and the evidence) and ``report.html`` to ``out``.
+
+    >>> advise("fashion-mnist:classes=5-9,per_class=100", budget="10m", out="runs/advice")  # doctest: +SKIP
+    """
+    import time
+
+    from transferlab.experiments.plan import plan_advise
+
+    started = time.monotonic()
+    run = {k: options.pop(k) for k in ("resume", "overwrite", "progress") if k in options}
+    preflight.check_data(data)
+    planned = plan_advise(data, budget, options.pop("candidates", None), options.pop("seeds", 3),
+                          options.pop("workers", 1), options.pop("storage", None), options.pop("metric", "accuracy"),
+                          options)
+    out = Path(out)
+    preflight.check_out(out, run.get("resume", False), run.get("overwrite", False), "advise")
+    with files.locked(out, "the advice folder"):  # one writer, before any data or model loads
+        kind = preflight.decide_modality(data, list(planned.candidates))
+        dataset = kind.load(planned.base) if kind is not None else None  # read and checked before torch loads
+        from transferlab.experiments.advise import advise as run_advise
+
+        return run_advise(planned, out=out, modality=kind, dataset=dataset, started=started, **run)
 
 
 def demo(

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -21,7 +22,7 @@ from typer.core import TyperGroup
 from transferlab import allocator, modality
 from transferlab.config import DEFAULT_ARMS
 from transferlab.errors import UserError
-from transferlab.files import disk_full, is_disk_full
+from transferlab.files import disk_full, is_disk_full, is_global_zero
 from transferlab.options import (
     ARCH,
     FIT,
@@ -38,6 +39,7 @@ from transferlab.options import (
     takes,
 )
 
+PROGRESS = {"bars": True}  # progress bars: on a terminal, unless --quiet (set by the root callback)
 console = Console(soft_wrap=True)  # sentences and paths are not broken; tables still fit the terminal
 err = Console(stderr=True, soft_wrap=True)  # one sentence stays on one line
 
@@ -64,13 +66,9 @@ class _Commands(TyperGroup):
         raise typer.Exit(2)
 
 
-app = typer.Typer(
-    cls=_Commands,
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Transfer learning you can measure: reuse all or part of a source model, frozen or tuned.",
-)
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Transfer learning you can measure: reuse all or part of a source model, frozen or tuned.")
+
 
 def _version(value: bool) -> None:
     if value:
@@ -81,17 +79,12 @@ def _version(value: bool) -> None:
 
 
 def _reuse(value: str) -> int | None:
-    if value == "all":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise UserError(f"--reuse must be 'all' or a number of blocks, not {value!r}") from None
+    if value != "all" and not value.isdigit():
+        raise UserError(f"--reuse must be 'all' or a number of blocks, not {value!r}")
+    return None if value == "all" else int(value)
 
 
 def _zero() -> bool:
-    from transferlab.files import is_global_zero
-
     return is_global_zero()
 
 
@@ -108,9 +101,13 @@ def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, metavar="",
                                           help="Show the version and the memory allocator, and exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="Log more.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress and no log lines: the "
+                                        "results, warnings and errors only.")] = False,
 ) -> None:
+    """Progress bars on a terminal only; elsewhere (a log file) one line per validated epoch and per cell."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    logging.getLogger("transferlab").setLevel(logging.INFO)
+    logging.getLogger("transferlab").setLevel(logging.WARNING if quiet else logging.INFO)
+    PROGRESS["bars"] = sys.stderr.isatty() and not quiet
 
 
 # --- commands ----------------------------------------------------------------------------------------------------
@@ -133,15 +130,24 @@ def fit(
     weights: Weights = FIT.weights,
     strict: Strict = FIT.strict,
     cache: option("cache") = FIT.cache,
+    config: Annotated[Path | None, typer.Option(help="Read the run's options from this JSON file: advise's "
+                                                "advice.json (its recommendation), a run's config.json or an "
+                                                "object of options; options given here win.")] = None,
     **options: Any,
 ) -> None:
     """Train a target model from a source, until it converges, and write a run directory."""
     from transferlab import api
     from transferlab.report.tables import fit_lines
 
-    result = api.fit(data, out=out, source=source, strategy=strategy, reuse=_reuse(reuse),
-                     backbone_lr_mult=backbone_lr_mult, freeze_bn=freeze_bn, per_class=per_class, weights=weights,
-                     strict=strict, cache=cache, **options)
+    given = dict(source=source, strategy=strategy, reuse=_reuse(reuse), backbone_lr_mult=backbone_lr_mult,
+                 freeze_bn=freeze_bn, per_class=per_class, weights=weights, strict=strict, cache=cache, **options)
+    if config is not None:  # the file's options, then only what this command line says itself
+        ctx = click.get_current_context()
+        given = {k: v for k, v in given.items() if k in ("resume", "overwrite") or
+                 ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
+        given["config"] = config
+    out_given = {"resume": given.pop("resume", False), "overwrite": given.pop("overwrite", False)}
+    result = api.fit(data, out=out, **out_given, **given, progress=PROGRESS["bars"])
     if _zero():
         show((fit_lines(result, api.run_card(out), out), []))
 
@@ -159,7 +165,7 @@ def pretrain(
     from transferlab import api
     from transferlab.report.tables import pretrain_table
 
-    _, check = api.pretrain(data, arch=arch, out=out, per_class=per_class, **options)
+    _, check = api.pretrain(data, arch=arch, out=out, per_class=per_class, **options, progress=PROGRESS["bars"])
     if _zero():
         show(pretrain_table(check, arch, data, out))
 
@@ -182,6 +188,7 @@ def layers(
     from transferlab.report.tables import layers_tables
 
     results = api.layers(target_data, out=out, source_data=source_data, arch=arch, source=source, seeds=seeds,
+                         progress=PROGRESS["bars"],
                          per_class=per_class, **options)
     if _zero():
         show(layers_tables(results, out))
@@ -262,6 +269,7 @@ def compare(
     per_class: Annotated[str | None, typer.Option(help="Labelled sizes, e.g. 10,30,100,all.")] = None,
     backbone_lr_mult: BackboneLrMult = FIT.backbone_lr_mult,
     threshold: Annotated[float, typer.Option(help="Time to threshold: this fraction of scratch's asymptote.")] = 0.9,
+    workers: Annotated[int, typer.Option(help="Cells trained at once, each in its own process.")] = 1,
     weights: Weights = FIT.weights,
     **options: Any,
 ) -> None:
@@ -271,6 +279,7 @@ def compare(
     from transferlab.report.tables import compare_tables
 
     results = api.compare(data, out=out, source=source, arms=arms, seeds=seeds, per_class=per_class,
+                          progress=PROGRESS["bars"], workers=workers,
                           backbone_lr_mult=backbone_lr_mult, threshold=threshold, weights=weights, **options)
     if _zero():
         show(compare_tables(results, out))
@@ -298,9 +307,38 @@ def rank(
     from transferlab.report.tables import rank_tables
 
     results = api.rank(data, sources=sources, out=out, scores=scores, validate=validate, skip_missing=skip_missing,
+                       progress=PROGRESS["bars"],
                        per_class=per_class, seeds=seeds, **options)
     if _zero():
         show(rank_tables(results, data, out))
+
+
+@app.command()
+@takes(*TRAINING)
+def advise(
+    data: Annotated[str, typer.Argument(help="Target data, as for fit.")],
+    out: Annotated[Path, typer.Option(help="Directory for advice.json, report.html, the study and its runs.")],
+    budget: Annotated[str, typer.Option(help="Wall time for everything, start-up included: 30m, 90s, 1.5h.")] = "30m",
+    candidates: Annotated[str | None, typer.Option(help="Comma-separated sources to choose from (default: every "
+                                                   "source of the data's kind whose weights are here).")] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds of the confirmation on the test split (3 or more).")] = 3,
+    workers: Annotated[int, typer.Option(help="Processes searching at once (one per GPU, or per core group).")] = 1,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL shared by several advise processes "
+                                                "(default: sqlite in --out).")] = None,
+    metric: Annotated[str, typer.Option(help="What the search maximises: accuracy.")] = "accuracy",
+    per_class: PerClass = FIT.per_class,
+    **options: Any,
+) -> None:
+    """Which source, how much of it, frozen or tuned, at what rate? Searched within a time budget, confirmed
+    against scratch and a logistic regression."""
+    from transferlab import api
+    from transferlab.report.tables import advise_lines
+
+    advice = api.advise(data, out=out, budget=budget, candidates=candidates, seeds=seeds, workers=workers,
+                        progress=PROGRESS["bars"],
+                        storage=storage, metric=metric, per_class=per_class, **options)
+    if _zero():
+        show((advise_lines(advice, out), []))
 
 
 @app.command()
@@ -320,7 +358,7 @@ def demo(
         (api.DEMO_SOURCE, api.DEMO_DATA, api.DEMO_ARMS)
     console.print(f"transferlab demo: {source} -> {data} (bundled), arms {', '.join(arms)}; allocator: "
                   f"{allocator.name()}", markup=False)
-    results = api.demo(out=out, quick=quick, text=text, overwrite=overwrite)
+    results = api.demo(out=out, quick=quick, text=text, overwrite=overwrite, progress=PROGRESS["bars"])
     console.print(demo_table(results, arms))
     show(compare_tables(results, out / (("text-" if text else "") + ("quick" if quick else "full"))))
 

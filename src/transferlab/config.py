@@ -13,7 +13,7 @@ from transferlab.errors import UserError, did_you_mean
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 # Where and how fast a run trains, not what it trains: a run may be resumed with other values (other devices).
 RUNTIME_OPTIONS = ("num_workers", "pin_memory", "channels_last", "compile", "accelerator", "devices", "num_nodes",
-                   "distributed", "precision", "deterministic")
+                   "distributed", "precision", "deterministic", "max_time")
 DISTRIBUTED = ("auto", "ddp", "ddp_find_unused_parameters_true")  # replicated models, launched as subprocesses
 MAX_SEED = 2**32 - 1  # NumPy's and Lightning's seeds are 32-bit
 MAX_EPOCHS = 100  # the training budget's cap when --epochs is not given: this many epochs or
@@ -22,7 +22,8 @@ CAP_STEPS = 2000  # this many optimiser steps, whichever is longer (small data g
 # float32 can take (a learning rate of 3.4e38 overflows; a seed of 2**32 is refused by NumPy after minutes of work)
 RANGES: dict[str, tuple[float, float]] = {
     "seed": (0, MAX_SEED), "split_seed": (0, MAX_SEED), "epochs": (1, 100_000), "max_steps": (1, 10**9),
-    "min_steps": (0, 10**9), "patience": (1, 10_000), "batch_size": (1, 1 << 20), "lr": (0.0, 10.0),
+    "min_steps": (0, 10**9),
+    "max_time": (1.0, 1e8), "patience": (1, 10_000), "batch_size": (1, 1 << 20), "lr": (0.0, 10.0),
     "backbone_lr_mult": (0.0, 100.0), "weight_decay": (0.0, 10.0), "reuse": (1, 100_000), "image_size": (16, 4096),
     "per_class": (1, 10**9), "eval_per_class": (1, 10**9), "max_vectors": (1, 10**9), "num_workers": (0, 1024),
     "num_nodes": (1, 100_000), "val_fraction": (0.0, 1.0), "test_fraction": (0.0, 1.0),
@@ -91,6 +92,8 @@ class FitConfig:
     epochs: int | None = opt(None, "At most this many passes over the training data (default: until converged, at most "
                              "100 epochs or 2,000 steps).")
     max_steps: int | None = opt(None, "At most this many optimiser steps.")
+    max_time: float | None = opt(None, "At most this many seconds of training (a run stopped there has not "
+                                 "converged; advise shares its budget this way).")
     min_steps: int = opt(100, "At least this many optimiser steps (small data gets more epochs, not fewer steps), "
                          "within --epochs/--max-steps.")
     patience: int = opt(5, "Stop after this many validations without a lower validation loss; the best "

@@ -40,6 +40,8 @@ OWNED: dict[str, tuple[str, ...]] = {
                 "curves_*.png"),
     "layers": ("layers.json", "results.json", "report.html", "layers.png", "INCOMPLETE"),
     "rank": ("rank.json", "results.json", "report.html", "INCOMPLETE", "rank.png"),
+    "advise": ("advise.json", "advice.json", "report.html", "INCOMPLETE", "study.db", "study.db-journal",
+               "pareto.png"),
 }
 # Folders of another kind that a kind of folder holds, and exactly where: a compare's cells are runs four levels
 # down. A marked folder anywhere else is judged as plain files of its parent (and so refused).
@@ -47,6 +49,7 @@ NESTED: dict[str, dict[str, str]] = {
     "compare": {"cells/*/*/*": "run"},
     "layers": {"cells/*/*/*": "run", "base/*": "run"},
     "rank": {"validate": "compare"},
+    "advise": {"trials/*": "run", "confirm": "compare", "shortlist": "rank"},
 }
 # atomic_write's temporary files (``.NAME.PID.tmp``), in any folder a kind writes files to
 _TEMPORARY = re.compile(r"\.[^/]+\.\d+\.tmp")

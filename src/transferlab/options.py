@@ -49,7 +49,7 @@ def _flag(name: str, help: str) -> inspect.Parameter:
                              annotation=Annotated[bool, typer.Option(help=help)])
 
 
-BUDGET = Group("budget", ("epochs", "max_steps", "min_steps", "patience", "batch_size", "lr", "seed"))
+BUDGET = Group("budget", ("epochs", "max_steps", "max_time", "min_steps", "patience", "batch_size", "lr", "seed"))
 INPUTS = Group("inputs", ("image_size", "eval_per_class"))
 HARDWARE = Group("hardware", ("accelerator", "devices", "num_nodes", "distributed", "precision", "compile",
                               "channels_last", "pin_memory", "deterministic", "num_workers"))

@@ -128,3 +128,12 @@ def test_examples_print_as_whole_numbers() -> None:
     assert fmt_interval({"mean": 16.0, "ci_low": 0.0, "ci_high": 32.0, "unit": "examples"}) == "16 [0, 32]"
     assert fmt_interval({"mean": -336.0, "ci_low": -672.5, "ci_high": 0.0, "unit": "examples"}) == "-336 [-672, 0]"
     assert fmt_interval({"mean": 0.1234, "ci_low": 0.1, "ci_high": 0.2}) == "0.123 [0.100, 0.200]"
+
+
+def test_cells_in_two_worker_processes_give_the_same_numbers(comparison, tmp_path: Path) -> None:
+    _, results, opts = comparison
+    opts = dict(opts)
+    data = opts.pop("data")
+    two = compare(data, out=tmp_path / "two", workers=2, **opts)
+    assert [c["test_accuracy"] for c in two["cells"]] == [c["test_accuracy"] for c in results["cells"]]
+    assert two["benefits"] == results["benefits"]

@@ -30,7 +30,8 @@ from transferlab.modality import Modality
 if TYPE_CHECKING:
     pass
 
-EXPERIMENTS = {"compare": "comparison", "layers": "layer sweep", "rank": "ranking"}
+EXPERIMENTS = {"compare": "comparison", "layers": "layer sweep", "rank": "ranking", "advise": "advice"}
+RESULTS = {"advise": "advice.json"}  # the file that marks an experiment complete (default: results.json)
 
 
 @contextlib.contextmanager
@@ -72,14 +73,15 @@ def _prepare(out: Path, config: dict[str, Any], resume: bool, kind: str, overwri
                 raise UserError(f"--out {out} already holds this {what}: pass --resume to continue or reuse "
                                 "it, or --overwrite to start over")
     mark(out, kind)
-    if not (out / "results.json").is_file():
+    if not (out / RESULTS.get(kind, "results.json")).is_file():
         atomic_write(out / "INCOMPLETE", f"this {what} has not finished; `--resume` continues it\n")
     write_json(path, config)
 
 
-def finish_experiment(out: Path, results: dict[str, Any]) -> None:
-    """Write ``results.json`` atomically, then drop the INCOMPLETE marker: the experiment is complete."""
-    write_json(out / "results.json", results)
+def finish_experiment(out: Path, results: dict[str, Any], name: str = "results.json") -> None:
+    """Write the results (``results.json``) atomically, then drop the INCOMPLETE marker: the experiment is
+    complete."""
+    write_json(out / name, results)
     (out / "INCOMPLETE").unlink(missing_ok=True)
 
 

@@ -21,6 +21,8 @@ import csv
 import dataclasses
 import logging
 import math
+import multiprocessing
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,7 @@ def compare(
     modality: Modality | None = None,
     locked: bool = False,
     planned: Plan | None = None,
+    workers: int = 1,
     **options: Any,
 ) -> dict[str, Any]:
     """Run the comparison and write ``results.json``, ``curves.csv`` and ``report.html`` to ``out``.
@@ -110,7 +113,7 @@ def compare(
         with experiment_folder(out, p.config, resume, "compare", overwrite, locked=True) as zero:
             estimate = announce(p, modality, sources, data_by_size) if zero and not resume else None
             simple = simple_baseline(p, modality, data_by_size) if zero and p.logreg else {}
-            cells, curves, results = run_cells(p, out, sources, modality, data_by_size, progress, zero)
+            cells, curves, results = run_cells(p, out, sources, modality, data_by_size, progress, zero, workers)
             if not zero:
                 return {}
             summary = summarise(curves, p.arms, p.sizes, p.threshold, results, simple, data_by_size)
@@ -185,38 +188,69 @@ def simple_baseline(p: Plan, modality: Modality, data_by_size: dict[int | None, 
 
 
 def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality,
-              data_by_size: dict[int | None, Data], progress: bool, zero: bool,
+              data_by_size: dict[int | None, Data], progress: bool, zero: bool, workers: int = 1,
               ) -> tuple[list[dict[str, Any]], dict[str, dict[str, dict[int, Curve]]], dict[str, dict[str, dict]]]:
-    """Train every cell (or reuse it): the cells' records, their curves and their results, by size and arm."""
-    curves: dict[str, dict[str, dict[int, Curve]]] = {}
-    results: dict[str, dict[str, dict[int, RunResult]]] = {}
-    cells = []
-    total, done = len(p.sizes) * len(p.arms) * p.seeds, 0
+    """Train every cell (or reuse it): the cells' records, their curves and their results, by size and arm. With
+    ``workers`` > 1 the cells (independent: each its own seed, run directory and lock) train in that many
+    processes at once, each with its share of the cores; the numbers are the same as in one process."""
+    jobs = []
     for size in p.sizes:
-        key = size_key(size)
-        curves[key], results[key] = {a.name: {} for a in p.arms}, {a.name: {} for a in p.arms}
         for seed in range(p.base.seed, p.base.seed + p.seeds):
             for arm in p.arms:
-                done += 1
-                cell_dir = out / "cells" / key / re.sub(r"[^\w.=+-]+", "_", arm.name) / f"seed{seed}"
-                cfg = arm.config(p.base, seed=seed, split_seed=p.base.seed, per_class=size)
-                log.info("cell %d/%d: %s, %s per class, seed %d", done, total, arm.name, key, seed)
+                cell_dir = out / "cells" / size_key(size) / re.sub(r"[^\w.=+-]+", "_", arm.name) / f"seed{seed}"
                 finished = (cell_dir / "model.json").is_file() and not (cell_dir / "INCOMPLETE").exists()
-                result = fit(cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size],
-                             source=sources[arm.name], modality=modality)
-                if not zero:
-                    continue
-                curves[key][arm.name][seed] = read_curve(cell_dir, result.test_accuracy)
-                results[key][arm.name][seed] = result
-                training = result.training
-                cells.append({
-                    "arm": arm.name, "per_class": key, "seed": seed, "run_dir": str(cell_dir.relative_to(out)),
-                    "test_accuracy": result.test_accuracy, "train_wall_seconds": result.wall_seconds,
-                    "reused": finished, "parameters": result.parameters,
-                    "converged": training.get("converged"), "best_step": training.get("best_step"),
-                    "steps": training.get("steps"),
-                })
+                jobs.append((size, seed, arm, cell_dir, finished,
+                             arm.config(p.base, seed=seed, split_seed=p.base.seed, per_class=size)))
+    if workers > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_threads,
+                                 initargs=(max(1, (os.cpu_count() or 1) // workers),)) as pool:
+            futures = [pool.submit(_cell, cfg, cell_dir, data_by_size[size], modality.name, arm.kind.pretrained)
+                       for size, _, arm, cell_dir, _, cfg in jobs]
+            ran = [f.result() for f in futures]
+    else:
+        ran = []
+        for i, (size, seed, arm, cell_dir, _, cfg) in enumerate(jobs, 1):
+            log.info("cell %d/%d: %s, %s per class, seed %d", i, len(jobs), arm.name, size_key(size), seed)
+            ran.append(fit(cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size],
+                           source=sources[arm.name], modality=modality))
+    curves: dict[str, dict[str, dict[int, Curve]]] = {size_key(s): {a.name: {} for a in p.arms} for s in p.sizes}
+    results: dict[str, dict[str, dict[int, RunResult]]] = {k: {a.name: {} for a in p.arms} for k in curves}
+    cells = []
+    for (size, seed, arm, cell_dir, finished, _), result in zip(jobs, ran, strict=True):
+        if not zero:
+            continue
+        key, training = size_key(size), result.training
+        curves[key][arm.name][seed] = read_curve(cell_dir, result.test_accuracy)
+        results[key][arm.name][seed] = result
+        cells.append({
+            "arm": arm.name, "per_class": key, "seed": seed, "run_dir": str(cell_dir.relative_to(out)),
+            "test_accuracy": result.test_accuracy, "train_wall_seconds": result.wall_seconds,
+            "reused": finished, "parameters": result.parameters,
+            "converged": training.get("converged"), "best_step": training.get("best_step"),
+            "steps": training.get("steps"),
+        })
     return cells, curves, results
+
+
+_LOADED: dict[tuple[str, bool], Source] = {}  # a worker process's sources, loaded once each
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def _cell(cfg: FitConfig, cell_dir: Path, data: Data, modality_name: str, pretrained: bool) -> RunResult:
+    """One cell in a worker process: the source loaded there (once per process), the run as in one process."""
+    key = (cfg.source, pretrained)
+    if key not in _LOADED:
+        _LOADED[key] = open_source(cfg, pretrained)
+    log.info("cell %s", cell_dir)
+    return fit(cfg, cell_dir, resume=True, progress=False, data=data, source=_LOADED[key],
+               modality=modalities.get(modality_name))
 
 
 def read_curve(run_dir: Path, final: float) -> Curve:

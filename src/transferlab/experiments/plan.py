@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -92,3 +93,70 @@ def is_baseline(arm: Arm) -> bool:
     return not arm.kind.pretrained
 
 
+
+
+# --- advise -------------------------------------------------------------------------------------------------------
+
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """``30m``, ``90s``, ``1.5h`` or a number of seconds -> seconds (at least 1)."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|m|min|h)?\s*", str(text))
+        if match is None:
+            raise UserError(f"--budget {text!r}: give a duration such as 30m, 90s, 1.5h or a number of seconds")
+        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if not 1 <= seconds <= 30 * 24 * 3600:
+        raise UserError(f"--budget {text!r}: give a duration from 1 s to 30 days")
+    return seconds
+
+
+@dataclass(frozen=True)
+class AdvisePlan:
+    """An ``advise`` as asked for, every option checked (no torch, no data read yet)."""
+
+    data: str
+    budget: float  # seconds, start-up included
+    candidates: tuple[str, ...]  # given with --candidates (empty: every source of the data's modality offline)
+    seeds: int
+    workers: int
+    storage: str | None  # an Optuna storage URL (default: sqlite in the output folder)
+    metric: str
+    base: FitConfig
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What the folder records (``advise.json``): a resumed advise must ask for the same."""
+        return {"data": self.data, "budget_seconds": self.budget, "candidates": list(self.candidates),
+                "seeds": self.seeds, "metric": self.metric, "base": recorded_base(self.base)}
+
+
+METRICS = ("accuracy",)
+
+
+def plan_advise(data: str, budget: str | float, candidates: str | list[str] | None, seeds: int, workers: int,
+                storage: str | None, metric: str, options: dict[str, Any]) -> AdvisePlan:
+    """Every option of ``advise``, checked before anything is read or loaded."""
+    seconds = parse_duration(budget)
+    specs = tuple(s.strip() for s in (candidates.split(",") if isinstance(candidates, str) else candidates or ())
+                  if s.strip())
+    for spec in specs:
+        preflight.check_source(spec, "--candidates")
+    if not 3 <= seeds <= 100:
+        raise UserError(f"--seeds {seeds}: the confirmation needs at least 3 seeds for a verdict (and at most 100)")
+    if not 1 <= workers <= 64:
+        raise UserError(f"--workers {workers}: give from 1 to 64 processes")
+    if metric not in METRICS:
+        raise UserError(f"--metric {metric!r}: advise judges by {', '.join(METRICS)} (balanced accuracy and macro-F1 "
+                        "are not measured yet)")
+    if options.pop("lr", None) is not None:
+        raise UserError("--lr: advise searches the learning rate (from a tenth to three times the default)")
+    names = {f.name for f in fields(FitConfig)} - {"data", "source", "strategy", "reuse", "lr", "curve", "split_seed"}
+    for key in options:
+        if key not in names:
+            raise UserError(f"unknown option {key!r}{did_you_mean(key, names)}")
+    base = FitConfig(data=data, source=specs[0] if specs else FitConfig.source, **options)
+    return AdvisePlan(data, seconds, specs, seeds, workers, storage, metric, base)

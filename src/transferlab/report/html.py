@@ -375,3 +375,79 @@ def write_rank_report(path: Any, results: dict[str, Any]) -> None:
         ]
     parts += ["<h2>Configuration</h2>", f"<pre>{esc(json.dumps(cfg, indent=1))}</pre>", "</body></html>"]
     atomic_write(path, "\n".join(parts))
+
+
+def pareto_figure(advice: dict[str, Any]) -> Any:
+    """Every finished trial's validation accuracy against its training seconds, the Pareto front joined (the
+    trials no other beats on both), the regression as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [t for t in advice["trials"] if t["value"] is not None and t["seconds"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    strategies = sorted({t["strategy"] for t in done})
+    for i, s in enumerate(strategies):
+        pts = [t for t in done if t["strategy"] == s]
+        ax.scatter([t["seconds"] for t in pts], [t["value"] for t in pts], label=s, color=f"C{i}")
+    front, best = [], -1.0
+    for t in sorted(done, key=lambda t: (t["seconds"], -t["value"])):
+        if t["value"] > best:
+            front.append(t)
+            best = t["value"]
+    if front:
+        ax.plot([t["seconds"] for t in front], [t["value"] for t in front], color="black", lw=1, label="Pareto front")
+    ax.axhline(advice["logreg_validation_accuracy"], color="gray", ls="-.", lw=1, label="logreg")
+    ax.set_xscale("log")
+    ax.set_xlabel("trial wall seconds (log)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("what was tried: accuracy against cost")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def write_advise_report(path: Any, advice: dict[str, Any]) -> None:
+    """One self-contained ``report.html`` for an advice: the decision, the confirmation on the test split, every
+    trial (what it tried, how it ended and why) and the accuracy-cost plot with its Pareto front."""
+    from transferlab.report.tables import advise_lines
+
+    esc, size = html.escape, advice["size"]
+    ev = advice["evidence"]
+    lines = "".join(f"<li>{esc(line)}</li>" for line in advise_lines(advice, path.parent))
+    conf = ["<table><tr><th class=l>arm</th><th>test accuracy</th><th>vs logreg</th><th>training s</th></tr>"]
+    for arm, per_size in ev["data_efficiency"].items():
+        vs = ev["versus_logreg"].get(size, {}).get(arm)
+        against = "" if vs is None else f"{fmt_interval(vs)} {vs['verdict']}"
+        secs = advice["train_seconds"].get(arm)
+        conf.append(f"<tr><td class=l>{esc(arm)}</td><td>{fmt_interval(per_size[size])}</td><td>{esc(against)}</td>"
+                    f"<td>{'' if secs is None else f'{secs:.1f}'}</td></tr>")
+    timing = {"budget_seconds": advice["budget_seconds"], "seconds": advice["seconds"], **advice["timings"]}
+    head = ("number", "source", "strategy", "reuse", "lr", "state", "stopped", "validation accuracy", "seconds")
+    rows = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for t in advice["trials"]:
+        cells = [t["number"], t.get("source"), t.get("strategy"), t.get("reuse") or "all",
+                 "" if t.get("lr") is None else f"{t['lr']:.3g}", t["state"], t.get("stopped") or "",
+                 "" if t["value"] is None else f"{t['value']:.4f}",
+                 "" if t["seconds"] is None else f"{t['seconds']:.1f}"]
+        rows.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
+    parts = [
+        f"<!doctype html><html><head><meta charset=utf-8><title>transferlab advise</title><style>{_CSS}</style>",
+        f"</head><body><h1>Advice for {esc(advice['config_asked']['data'])}</h1><ul>{lines}</ul>",
+        "<h2>Confirmed on the test split</h2>",
+        f"<p>{len(ev['data_efficiency'])} arms, {advice['config_asked']['seeds']} seeds each, on the full training "
+        f"split; the test split ({ev['test_size'].get(size, '?')} examples) seen here only. Notes: "
+        f"{esc('; '.join(ev['notes']) or 'none')}.</p>", "\n".join(conf) + "</table>",
+        "<h2>What was tried</h2>",
+        f"<p>Shortlist (by LogME): {esc(', '.join(advice['shortlist']) or 'none')}. Each trial trained to "
+        "convergence on the training split and was judged on the validation split; the successive-halving pruner "
+        "stopped the weakest early (stopped: pruned at step N), and trials still running when the budget had to "
+        "be kept for the confirmation were stopped (stopped: the budget). The logistic regression on the "
+        f"validation split: {advice['logreg_validation_accuracy']:.4f}.</p>",
+        _png(pareto_figure(advice), path.with_name("pareto.png")) if advice["trials"] else "",
+        "\n".join(rows) + "</table>",
+        "<h2>Time</h2>", f"<pre>{esc(json.dumps(timing, indent=1))}</pre>",
+        "<h2>Configuration</h2>", f"<pre>{esc(json.dumps(advice['config_asked'], indent=1))}</pre>", "</body></html>",
+    ]
+    atomic_write(path, "\n".join(parts))

@@ -216,3 +216,49 @@ def describe(training: dict[str, Any]) -> str:
     return (f"NOT converged: stopped at the cap ({training['steps']} steps, {training['epochs']} epochs) with the "
             f"validation loss still improving (best at step {training['best_step']}), so this result is a lower "
             "bound: raise --epochs/--max-steps or leave them unset")
+
+
+def advise_lines(advice: dict[str, Any], out: Path) -> list[str]:
+    """The decision in three lines: what to use and what it scored against scratch and the regression; the
+    cheaper alternative; what was searched in how much of the budget."""
+    pick, ev = advice["recommendation"], advice["evidence"]
+    eff = ev["data_efficiency"]
+    logreg = ev["logreg"][advice["size"]]["test_accuracy"]
+
+    def acc(arm: str | None) -> str:
+        v = eff.get(arm or "", {}).get(advice["size"])
+        return "?" if v is None else fmt_interval(v)
+
+    scratch = acc(ev["baseline"])
+    if pick["kind"] == "logreg":
+        tried = max((t["value"] or 0.0 for t in advice["trials"]), default=float("nan"))
+        first = (f"Nothing beat a logistic regression on the raw inputs on validation: use it (test {logreg:.3f}, "
+                 f"validation {advice['logreg_validation_accuracy']:.3f} against the best trial's {tried:.3f}; "
+                 f"scratch {scratch})")
+    else:
+        reuse = "all blocks" if pick.get("reuse") is None else f"the first {pick['reuse']} blocks"
+        what = "train it from scratch" if pick["kind"] == "scratch" else f"reuse {reuse}, {pick['strategy']}"
+        first = (f"Use {pick['source']}, {what}, lr {pick['lr']:.2g}: test {acc(pick['arm'])} vs scratch {scratch} "
+                 f"and logreg {logreg:.3f}")
+    second = alternative(advice)
+    states = [t["state"] for t in advice["trials"]]
+    ran = [s for s in states if s != "not started"]
+    third = (f"Searched {len(ran)} trials ({states.count('pruned')} pruned) over {len(advice['shortlist'])} "
+             f"shortlisted sources in {advice['seconds'] / 60:.1f} of {advice['budget_seconds'] / 60:.1f} min; "
+             f"fit DATA --config {out / 'advice.json'} reproduces it; report {out / 'report.html'}")
+    return [first, second, third]
+
+
+def alternative(advice: dict[str, Any]) -> str:
+    """The cheaper alternative beside the recommendation: frozen (or the regression) and what it costs."""
+    pick, ev = advice["recommendation"], advice["evidence"]
+    eff, size = ev["data_efficiency"], advice["size"]
+    frozen = next((a for a in eff if a.startswith("frozen")), None)
+    if pick["kind"] != "transfer" or frozen is None or frozen == pick.get("arm"):
+        verdicts = {a: v["verdict"] for a, v in ev["versus_logreg"].get(size, {}).items()}
+        return "Against the logistic regression: " + (", ".join(f"{a} {v}" for a, v in verdicts.items()) or "n/a")
+    best, cheap = eff[pick["arm"]][size]["mean"], eff[frozen][size]["mean"]
+    t = advice["train_seconds"]
+    ratio = (t.get(frozen) or 0) / t[pick["arm"]] if t.get(pick["arm"]) else float("nan")
+    return (f"frozen is {'within' if abs(best - cheap) <= 0.01 else 'lower by'} {abs(best - cheap):.2f} "
+            f"({cheap:.3f}) at {ratio:.2g}x the training time")

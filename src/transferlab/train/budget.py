@@ -42,6 +42,7 @@ class Budget:
     steps_per_epoch: int
     max_epochs: int
     max_steps: int | None
+    max_time: float | None  # seconds of training
     min_steps: int
     patience: int
     val_every: int  # epochs between validations
@@ -60,7 +61,7 @@ class Budget:
                              math.ceil(cfg.min_steps / steps) + cfg.patience * val_every)
             max_epochs = -(-max_epochs // val_every) * val_every
         cap = max_epochs * steps if cfg.max_steps is None else min(cfg.max_steps, max_epochs * steps)
-        return cls(steps_per_epoch=steps, max_epochs=max_epochs, max_steps=cfg.max_steps,
+        return cls(steps_per_epoch=steps, max_epochs=max_epochs, max_steps=cfg.max_steps, max_time=cfg.max_time,
                    min_steps=min(cfg.min_steps, cap), patience=cfg.patience, val_every=val_every,
                    early_stopping=has_val)
 
@@ -71,7 +72,8 @@ class Budget:
 
     def rule(self) -> str:
         """The rule in words, as the terminal and the report state it."""
-        caps = f"at most {self.max_epochs} epochs" + ("" if self.max_steps is None else f" and {self.max_steps} steps")
+        caps = f"at most {self.max_epochs} epochs" + ("" if self.max_steps is None else f", {self.max_steps} steps") \
+            + ("" if self.max_time is None else f", {self.max_time:.0f} s")
         if not self.early_stopping:
             return f"a fixed budget ({caps}): no validation split to tell convergence"
         every = "every epoch" if self.val_every == 1 else f"every {self.val_every} epochs"

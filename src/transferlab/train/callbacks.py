@@ -196,7 +196,7 @@ class TestCurve(L.Callback):
 
 class EpochBar(TQDMProgressBar):
     """Lightning's bar with epochs counted from 1 (``Epoch 1/3``), the epoch's training loss and validation
-    accuracy beside it, and one log line per finished epoch (what stays on the terminal)."""
+    accuracy beside it: on a terminal only (:class:`EpochLine` writes what stays)."""
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
@@ -207,14 +207,20 @@ class EpochBar(TQDMProgressBar):
         metrics.pop("v_num", None)
         return metrics
 
+
+
+class EpochLine(L.Callback):
+    """One log line at every epoch that validated (about every 10 steps, see train/budget.py): what a log file
+    keeps, with or without the bar (``--quiet`` silences it)."""
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
         m, epoch = trainer.callback_metrics, trainer.current_epoch + 1
-        if not trainer.is_global_zero or "train_loss" not in m:
+        if not trainer.is_global_zero or "train_loss" not in m or "val_accuracy" not in m:
             return
-        validated = "val_accuracy" in m and epoch % (trainer.check_val_every_n_epoch or 1) == 0
-        log.info("epoch %d/%d: training loss %.4f%s", epoch, trainer.max_epochs, float(m["train_loss"]),
-                 f", validation accuracy {float(m['val_accuracy']):.4f}" if validated else "")
+        if epoch % (trainer.check_val_every_n_epoch or 1) == 0 or trainer.should_stop:
+            log.info("epoch %d/%d: training loss %.4f, validation loss %.4f, accuracy %.4f", epoch,
+                     trainer.max_epochs, float(m["train_loss"]), float(m.get("val_loss", float("nan"))),
+                     float(m["val_accuracy"]))
 
 
 class Diverged(UserError):

@@ -206,12 +206,14 @@ def fit(
     source: Source | None = None,
     modality: Modality | None = None,
     locked: bool = False,
+    callbacks: tuple[L.Callback, ...] = (),
 ) -> RunResult:
     """Train one model as ``cfg`` says and write a run directory at ``out``.
 
     The run directory is locked first (``locked``: the caller holds its lock already), then the data are read and
     checked, then the source loads. ``data``, ``source`` and ``modality`` may be passed in already loaded
-    (``compare`` loads them once for many runs); a source passed in is bound to the data here.
+    (``compare`` loads them once for many runs); a source passed in is bound to the data here. ``callbacks``:
+    more Lightning callbacks for the trainer (``advise`` reports each validation to its study).
     """
     quiet_lightning()
     out = Path(out)
@@ -224,7 +226,7 @@ def fit(
             return load_result(out)
         run = prepare(cfg, out, resume, data, source, modality)
         try:
-            return _train(run, resume, overwrite, progress, zero)
+            return _train(run, resume, overwrite, progress, zero, callbacks)
         except OSError as e:
             if is_disk_full(e):
                 raise disk_full(e.filename or out) from None
@@ -275,7 +277,8 @@ def prepare(cfg: FitConfig, out: Path, resume: bool, data: Data | None, source: 
     return Prepared(cfg, out, data, source, modality, strategy, reuse, pre, lr, world, budget, resolved)
 
 
-def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: bool) -> RunResult:
+def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: bool,
+           extra: tuple[L.Callback, ...] = ()) -> RunResult:
     """The part of :func:`fit` that writes the (locked) run directory: train, restore the best validation's
     weights, test, save."""
     cfg, out, data, source, strategy, reuse, pre, budget = (run.cfg, run.out, run.data, run.source, run.strategy,
@@ -309,7 +312,7 @@ def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: b
                         wants_features=strategy.wants_features,
                         plateau=budget.val_every if budget.early_stopping else None)
     metrics = MetricsCSV(out / "metrics.csv")
-    callbacks: list[L.Callback] = [strategy, StopOnNonFinite(run.lr), metrics, StopFlag()]
+    callbacks: list[L.Callback] = [strategy, StopOnNonFinite(run.lr), metrics, StopFlag(), *extra]
     if cfg.curve:
         callbacks.append(TestCurve(out / "curve.csv", dm, torch.as_tensor(data.test.labels), CURVE_POINT_CAP))
     trainer = make_trainer(out, budget, progress, callbacks, cfg)

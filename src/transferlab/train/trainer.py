@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from transferlab.errors import UserError
 from transferlab.files import atomic_write, check_file
 from transferlab.train.budget import MIN_DELTA, Budget
-from transferlab.train.callbacks import EpochBar
+from transferlab.train.callbacks import EpochBar, EpochLine
 
 log = logging.getLogger(__name__)
 BEST = "best"  # checkpoints/best.ckpt: the weights of the best validation so far
@@ -146,6 +147,7 @@ def _trainer(out: Path, budget: Budget | None, progress: bool, callbacks: list[L
     return L.Trainer(
         max_epochs=1 if budget is None else budget.max_epochs,
         max_steps=-1 if budget is None or budget.max_steps is None else budget.max_steps,
+        max_time=None if budget is None or budget.max_time is None else timedelta(seconds=budget.max_time),
         min_steps=None if budget is None else budget.min_steps,
         check_val_every_n_epoch=1 if budget is None else budget.val_every,
         accelerator=accelerator,
@@ -155,7 +157,7 @@ def _trainer(out: Path, budget: Budget | None, progress: bool, callbacks: list[L
         precision=getattr(cfg, "precision", "32"),
         use_distributed_sampler=False,
         logger=False,
-        callbacks=[*callbacks, *ckpt, *([EpochBar()] if progress else [])],
+        callbacks=[*callbacks, *ckpt, EpochLine(), *([EpochBar()] if progress else [])],
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -1,0 +1,422 @@
+"""``advise``: from data to a decision within a time budget. Which source, how much of it, frozen or tuned, at what
+learning rate, and does it beat learning without transfer and a logistic regression?
+
+The recipe, one function per phase:
+
+1. :func:`candidates`: every source of the data's modality whose weights are here (``--candidates`` to choose);
+2. :func:`shortlist`: ``rank``'s LogME of each (one forward pass): the best :data:`SHORTLIST` go on. On the
+   README's rank evidence LogME picked the winner on both tasks (Fashion-MNIST and WordNet) but not the order of
+   the rest, so it shortlists rather than decides;
+3. :func:`search`: an Optuna study over source x strategy x reuse depth x learning rate (TPE sampler, successive
+   halving pruner: each trial reports its validation accuracy at every validation and the weakest stop early).
+   Every trial is a ``fit`` trained to convergence on the training split, judged on the validation split; the
+   test split is never seen. Beside the trials: scratch (a trial) and the logistic regression (on the validation
+   split). The study lives in ``OUT/study.db`` (or ``--storage``: several processes or machines share one);
+4. :func:`confirm`: the recommended configuration, the frozen alternative, scratch and the logistic regression
+   through ``compare`` with ``--seeds`` on the full training split: test accuracy with intervals, the benefits
+   over scratch and the verdict against the regression;
+5. :func:`write_advice`: ``advice.json`` (the configuration in the form ``fit --config`` reads, and the
+   evidence), ``report.html`` and three lines.
+
+The budget covers everything, start-up included. What is left after the start-up and the shortlist goes
+:data:`SEARCH_SHARE` to the search (at its end no trial starts, and the running ones stop) and
+:data:`CONFIRM_SHARE` to the confirmation, shared equally by its cells as a cap on each (``--max-time``: a cell
+that reaches it stops, flagged as not converged); the rest is room for what is not training (loading, reports).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from transferlab import catalogue, preflight
+from transferlab.config import LOGREG, FitConfig, parse_strategy
+from transferlab.data.splits import Data
+from transferlab.errors import UserError
+from transferlab.evaluate.logreg import fit_logreg
+from transferlab.experiments.common import clean_json, experiment_folder, finish_experiment
+from transferlab.experiments.plan import AdvisePlan
+from transferlab.modality import Modality
+from transferlab.train.fit import bind_source, fit, open_source, resolve_reuse, versions
+from transferlab.transfer.strategies import make_strategy
+
+log = logging.getLogger(__name__)
+SCHEMA = "transferlab.advise/1"
+SHORTLIST = 2  # candidates kept after LogME (see the module docstring)
+STRATEGIES = ("frozen", "finetune", "finetune:decay=0.7")
+DEPTHS = ("all", "two thirds")  # how much of a source a tuned trial reuses
+LR_SPAN = (0.1, 3.0)  # the learning rates searched, as multiples of the modality's default (log-uniform)
+SEARCH_SEED = 0
+HEARTBEAT = 5  # seconds between a running trial's heartbeats; silent for 3 of them, it is retried
+SEARCH_SHARE, CONFIRM_SHARE = 0.45, 0.4  # of the budget left after the start-up and the shortlist
+
+
+@dataclasses.dataclass
+class Context:
+    """What every trial needs, loaded once per process."""
+
+    plan: AdvisePlan
+    out: Path
+    modality: Modality
+    data: Data  # the search's data: the test split is the validation split (the real test split unseen)
+    sources: dict[str, Any]  # loaded pretrained sources by spec
+    deadline: Callable[[], float]  # the clock time at which the search must stop
+    clock: Callable[[], float]
+
+
+def advise(
+    plan: AdvisePlan,
+    *,
+    out: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    modality: Modality | None = None,
+    dataset: Data | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Run the whole advice into ``out`` (locked by the caller) and return ``advice.json``'s content."""
+    out = Path(out)
+    started = clock() if started is None else started
+    modality = modality or preflight.decide_modality(plan.data, list(plan.candidates)) or \
+        preflight.decide_modality(plan.data, [FitConfig.source])
+    data = dataset if dataset is not None else modality.load(plan.base)
+    with experiment_folder(out, plan.config, resume, "advise", overwrite, locked=True) as zero:
+        specs = candidates(plan, modality)
+        short = shortlist(plan, out, modality, data, specs, progress)
+        search_data = dataclasses.replace(data, test=data.val)  # trials are judged on validation; test unseen
+        logreg_val = fit_logreg(search_data, modality, plan.base.seed)["test_accuracy"]
+        timings: dict[str, float] = {"start_up_and_shortlist": clock() - started}
+        left = max(0.0, plan.budget - timings["start_up_and_shortlist"])
+        study = open_study(plan, out)
+        end = clock() + SEARCH_SHARE * left  # the same moment for every worker (time.monotonic: one clock)
+        ctx = Context(plan, out, modality, search_data, {s: open_source(plan.base.replace(source=s), True)
+                                                         for s in short}, lambda: end, clock)
+        enqueue_defaults(study, short)
+        search(ctx, study, short, progress, end)
+        timings["search"] = clock() - started - timings["start_up_and_shortlist"]
+        pick = recommend(study, logreg_val)
+        confirmed = confirm(plan, out, pick, data, modality, progress, CONFIRM_SHARE * left)
+        timings["confirm"] = clock() - started - timings["search"] - timings["start_up_and_shortlist"]
+        advice = write_advice(plan, out, pick, short, study, confirmed, logreg_val, timings, clock() - started)
+        if zero:
+            finish_experiment(out, advice, "advice.json")
+        return advice
+
+
+# --- 1 and 2. candidates and shortlist ---------------------------------------------------------------------------
+
+
+def candidates(plan: AdvisePlan, modality: Modality) -> list[str]:
+    """``--candidates``, else every source the catalogue knows for the modality whose weights are here now."""
+    if plan.candidates:
+        return list(plan.candidates)
+    found = []
+    for kind in catalogue.source_kinds():
+        if kind.modality != modality.name or kind.by_path or not kind.listed or kind.offline is None:
+            continue
+        for spec in kind.examples or (kind.name,):
+            if catalogue._resolve(kind.offline)(spec) == "yes":
+                found.append(spec)
+    log.info("candidates: %s", ", ".join(found) or "none with weights here: the baselines only")
+    return found
+
+
+def shortlist(plan: AdvisePlan, out: Path, modality: Modality, data: Data, specs: list[str],
+              progress: bool) -> list[str]:
+    """The :data:`SHORTLIST` candidates with the highest LogME on the training split (``rank``, in
+    ``OUT/shortlist``); all of them when there are that few."""
+    if len(specs) <= SHORTLIST:
+        return specs
+    from transferlab.experiments.rank import rank
+
+    options = {k: v for k, v in plan.base.to_dict().items() if k in ("image_size", "batch_size", "num_workers",
+                                                                      "text_column", "label_column", "impute",
+                                                                      "encoding_errors", "max_vectors", "seed")}
+    ranked = rank(plan.data, sources=specs, out=out / "shortlist", scores="logme", resume=True, progress=progress,
+                  dataset=data, modality=modality, locked=False, per_class=plan.base.per_class, **options)
+    order = ranked["ranking"]["logme"]
+    log.info("shortlist by LogME: %s", ", ".join(order[:SHORTLIST]))
+    return order[:SHORTLIST]
+
+
+# --- 3. the search ------------------------------------------------------------------------------------------------
+
+
+def open_study(plan: AdvisePlan, out: Path) -> Any:
+    """The Optuna study of this advice: resumed when its storage holds it. Heartbeats mark a trial whose process
+    died as failed, and its configuration is tried again (resuming its run directory: nothing trained twice)."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = plan.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.8, and what retries need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=3 * HEARTBEAT,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+    sampler = optuna.samplers.TPESampler(seed=SEARCH_SEED, n_startup_trials=6)
+    pruner = optuna.pruners.SuccessiveHalvingPruner(reduction_factor=3)
+    name = "advise-" + hashlib.sha256(json.dumps(plan.config, sort_keys=True).encode()).hexdigest()[:12]
+    return optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
+                               pruner=pruner, load_if_exists=True)
+
+
+def enqueue_defaults(study: Any, short: list[str]) -> None:
+    """The first trials: scratch, then frozen and finetune of each shortlisted source at the default rate (what a
+    user would try first); the sampler explores from there. Enqueued once per study."""
+    if study.user_attrs.get("enqueued"):
+        return
+    first = [{"source": short[0] if short else "", "strategy": "scratch", "depth": "all", "lr_scale": 1.0}] if short \
+        else []
+    for spec in short:
+        first += [{"source": spec, "strategy": s, "depth": "all", "lr_scale": 1.0} for s in ("frozen", "finetune")]
+    for params in first:
+        study.enqueue_trial(params)
+    study.set_user_attr("enqueued", True)
+
+
+def search(ctx: Context, study: Any, short: list[str], progress: bool, end: float) -> None:
+    """Run trials until the deadline (the budget less the confirmation's reserve), in ``--workers`` processes on
+    the one study (the others start here, on this machine; on other machines, ``advise --storage URL`` joins)."""
+    if not short:
+        log.info("no candidate source: nothing to search, the baselines decide")
+        return
+    if ctx.deadline() - ctx.clock() <= 0:
+        return
+    helpers = []
+    if ctx.plan.workers > 1:  # the other workers: processes of their own on the same storage and clock
+        spawn = multiprocessing.get_context("spawn")
+        for _ in range(1, ctx.plan.workers):
+            p = spawn.Process(target=_worker, args=(ctx.plan, ctx.out, short, end))
+            p.start()
+            helpers.append(p)
+    threads = max(1, (os.cpu_count() or 1) // ctx.plan.workers)
+    with _threads(threads):
+        _optimize(ctx, study, short, progress)
+    for p in helpers:
+        p.join()
+
+
+def _worker(plan: AdvisePlan, out: Path, short: list[str], end: float) -> None:
+    """Another worker process: the same study, its own trials, the same deadline (``time.monotonic`` is one clock
+    for every process of a machine)."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.workers))
+    modality = preflight.decide_modality(plan.data, short)
+    data = modality.load(plan.base)
+    study = open_study(plan, out)
+    ctx = Context(plan, out, modality, dataclasses.replace(data, test=data.val),
+                  {s: open_source(plan.base.replace(source=s), True) for s in short}, lambda: end, time.monotonic)
+    _optimize(ctx, study, short, progress=False)
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _optimize(ctx: Context, study: Any, short: list[str], progress: bool) -> None:
+    import optuna
+
+    def stop_when_due(study: Any, trial: Any) -> None:
+        if ctx.clock() >= ctx.deadline():
+            study.stop()
+
+    def objective(trial: Any) -> float:
+        return run_trial(ctx, trial, short, progress)
+
+    remaining = ctx.deadline() - ctx.clock()
+    if remaining > 0:
+        study.optimize(objective, timeout=remaining, callbacks=[stop_when_due], catch=(UserError,),
+                       gc_after_trial=True)
+    log.info("search: %d trials in the study (%d finished, %d pruned)", len(study.trials),
+             sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials),
+             sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials))
+
+
+def trial_config(ctx: Context, trial: Any, short: list[str]) -> tuple[FitConfig, dict[str, Any]]:
+    """A trial's run configuration from the sampler's choices (scratch: the first shortlisted architecture)."""
+    source = trial.suggest_categorical("source", short)
+    strategy = trial.suggest_categorical("strategy", ("scratch", *STRATEGIES))
+    depth = trial.suggest_categorical("depth", DEPTHS)
+    scale = trial.suggest_float("lr_scale", *LR_SPAN, log=True)
+    lr = ctx.modality.default_lr[0] * scale
+    blocks = len(bind_source(ctx.modality, ctx.sources[source], ctx.data, ctx.plan.base).blocks)
+    reuse = None if depth == "all" or strategy in ("scratch", "frozen") else max(1, math.ceil(blocks * 2 / 3))
+    cfg = ctx.plan.base.replace(source=source, strategy=strategy, reuse=reuse, lr=lr, curve=False)
+    return cfg, {"source": source, "strategy": strategy, "reuse": reuse, "lr": lr}
+
+
+class Report(L.Callback):
+    """Each validation's accuracy to the trial (the pruner's evidence); stops the trial when the pruner says so or
+    when the search's deadline has passed."""
+
+    def __init__(self, trial: Any, ctx: Context) -> None:
+        self.trial, self.ctx = trial, ctx
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import optuna
+
+        value = trainer.callback_metrics.get("val_accuracy")
+        if value is None or trainer.sanity_checking:
+            return
+        self.trial.report(float(value), step=int(trainer.global_step))
+        if self.trial.should_prune():
+            self.trial.set_user_attr("stopped", f"pruned at step {trainer.global_step}")
+            raise optuna.TrialPruned()
+        if self.ctx.clock() >= self.ctx.deadline():
+            self.trial.set_user_attr("stopped", "the budget")
+            raise optuna.TrialPruned()
+
+
+def run_trial(ctx: Context, trial: Any, short: list[str], progress: bool) -> float:
+    """One trial: a ``fit`` to convergence on the training split, judged by its validation accuracy. Its run
+    directory is named by its configuration, so a retried trial resumes what a killed one trained."""
+    cfg, chosen = trial_config(ctx, trial, short)
+    make_strategy(cfg.strategy).check(list(ctx.sources[cfg.source].blocks.values())[:resolve_reuse(
+        cfg, ctx.sources[cfg.source])])  # e.g. lora where nothing has attention projections: refused
+    key = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    run_dir = ctx.out / "trials" / f"{cfg.strategy.replace(':', '_').replace('=', '')}-{key}"
+    trial.set_user_attr("run_dir", str(run_dir.relative_to(ctx.out)))
+    trial.set_user_attr("chosen", chosen)
+    trial.set_user_attr("pid", os.getpid())
+    tick = ctx.clock()
+    source = ctx.sources[cfg.source] if catalogue.strategy(parse_strategy(cfg.strategy)[0]).pretrained else None
+    result = fit(cfg, run_dir, resume=True, progress=progress, data=ctx.data, source=source, modality=ctx.modality,
+                 callbacks=(Report(trial, ctx),))
+    trial.set_user_attr("seconds", ctx.clock() - tick)
+    trial.set_user_attr("train_seconds", result.wall_seconds)
+    trial.set_user_attr("converged", bool(result.training.get("converged")))
+    return result.test_accuracy  # the search data's "test" split is the validation split
+
+
+# --- 4. the recommendation and its confirmation -------------------------------------------------------------------
+
+
+def recommend(study: Any, logreg_val: float) -> dict[str, Any]:
+    """The best of everything tried, on the validation split: the best trial, or the logistic regression when it
+    did better (nothing transfers). Ties go to the cheaper (the regression, then frozen)."""
+    import optuna
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    best = max(done, key=lambda t: (t.value, -t.user_attrs.get("train_seconds", 0.0)), default=None)
+    if best is None or logreg_val >= best.value:
+        return {"kind": "logreg", "val_accuracy": logreg_val, "trial": None}
+    chosen = best.user_attrs["chosen"]
+    return {"kind": "scratch" if chosen["strategy"] == "scratch" else "transfer", "val_accuracy": best.value,
+            "trial": best.number, **chosen, "run_dir": best.user_attrs["run_dir"]}
+
+
+def arm_spec(pick: dict[str, Any], strategy: str | None = None) -> str:
+    """A compare arm for a recommendation (``strategy`` instead of its own: the frozen alternative)."""
+    strategy = strategy or pick["strategy"]
+    name, _, own = strategy.partition(":")
+    parts = [f"source={pick['source']}", *([f"reuse={pick['reuse']}"] if pick.get("reuse") else []),
+             *([] if strategy == "frozen" and strategy != pick["strategy"] else [f"lr={pick['lr']:.3g}"])]
+    return f"{name}:" + ",".join(filter(None, [own, *parts]))
+
+
+def confirm(plan: AdvisePlan, out: Path, pick: dict[str, Any], data: Data, modality: Modality,
+            progress: bool, seconds: float) -> dict[str, Any]:
+    """The recommendation beside the frozen alternative, scratch and the logistic regression, through ``compare``
+    with ``--seeds`` on the full training split (in ``OUT/confirm``): the test split, seen once. Its trained cells
+    share ``seconds`` equally (each stops at its share, flagged as not converged if it had not)."""
+    from transferlab.experiments.compare import compare
+
+    arms = [LOGREG]
+    source = pick.get("source") or plan.base.source
+    if pick["kind"] == "transfer":
+        arms.append(arm_spec(pick))
+        if pick["strategy"] != "frozen":
+            arms.append(arm_spec(pick, "frozen"))
+    elif pick["kind"] == "scratch" or plan.candidates:
+        arms.append(f"frozen:source={source}")
+    if pick["kind"] == "scratch":
+        arms.append(f"scratch:lr={pick['lr']:.3g}")
+    options = {k: v for k, v in plan.base.to_dict().items() if k in {
+        "image_size", "batch_size", "weight_decay", "num_workers", "pin_memory", "channels_last", "compile",
+        "deterministic", "accelerator", "devices", "precision", "text_model", "max_vectors", "text_column",
+        "label_column", "encoding_errors", "impute", "eval_per_class", "min_steps", "patience", "epochs",
+        "max_steps", "seed"}}
+    trained = len(arms) - 1 + (pick["kind"] != "scratch")  # scratch is added when not listed
+    options["max_time"] = max(1.0, seconds / (trained * plan.seeds))
+    return compare(plan.data, out=out / "confirm", source=source, arms=",".join(arms), seeds=plan.seeds,
+                   per_class=None if plan.base.per_class is None else str(plan.base.per_class), resume=True,
+                   progress=progress, data_by_size={plan.base.per_class: data}, modality=modality, **options)
+
+
+# --- 5. the advice -------------------------------------------------------------------------------------------------
+
+
+def write_advice(plan: AdvisePlan, out: Path, pick: dict[str, Any], short: list[str], study: Any,
+                 confirmed: dict[str, Any], logreg_val: float, timings: dict[str, float],
+                 spent: float) -> dict[str, Any]:
+    """``advice.json`` and ``report.html``; returns the advice."""
+    from transferlab.report.html import write_advise_report
+
+    size = confirmed["largest_size"]
+    efficiency = confirmed["data_efficiency"]
+    arm = next((a for a in efficiency if a == arm_spec(pick)), None) if pick["kind"] == "transfer" else \
+        ("scratch" if pick["kind"] == "scratch" else LOGREG)
+    config = None
+    if pick["kind"] in ("transfer", "scratch"):
+        config = plan.base.replace(source=pick["source"], strategy=pick["strategy"], reuse=pick.get("reuse"),
+                                   lr=pick["lr"]).to_dict()
+        config.pop("curve", None)
+    advice = clean_json({
+        "schema": SCHEMA, "config_asked": plan.config, "versions": versions(),
+        "config": config,  # what `transferlab fit DATA --config OUT/advice.json` runs (null: the regression)
+        "recommendation": {**pick, "arm": arm},
+        "shortlist": short, "logreg_validation_accuracy": logreg_val,
+        "trials": trials_table(study),
+        "evidence": {k: confirmed[k] for k in ("data_efficiency", "benefits", "versus_logreg", "notes", "logreg",
+                                                 "test_size", "baseline")},
+        "confirm_dir": "confirm", "size": size,
+        "budget_seconds": plan.budget, "seconds": spent, "timings": timings,
+        "train_seconds": {a: _mean_train(confirmed, a) for a in efficiency if a != LOGREG},
+    })
+    write_advise_report(out / "report.html", advice)
+    return advice
+
+
+def _mean_train(confirmed: dict[str, Any], arm: str) -> float | None:
+    cells = [c["train_wall_seconds"] for c in confirmed["cells"] if c["arm"] == arm]
+    return sum(cells) / len(cells) if cells else None
+
+
+def trials_table(study: Any) -> list[dict[str, Any]]:
+    """Every trial: what it chose, its validation accuracy (None: pruned or failed), how it ended, its seconds."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        state = {"waiting": "not started", "running": "stopped with its process"}.get(t.state.name.lower(),
+                                                                               t.state.name.lower())
+        rows.append({"number": t.number, "state": state, "value": t.value,
+                     "stopped": t.user_attrs.get("stopped"), **t.user_attrs.get("chosen", {}),
+                     "seconds": t.user_attrs.get("seconds"), "converged": t.user_attrs.get("converged"),
+                     "run_dir": t.user_attrs.get("run_dir"),
+                     "last_step": max(t.intermediate_values, default=None)})
+    return rows

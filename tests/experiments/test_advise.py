@@ -1,0 +1,151 @@
+"""advise: from data to a decision within a budget, on each modality; the budget kept on a fake clock; resumed
+after kill -9 without training a finished trial again; two workers on one study; fit --config reproduces it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_hostile import TABLE_OPTS, write_table
+from transferlab import api
+from transferlab.errors import UserError
+
+QUICK = dict(min_steps=5, patience=1, max_steps=30, progress=False)  # tiny trials: what is tested is the plumbing
+
+
+def _data(base_run: Path) -> str:
+    return json.loads((base_run / "model.json").read_text())["data"]
+
+
+def _check_advice(advice: dict, out: Path) -> None:
+    assert advice["schema"] == "transferlab.advise/1" and (out / "advice.json").is_file()
+    assert (out / "report.html").is_file() and not (out / "INCOMPLETE").exists()
+    assert advice["trials"] and advice["recommendation"]["kind"] in ("transfer", "scratch", "logreg")
+    ev = advice["evidence"]
+    assert "logreg" in ev["data_efficiency"] and ev["baseline"] in ev["data_efficiency"]
+    for arm, per_size in ev["data_efficiency"].items():
+        v = per_size[advice["size"]]
+        assert 0 <= v["mean"] <= 1, arm
+    assert advice["seconds"] <= advice["budget_seconds"] * 1.1 + 15  # start-up in a test process aside
+
+
+def test_advise_on_images_end_to_end_and_fit_config_reproduces_it(base_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "advice"
+    advice = api.advise(_data(base_run), out=out, budget="25s", candidates=str(base_run), **QUICK)
+    _check_advice(advice, out)
+    assert advice["shortlist"] == [str(base_run)]
+    if advice["config"] is not None:  # fit --config runs exactly the recommended configuration
+        run = api.fit(_data(base_run), out=tmp_path / "again", config=out / "advice.json", progress=False)
+        recorded = json.loads((run.out / "config.json").read_text())["config"]
+        for key, value in advice["config"].items():
+            if key not in ("max_time",):
+                assert recorded[key] == value, key
+    from transferlab.report.tables import advise_lines
+
+    lines = advise_lines(advice, out)
+    assert len(lines) == 3 and ("Use " in lines[0] or "logistic regression" in lines[0])
+
+
+def test_advise_on_texts_and_tables(text_csv: Path, tmp_path: Path) -> None:
+    words = tmp_path / "words"
+    api.fit(str(text_csv), out=words, source="words:16", strategy="scratch", text_column="sentence",
+            label_column="topic", epochs=2, progress=False)
+    advice = api.advise(str(text_csv), out=tmp_path / "t", budget="20s", candidates=str(words),
+                        text_column="sentence", label_column="topic", **QUICK)
+    _check_advice(advice, tmp_path / "t")
+    table = write_table(tmp_path / "rows.csv")
+    developed = tmp_path / "mlp"
+    api.pretrain(str(table), arch="mlp_tiny", out=developed, **TABLE_OPTS)
+    advice = api.advise(str(table), out=tmp_path / "tab", budget="20s", candidates=str(developed), **QUICK)
+    _check_advice(advice, tmp_path / "tab")
+
+
+def test_the_budget_is_kept_on_a_fake_clock(base_run: Path, tmp_path: Path) -> None:
+    """Each reading of the clock is 5 s later: the search's share runs out after a few readings, so no trial
+    starts after it (those queued stay 'not started') and the confirmation's cells get what is left as a cap."""
+    from transferlab.experiments.advise import advise
+    from transferlab.experiments.plan import plan_advise
+
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 5.0
+        return now[0]
+
+    plan = plan_advise(_data(base_run), "60s", str(base_run), 3, 1, None, "accuracy",
+                       {k: v for k, v in QUICK.items() if k != "progress"})
+    out = tmp_path / "fake"
+    out.mkdir()
+    advice = advise(plan, out=out, progress=False, clock=clock, started=0.0)
+    started = [t for t in advice["trials"] if t["state"] != "not started"]
+    assert len(started) < len(advice["trials"])  # the clock ran out with trials still queued
+    assert advice["timings"]["search"] <= 0.45 * 60 + 5 * 4  # the search's share, a few clock readings late
+    caps = {json.loads(p.read_text())["config"]["max_time"] for p in (out / "confirm").rglob("config.json")}
+    assert len(caps) == 1 and caps.pop() <= 0.4 * 60  # each confirmation cell capped at its share
+
+
+def test_a_killed_advise_resumes_without_training_a_finished_trial_again(base_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "transferlab", "-q", "advise", _data(base_run), "--out", str(out), "--budget",
+            "25s", "--candidates", str(base_run), "--min-steps", "5", "--patience", "1", "--max-steps", "30"]
+    env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def finished() -> list[tuple[int, str]]:
+        if not (out / "study.db").is_file():  # (connecting would create it, and a folder the run has not locked)
+            return []
+        try:
+            db = sqlite3.connect(f"file:{out / 'study.db'}?mode=ro", uri=True)
+            try:
+                return db.execute("select t.number, a.value_json from trials t join trial_user_attributes a on "
+                                  "a.trial_id = t.trial_id where t.state = 'COMPLETE' and a.key = 'run_dir'").fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return []
+
+    deadline = time.monotonic() + 120
+    while not finished() and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = finished()
+    assert done, f"no trial finished before the kill: {proc.stderr.read()[-2000:]}"
+    stamps = {run: (out / json.loads(run) / "model.safetensors").stat().st_mtime_ns for _, run in done}
+    resumed = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for run, stamp in stamps.items():  # not trained again
+        assert (out / json.loads(run) / "model.safetensors").stat().st_mtime_ns == stamp
+    advice = json.loads((out / "advice.json").read_text())
+    runs = [t["run_dir"] for t in advice["trials"] if t["state"] == "complete"]
+    assert len(runs) == len(set(runs))  # no configuration finished twice
+
+
+def test_two_workers_share_one_study(base_run: Path, tmp_path: Path) -> None:
+    advice = api.advise(_data(base_run), out=tmp_path / "two", budget="30s", candidates=str(base_run), workers=2,
+                        **QUICK)
+    from optuna import load_study
+
+    study = load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'two' / 'study.db'}")
+    pids = {t.user_attrs.get("pid") for t in study.trials if "pid" in t.user_attrs}
+    assert len(pids) == 2, pids  # trials ran in two processes, on one study
+    assert len(advice["trials"]) == len(study.trials)
+
+
+def test_bad_advise_options_are_one_sentence_before_anything_loads(base_run: Path, tmp_path: Path) -> None:
+    for options, sentence in [({"budget": "soon"}, "give a duration"), ({"seeds": 2}, "at least 3 seeds"),
+                              ({"metric": "f1"}, "advise judges by accuracy"), ({"lr": 0.1}, "searches the learning"),
+                              ({"candidates": "nosuch"}, "unknown source")]:
+        with pytest.raises(UserError, match=sentence):
+            api.advise(_data(base_run), out=tmp_path / "x", **options)
+    assert not (tmp_path / "x").exists()
+
