@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # importing torch and Lightning takes seconds: only after the
 log = logging.getLogger(__name__)
 
 DEMO_DATA = "fashion-mnist:classes=5-9"
-DEMO_SOURCE = "efficientnet_lite0"
+DEMO_SOURCE = FitConfig().source  # the default source: EfficientNet-Lite0 (ImageNet)
 DEMO_ARMS = ("logreg", "scratch", "frozen", "finetune")
 
 

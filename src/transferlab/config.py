@@ -66,6 +66,8 @@ def check_batch_memory(image_size: int, batch_size: int) -> None:
         raise UserError(f"--image-size {image_size} with --batch-size {batch_size}: one batch of images alone takes "
                         f"{need / (1 << 30):.1f} GiB, more than a quarter of the {have / (1 << 30):.1f} GiB of memory "
                         "available; use a smaller --image-size or --batch-size")
+
+
 def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
     """``name[:key=value,...]`` -> (name, the options the spec sets), each checked against the strategy's declared
     options (:mod:`transferlab.catalogue`)."""
