@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.test_cli import assert_user_error, run
+from tests.test_cli import assert_ok, assert_user_error, run
 from transferlab import api
 from transferlab.errors import UserError
 
@@ -136,3 +136,76 @@ def test_cli_predict_lists_skipped_files_and_strict_refuses(base_run: Path, mixe
     assert_user_error(proc, "3 of 9 files cannot be read", str(mixed_folder / "b_empty.png"), "--strict")
     assert proc.stdout == ""
     assert len(list(csv.DictReader(custom.open()))) == 3  # the refusal still lists them
+
+
+# --- a source's own classifier, no training ------------------------------------------------------------------
+
+
+def _photos(tmp_path: Path) -> Path:
+    """Photographs that ship with the project's own dependencies (matplotlib's and scikit-learn's sample images):
+    Grace Hopper in uniform, a Chinese palace, a daisy."""
+    import matplotlib
+    import sklearn
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg", folder)
+    for name in ("china.jpg", "flower.jpg"):
+        shutil.copy(Path(sklearn.__file__).parent / "datasets" / "images" / name, folder)
+    return folder
+
+
+def test_a_pretrained_source_classifies_photos_with_imagenet_names(tmp_path: Path) -> None:
+    out = tmp_path / "pred.csv"
+    assert_ok(run("predict", "efficientnet_lite0", str(_photos(tmp_path)), "--top", "3", "--output", str(out)))
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["path", "rank", "label", "probability"] and len(rows) == 9
+    top3 = {Path(p).name: [r["label"] for r in rows if r["path"] == p] for p in {r["path"] for r in rows}}
+    assert top3["china.jpg"][0] == "palace"  # ImageNet-1k's names, from timm's table
+    assert top3["flower.jpg"][0] == "daisy"
+    assert "military uniform" in top3["grace_hopper.jpg"]  # the picture torchvision's docs classify
+    probabilities = [float(r["probability"]) for r in rows[:3]]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1
+
+
+@pytest.mark.parametrize("model, sentence", [
+    ("minilm", "minilm has no classifier of its own with named classes"),
+    ("cnn_small", "train one on your data with `transferlab fit DATA --source cnn_small`"),
+    ("efficientnet_lite", "neither a run directory nor a source (did you mean 'efficientnet_lite0'?)"),
+    ("runs/nothing", "run directory runs/nothing does not exist"),
+])
+def test_predict_with_a_source_that_cannot_classify_is_one_sentence(model: str, sentence: str) -> None:
+    assert_user_error(run("predict", model, "x.png"), sentence)
+
+
+def test_top_k_of_a_run_lists_k_labels_per_input_and_refuses_more_than_its_classes(base_run: Path,
+                                                                                    mixed_folder: Path) -> None:
+    rows = api.predict(base_run, [mixed_folder / "a0.png"], top=2)
+    assert len(rows) == 2 and rows[0][1] != rows[1][1] and rows[0][2] >= rows[1][2]
+    with pytest.raises(UserError, match="--top 4 asks for more labels than the 3 classes"):
+        api.predict(base_run, [mixed_folder / "a0.png"], top=4)
+
+
+def test_predict_gives_calibrated_probabilities_from_the_runs_temperature(base_run: Path, mixed_folder: Path,
+                                                                          tmp_path: Path) -> None:
+    import json
+
+    card = json.loads((base_run / "model.json").read_text())
+    cal = card["calibration"]
+    assert cal["fitted_on"] == "validation" and 0.05 <= cal["temperature"] <= 20
+    assert 0 <= cal["test_ece_calibrated"] <= 1 and 0 <= cal["test_ece"] <= 1
+    copy = tmp_path / "run"
+    shutil.copytree(base_run, copy)
+    images = [mixed_folder / name for name in GOOD]
+    by_temperature = {}
+    for t in (1.0, 4.0):
+        card["calibration"]["temperature"] = t
+        (copy / "model.json").write_text(json.dumps(card))
+        by_temperature[t] = api.predict(copy, images)
+    assert [r[1] for r in by_temperature[1.0]] == [r[1] for r in by_temperature[4.0]]  # the same labels ...
+    hot, cold = by_temperature[4.0], by_temperature[1.0]
+    assert all(h[2] < c[2] for h, c in zip(hot, cold, strict=True))  # ... less sure
+    card["calibration"]["temperature"] = -1
+    (copy / "model.json").write_text(json.dumps(card))
+    with pytest.raises(UserError, match="field calibration.temperature must be a number from 0.05 to 20"):
+        api.predict(copy, images)

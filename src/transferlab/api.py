@@ -114,7 +114,7 @@ def layers(target_data: str, *, out: str | Path, **options: Any) -> dict[str, An
 
 
 def predict(
-    run_dir: str | Path,
+    model: str | Path,
     paths: list[str | Path],
     batch_size: int = 64,
     texts: list[str] | None = None,
@@ -122,26 +122,34 @@ def predict(
     strict: bool = False,
     skipped: list[tuple[str, str]] | None = None,
     text_column: str | None = None,
+    top: int = 1,
 ) -> list[tuple[str, str, float]]:
-    """Classify with a finished run: (input, label, probability) per input, in input order.
+    """Classify with a finished run, or with a source's own classifier: (input, label, probability) per input, in
+    input order; with ``top=K``, the K likeliest labels of each input, likeliest first (K rows per input).
 
-    Inputs are read as ``fit`` read them. Image runs take image files (folders are searched recursively). Text
-    runs take ``texts``, the ``text_column`` of CSV/TSV/JSONL files (default: the column the run was trained on)
-    and every non-empty line of other text files. Table runs take CSV/TSV files, their columns by name in any
-    order. What cannot be used (a zero-byte, truncated or corrupt image, one over Pillow's decompression-bomb
-    limit; a text or table file that is unreadable, not UTF-8 or not a regular file; a table row with a cell that
-    is not a finite number) is skipped: ``(where, reason)`` for each is appended to ``skipped`` when a list is
-    given, also when this raises because nothing was left. ``strict=True`` refuses instead, naming the first and
-    how many there are. Each file is opened and decoded once; the model runs per batch.
+    ``model`` is a run directory, or a source whose weights include a classifier with named classes
+    (``efficientnet_lite0``, ``timm:<arch>``, ``torchvision:<arch>``: ImageNet's classes), used as it is, no
+    training. A run's probabilities are calibrated: its logits divided by the temperature fitted on its validation
+    split (``calibration`` in its card). Inputs are read as ``fit`` read them. Image runs take image files
+    (folders are searched recursively). Text runs take ``texts``, the ``text_column`` of CSV/TSV/JSONL files
+    (default: the column the run was trained on) and every non-empty line of other text files. Table runs take
+    CSV/TSV files, their columns by name in any order. What cannot be used (a zero-byte, truncated or corrupt
+    image, one over Pillow's decompression-bomb limit; a text or table file that is unreadable, not UTF-8 or not a
+    regular file; a table row with a cell that is not a finite number) is skipped: ``(where, reason)`` for each is
+    appended to ``skipped`` when a list is given, also when this raises because nothing was left. ``strict=True``
+    refuses instead, naming the first and how many there are. Each file is opened and decoded once; the model runs
+    per batch.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist")
+    is_run = Path(model).is_dir()
+    if not is_run:
+        _check_classifier_source(str(model))
     missing = [p for p in map(Path, paths) if not p.exists()]
     if missing:  # before the model loads
         raise UserError(f"{missing[0]} does not exist")
     if batch_size < 1:
         raise UserError(f"the batch size must be at least 1, not {batch_size}")
+    if top < 1:
+        raise UserError(f"--top must be at least 1, not {top}")
     import warnings
     from concurrent.futures import ThreadPoolExecutor
 
@@ -150,20 +158,18 @@ def predict(
 
     from transferlab.errors import Unusable
     from transferlab.train.features import run_inference
-    from transferlab.transfer.rundir import load_run
 
-    model, card = load_run(run_dir)
-    modality = modalities.get(card.get("modality", "image"))
-    pre = modality.preprocessing_from_dict(card["preprocessing"])
-    recorded = run_options(run_dir)
-    options = {"text_column": text_column or recorded.get("text_column", "text"),
-               "label_column": recorded.get("label_column", "label")}
+    net, classes, modality, pre, options = _run_classifier(Path(model), text_column) if is_run else \
+        _source_classifier(str(model))
+    temperature = options.pop("temperature", 1.0)
+    if top > len(classes):
+        raise UserError(f"--top {top} asks for more labels than the {len(classes)} classes {model} knows")
     bad: list[tuple[str, str]] = skipped if skipped is not None else []
     first_bad = len(bad)
     try:
         items, n_files = modality.predict_inputs(list(map(Path, paths)), list(texts or []), bad, pre, options)
     except UserError as e:
-        raise UserError(f"{run_dir}: {e}") from None
+        raise UserError(f"{model}: {e}") from None
     if strict and len(bad) > first_bad:
         raise UserError(f"{len(bad) - first_bad} inputs cannot be used, the first {bad[first_bad][0]} "
                         f"({bad[first_bad][1]}): fix or remove them, or run without --strict to skip them")
@@ -198,13 +204,15 @@ def predict(
                 if not batch or (strict and len(bad) > first_bad):  # a refusal is coming: spare the model
                     continue
                 x, _ = collate([(t, 0) for _, t in batch])
-                prob, idx = run_inference(model, [(x, None)], channels_last=modality.channels_last).softmax(1).max(1)
-                if not torch.isfinite(prob).all():  # never a NaN in the output
-                    where = batch[int((~torch.isfinite(prob)).nonzero()[0])][0]
+                logits = run_inference(net, [(x, None)], channels_last=modality.channels_last)
+                probs = (logits / temperature).softmax(1)  # the run's calibration (see fit), 1 for a source
+                if not torch.isfinite(probs).all():  # never a NaN in the output
+                    where = batch[int((~torch.isfinite(probs).all(1)).nonzero()[0])][0]
                     raise UserError(f"the model's output for {where} is not a finite number: the input lies far "
                                     "outside what the run was trained on")
-                rows.extend((shown, card["classes"][i], float(q))
-                            for (shown, _), i, q in zip(batch, idx.tolist(), prob.tolist(), strict=True))
+                prob, idx = probs.topk(top, dim=1)
+                for (shown, _), ks, qs in zip(batch, idx.tolist(), prob.tolist(), strict=True):
+                    rows.extend((shown, classes[i], float(q)) for i, q in zip(ks, qs, strict=True))
     new_bad = bad[first_bad:]
     if new_bad and strict:
         raise UserError(f"{len(new_bad)} of {n_files} files cannot be read, the first {new_bad[0][0]} "
@@ -215,6 +223,52 @@ def predict(
     if new_bad:
         log.debug("skipped %d of %d files that cannot be read", len(new_bad), n_files)
     return rows
+
+
+def _check_classifier_source(spec: str) -> None:
+    """Before torch: ``spec`` names a source whose weights include a classifier (see ``predict``)."""
+    from transferlab import catalogue
+
+    found = catalogue.find_source(spec)
+    if found is None and ("/" in spec or Path(spec).exists() or not spec.replace("_", "").isalnum()):
+        raise UserError(f"run directory {spec} does not exist" if not Path(spec).exists() else
+                        f"{spec} is neither a run directory nor a source")
+    classifying = [k for k in catalogue.source_kinds() if k.classifies]
+    names = ", ".join(k.name + "<arch>" * k.is_prefix for k in classifying)
+    if found is None:
+        raise UserError(f"MODEL {spec!r} is neither a run directory nor a source{catalogue.suggest(spec, classifying)}"
+                        f"; sources with their own classifier: {names}")
+    if not found[0].classifies or spec.startswith("scratch:"):
+        raise UserError(f"{spec} has no classifier of its own with named classes: train one on your data with "
+                        f"`transferlab fit DATA --source {spec}` and predict with that run, or use a source that "
+                        f"classifies ({names})")
+
+
+def _run_classifier(run_dir: Path, text_column: str | None) -> tuple[Any, list[str], Any, Any, dict[str, Any]]:
+    """A run's model, classes, modality, preprocessing and predict options."""
+    from transferlab.transfer.rundir import load_run
+
+    net, card = load_run(run_dir)
+    modality = modalities.get(card.get("modality", "image"))
+    recorded = run_options(run_dir)
+    options = {"text_column": text_column or recorded.get("text_column", "text"),
+               "label_column": recorded.get("label_column", "label"),
+               "temperature": card.get("calibration", {}).get("temperature", 1.0)}
+    return net, list(card["classes"]), modality, modality.preprocessing_from_dict(card["preprocessing"]), options
+
+
+def _source_classifier(spec: str) -> tuple[Any, list[str], Any, Any, dict[str, Any]]:
+    """A source used as it is: its blocks, pool and own classifier, with its class names and preprocessing."""
+    from torch import nn
+
+    from transferlab.sources import load_source
+
+    source = load_source(spec)
+    if source.classifier is None or not source.source_classes:
+        raise UserError(f"{spec} has no classifier with named classes in these weights ({source.weights_origin}): "
+                        "train one on your data with `transferlab fit` and predict with that run")
+    net = nn.Sequential(*source.blocks.values(), source.pool, source.classifier).eval()
+    return net, list(source.source_classes), modalities.get(source.modality), source.preprocessing, {}
 
 
 def run_options(run_dir: str | Path) -> dict[str, Any]:
@@ -334,8 +388,7 @@ def advise(data: str, *, out: str | Path, budget: str | float = "30m", **options
     run = {k: options.pop(k) for k in ("resume", "overwrite", "progress") if k in options}
     preflight.check_data(data)
     planned = plan_advise(data, budget, options.pop("candidates", None), options.pop("seeds", 3),
-                          options.pop("workers", 1), options.pop("storage", None), options.pop("metric", "accuracy"),
-                          options)
+                          options.pop("workers", 1), options.pop("storage", None), options)
     out = Path(out)
     preflight.check_out(out, run.get("resume", False), run.get("overwrite", False), "advise")
     with files.locked(out, "the advice folder"):  # one writer, before any data or model loads

@@ -19,6 +19,7 @@ Plug-ins from outside the package register the same way, from their own file (th
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import math
 import re
@@ -64,6 +65,7 @@ class SourceKind:
     in_cards: bool = False  # a run card may name it as its architecture
     listed: bool = True  # shown by `transferlab sources` (a second spelling of a kind is not)
     offline: str | None = None  # "module:function"(spec) -> str: whether its weights are here now (listing)
+    classifies: bool = False  # its weights include a classifier with named classes: `predict SOURCE` uses it
 
     @property
     def is_prefix(self) -> bool:
@@ -139,9 +141,7 @@ def source_modality(spec: str) -> str | None:
 def unknown_source(spec: str, option: str = "--source") -> UserError:
     """The one sentence for a source that is none of the catalogue's kinds."""
     name = canonical(spec.removeprefix("scratch:"))
-    choices = [n for k in _SOURCES.values() for n in ((k.name,) if not (k.is_prefix or k.by_path) else ())
-               + k.examples + k.aliases]
-    close = did_you_mean(name, choices) or did_you_mean(name.lower(), [c.lower() for c in choices])
+    close = suggest(name)
     files = ", ".join(k.summary for k in _SOURCES.values() if k.by_path)
     if Path(name).expanduser().exists():
         return UserError(f"{option} {spec!r} is none of {files}")
@@ -152,6 +152,15 @@ def unknown_source(spec: str, option: str = "--source") -> UserError:
     return UserError(f"{option} {spec!r}: " + (f"{name} does not exist" if looks_like_path else
                                                  f"unknown source{close}")
                      + f"; use a built-in ({builtins}), {forms}, {files}, or scratch:<source>")
+
+
+def suggest(name: str, kinds: list[SourceKind] | None = None) -> str:
+    """' (did you mean X?)' for the source names (never two spellings of one) closest to ``name``, else ''."""
+    by_spelling = {n.lower(): n_ for k in (kinds or _SOURCES.values()) if not k.by_path
+                   for n_ in ((k.name,) if not k.is_prefix else k.examples) for n in (n_, *k.aliases)}
+    close = dict.fromkeys(by_spelling[c] for c in difflib.get_close_matches(name.lower(), list(by_spelling), n=6,
+                                                                           cutoff=0.5))
+    return " (did you mean " + " or ".join(repr(c) for c in list(close)[:3]) + "?)" if close else ""
 
 
 def in_cards(arch: str) -> SourceKind | None:
@@ -282,7 +291,7 @@ Z, T, M = "transferlab.sources.zoo", "transferlab.sources.text", "transferlab.so
 for _kind in (
     SourceKind("efficientnet_lite0", "image", f"{Z}:load_lite0", "EfficientNet-Lite0, 9 blocks (timm's "
                "tf_efficientnet_lite0)", "ImageNet-1k (packaged)", aliases=("tf_efficientnet_lite0",
-               "efficientnet-lite0"), in_cards=True, offline=f"{Z}:lite0_offline"),
+               "efficientnet-lite0"), in_cards=True, offline=f"{Z}:lite0_offline", classifies=True),
     SourceKind("cnn_tiny", "image", f"{M}.cnn:load", "a small CNN, 3 conv blocks", "none (train your own)",
                in_cards=True),
     SourceKind("cnn_small", "image", f"{M}.cnn:load", "a small CNN, 4 conv blocks", "none (train your own)",
@@ -296,11 +305,11 @@ for _kind in (
                aliases=("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"), offline=f"{T}:minilm_offline"),
     SourceKind("timm:", "image", f"{Z}:load_timm", "any timm architecture", "--weights, the Hugging Face cache, "
                "or the hub when online", examples=("timm:resnet50", "timm:resnet18"), pattern=r"[A-Za-z0-9][\w.-]*",
-               in_cards=True, offline=f"{Z}:timm_offline"),
+               in_cards=True, offline=f"{Z}:timm_offline", classifies=True),
     SourceKind("torchvision:", "image", f"{Z}:load_torchvision", "a torchvision model", "--weights, torch hub's "
                "cache, or a download when online", examples=("torchvision:vgg16", "torchvision:inception_v3",
                "torchvision:resnet50"), pattern=r"[A-Za-z0-9][\w.-]*", in_cards=True,
-               offline=f"{Z}:torchvision_offline"),
+               offline=f"{Z}:torchvision_offline", classifies=True),
     SourceKind("sentence-transformers:", "text", f"{T}:load_sentence_transformers", "a sentence-transformers model "
                "(a folder or a hub id)", "the folder, or the Hugging Face cache",
                examples=("sentence-transformers:<folder or hub id>",), in_cards=True),

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
-from transferlab import allocator, modality
+from transferlab import allocator, catalogue, modality
 from transferlab.config import DEFAULT_ARMS
 from transferlab.errors import UserError
 from transferlab.files import disk_full, is_disk_full, is_global_zero
@@ -106,7 +106,7 @@ def _root(
 ) -> None:
     """Progress bars on a terminal only; elsewhere (a log file) one line per validated epoch and per cell."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    logging.getLogger("transferlab").setLevel(logging.WARNING if quiet else logging.INFO)
+    logging.getLogger("transferlab").setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
     PROGRESS["bars"] = sys.stderr.isatty() and not quiet
 
 
@@ -196,7 +196,8 @@ def layers(
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    model: Annotated[str, typer.Argument(help="A finished run directory, or a source with its own classifier "
+                                         "(efficientnet_lite0, timm:<arch>, torchvision:<arch>: ImageNet classes).")],
     inputs: Annotated[list[Path] | None, typer.Argument(help="Image files or folders (searched recursively); for a "
                                                         "text run, text files (CSV/TSV/JSONL: their text column; "
                                                         "others: one text per line); for a table run, CSV/TSV "
@@ -209,36 +210,36 @@ def predict(
     strict: Strict = FIT.strict,
     text_column: Annotated[str | None, typer.Option(help="Text runs: the column of CSV/TSV/JSONL files to classify "
                                                     "(default: the one the run was trained on).")] = None,
+    top: Annotated[int, typer.Option(help="The K likeliest labels of each input (K rows, with a rank column).",
+                                     metavar="K")] = 1,
 ) -> None:
-    """Classify images, texts or table rows with a trained run: CSV with path (text, or row),label,probability.
-
-    Inputs that cannot be used (zero-byte, corrupt, not an image, not UTF-8 text, a table cell that is not a
-    finite number) are skipped and listed; --strict refuses."""
+    """Classify images, texts or table rows with a trained run, or photos with a source's own ImageNet classifier:
+    CSV with path (text, or row),label,probability. Inputs that cannot be used (zero-byte, corrupt, not an image,
+    not UTF-8 text, a table cell that is not a finite number) are skipped and listed; --strict refuses."""
     from transferlab import api
     from transferlab.report import csv_text, write_csv
+    from transferlab.report.tables import calibration_note, predict_table, skipped_note, skipped_path
 
     if not inputs and not text:
         raise UserError("give image, text or table files to classify, or --text")
     unread: list[tuple[str, str]] = []
-    listing = skipped or (None if output is None else output.with_name(output.stem + ".skipped.csv"))
-    if output is not None and listing == output:
-        listing = output.with_name(output.name + ".skipped.csv")
+    listing = skipped_path(output, skipped)
     try:
-        rows = api.predict(run_dir, inputs or [], texts=text, strict=strict, skipped=unread, text_column=text_column)
+        rows = api.predict(model, inputs or [], texts=text, strict=strict, skipped=unread, text_column=text_column,
+                           top=top)
     finally:  # an explicit --skipped is always written; the one beside --output when it lists something or replaces
         if listing is not None and (unread or skipped is not None or listing.exists()):
             write_csv(listing, ("path", "reason"), unread)
     if unread:
-        shown = "; ".join(f"{path} ({reason})" for path, reason in unread[:5])
-        more = f"; and {len(unread) - 5} more" if len(unread) > 5 else ""
-        where = f"listed in {listing}" if listing is not None else "--skipped FILE lists them"
-        err.print(f"skipped {len(unread)} inputs that cannot be used: {shown}{more} ({where})", markup=False)
-    kind = modality.get(api.run_card(run_dir).get("modality", "image"))
-    table = ((p, label, f"{prob:.6f}") for p, label, prob in rows)
+        err.print(skipped_note(unread, listing), markup=False)
+    card = api.run_card(model) if Path(model).is_dir() else {}
+    kind = modality.get(card.get("modality", "image") if card else catalogue.source_modality(model) or "image")
+    err.print(calibration_note(card), markup=False)
+    header, table = predict_table(rows, top, kind.predict_column)
     if output is None:
-        sys.stdout.write(csv_text((kind.predict_column, "label", "probability"), table))
+        sys.stdout.write(csv_text(header, table))
     else:
-        write_csv(output, (kind.predict_column, "label", "probability"), table)
+        write_csv(output, header, table)
 
 
 @app.command()
@@ -325,18 +326,17 @@ def advise(
     workers: Annotated[int, typer.Option(help="Processes searching at once (one per GPU, or per core group).")] = 1,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL shared by several advise processes "
                                                 "(default: sqlite in --out).")] = None,
-    metric: Annotated[str, typer.Option(help="What the search maximises: accuracy.")] = "accuracy",
     per_class: PerClass = FIT.per_class,
     **options: Any,
 ) -> None:
     """Which source, how much of it, frozen or tuned, at what rate? Searched within a time budget, confirmed
     against scratch and a logistic regression."""
     from transferlab import api
-    from transferlab.report.tables import advise_lines
+    from transferlab.report.html import advise_lines
 
     advice = api.advise(data, out=out, budget=budget, candidates=candidates, seeds=seeds, workers=workers,
                         progress=PROGRESS["bars"],
-                        storage=storage, metric=metric, per_class=per_class, **options)
+                        storage=storage, per_class=per_class, **options)
     if _zero():
         show((advise_lines(advice, out), []))
 

@@ -11,6 +11,8 @@ from transferlab import catalogue
 from transferlab.errors import UserError, did_you_mean
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1")  # what --metric judges by; every run records all three
+METRIC_NAMES = dict(zip(METRICS, ("accuracy", "balanced accuracy", "macro-F1"), strict=True))  # in sentences
 # Where and how fast a run trains, not what it trains: a run may be resumed with other values (other devices).
 RUNTIME_OPTIONS = ("num_workers", "pin_memory", "channels_last", "compile", "accelerator", "devices", "num_nodes",
                    "distributed", "precision", "deterministic", "max_time")
@@ -137,6 +139,12 @@ class FitConfig:
     text_column: str = opt("text", "CSV/TSV/JSONL column holding the text.")
     label_column: str = opt("label", "Column holding the label: in CSV/TSV/JSONL text and in tables.")
     encoding_errors: str = opt("strict", "strict: invalid UTF-8 is an error; replace: accept it.")
+    # what is judged, and imbalanced data
+    metric: str = opt("accuracy", "What compare, layers, rank --validate and advise judge by: accuracy, "
+                      "balanced_accuracy or macro_f1 (every run records all three).")
+    class_weight: str = opt("none", "balanced: weight the loss of each class by n / (classes x its training count).")
+    sampler: str = opt("shuffle", "shuffle: every training example once per epoch; balanced: as many draws, every "
+                       "class equally likely (with replacement).")
     # tables
     impute: str = opt("none", "Tables: a missing cell is an error (none) or filled with the training split's column "
                       "mean (mean).")
@@ -156,6 +164,10 @@ class FitConfig:
             (self.text_model in ("bag", "cnn"), f"--text-model must be bag or cnn, not {self.text_model!r}"),
             (self.encoding_errors in ("strict", "replace"), "--encoding-errors must be strict or replace"),
             (self.impute in ("none", "mean"), f"--impute must be none or mean, not {self.impute!r}"),
+            (self.metric in METRICS, f"--metric must be one of {', '.join(METRICS)}, not {self.metric!r}"),
+            (self.class_weight in ("none", "balanced"), f"--class-weight must be none or balanced, not "
+             f"{self.class_weight!r}"),
+            (self.sampler in ("shuffle", "balanced"), f"--sampler must be shuffle or balanced, not {self.sampler!r}"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, "
              f"not {self.precision!r}"),
             (self.distributed in DISTRIBUTED, f"--distributed {self.distributed!r}: transferlab supports "

@@ -54,11 +54,12 @@ INPUTS = Group("inputs", ("image_size", "eval_per_class"))
 HARDWARE = Group("hardware", ("accelerator", "devices", "num_nodes", "distributed", "precision", "compile",
                               "channels_last", "pin_memory", "deterministic", "num_workers"))
 DATA = Group("data", ("text_model", "max_vectors", "text_column", "label_column", "encoding_errors", "impute"))
+JUDGING = Group("judging", ("metric", "class_weight", "sampler"))
 OUTPUT = Group("output", own=(
     _flag("resume", "Continue an interrupted run in --out, reusing what it finished."),
     _flag("overwrite", "Start over in --out: deletes what transferlab wrote there, and only that (refused when the "
                        "folder holds anything else).")))
-TRAINING = (BUDGET, INPUTS, HARDWARE, DATA, OUTPUT)  # every command that trains on data takes these
+TRAINING = (BUDGET, INPUTS, HARDWARE, DATA, JUDGING, OUTPUT)  # every command that trains on data takes these
 
 
 def option(name: str, **changes: Any) -> Any:

@@ -27,27 +27,34 @@ C_GRID = np.logspace(-4, 4, 10)  # LogisticRegressionCV's own default grid (Cs=1
 MAX_ITER = 2000
 
 
-def fit_logreg(data: Data, modality: Any, seed: int = 0) -> dict[str, Any]:
-    """Train on ``data.train`` (C by cross-validation there) and score ``data.test``: test accuracy, predictions,
-    the chosen C, the folds and the seconds it took."""
+def fit_logreg(data: Data, modality: Any, seed: int = 0, metric: str = "accuracy",
+               class_weight: str = "none") -> dict[str, Any]:
+    """Train on ``data.train`` (C by cross-validation there, judged by ``metric``; ``class_weight="balanced"``
+    weights the classes as the networks' loss then does) and score ``data.test``: ``test_score`` by ``metric``,
+    every metric's ``test_<metric>``, the predictions, the chosen C, the folds and the seconds it took."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
+
+    from transferlab.evaluate import METRICS, score
 
     tick = time.perf_counter()
     x_train, x_test = modality.raw_features([data.train, data.test])
     y_train, y_test = np.asarray(data.train.labels), np.asarray(data.test.labels)
     folds = min(MAX_FOLDS, int(np.bincount(y_train).min()) if len(y_train) else 0)
+    weight = "balanced" if class_weight == "balanced" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the extreme C values of the grid may not converge
         if folds >= 2:
             cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-            model = LogisticRegressionCV(Cs=C_GRID, cv=cv, max_iter=MAX_ITER, scoring="accuracy", l1_ratios=(0.0,),
-                                         use_legacy_attributes=False)
+            model = LogisticRegressionCV(Cs=C_GRID, cv=cv, max_iter=MAX_ITER, l1_ratios=(0.0,),
+                                         scoring="f1_macro" if metric == "macro_f1" else metric,
+                                         class_weight=weight, use_legacy_attributes=False)
         else:
-            model = LogisticRegression(C=1.0, max_iter=MAX_ITER)
+            model = LogisticRegression(C=1.0, max_iter=MAX_ITER, class_weight=weight)
         model.fit(x_train, y_train)
     pred = model.predict(x_test)
     c = float(model.C_) if folds >= 2 else 1.0
-    return {"test_accuracy": float(np.mean(pred == y_test)), "predictions": pred, "C": c, "folds": folds,
-            "seconds": time.perf_counter() - tick, "features": int(x_train.shape[1])}
+    scores = {f"test_{m}": score(m, y_test, pred) for m in METRICS}
+    return {**scores, "test_score": scores[f"test_{metric}"], "metric": metric, "predictions": pred, "C": c,
+            "folds": folds, "seconds": time.perf_counter() - tick, "features": int(x_train.shape[1])}

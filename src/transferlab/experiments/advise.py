@@ -98,7 +98,8 @@ def advise(
         specs = candidates(plan, modality)
         short = shortlist(plan, out, modality, data, specs, progress)
         search_data = dataclasses.replace(data, test=data.val)  # trials are judged on validation; test unseen
-        logreg_val = fit_logreg(search_data, modality, plan.base.seed)["test_accuracy"]
+        logreg_val = fit_logreg(search_data, modality, plan.base.seed, plan.base.metric,
+                                plan.base.class_weight)["test_score"]
         timings: dict[str, float] = {"start_up_and_shortlist": clock() - started}
         left = max(0.0, plan.budget - timings["start_up_and_shortlist"])
         study = open_study(plan, out)
@@ -249,6 +250,8 @@ def _optimize(ctx: Context, study: Any, short: list[str], progress: bool) -> Non
     def objective(trial: Any) -> float:
         return run_trial(ctx, trial, short, progress)
 
+    # which processes joined the study (a worker started late may find the search's time spent before a trial)
+    study.set_user_attr(f"worker:{os.getpid()}", True)
     remaining = ctx.deadline() - ctx.clock()
     if remaining > 0:
         study.optimize(objective, timeout=remaining, callbacks=[stop_when_due], catch=(UserError,),
@@ -311,7 +314,7 @@ def run_trial(ctx: Context, trial: Any, short: list[str], progress: bool) -> flo
     trial.set_user_attr("seconds", ctx.clock() - tick)
     trial.set_user_attr("train_seconds", result.wall_seconds)
     trial.set_user_attr("converged", bool(result.training.get("converged")))
-    return result.test_accuracy  # the search data's "test" split is the validation split
+    return result.test_score  # by --metric; the search data's "test" split is the validation split
 
 
 # --- 4. the recommendation and its confirmation -------------------------------------------------------------------
@@ -325,9 +328,9 @@ def recommend(study: Any, logreg_val: float) -> dict[str, Any]:
     done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
     best = max(done, key=lambda t: (t.value, -t.user_attrs.get("train_seconds", 0.0)), default=None)
     if best is None or logreg_val >= best.value:
-        return {"kind": "logreg", "val_accuracy": logreg_val, "trial": None}
+        return {"kind": "logreg", "validation": logreg_val, "trial": None}
     chosen = best.user_attrs["chosen"]
-    return {"kind": "scratch" if chosen["strategy"] == "scratch" else "transfer", "val_accuracy": best.value,
+    return {"kind": "scratch" if chosen["strategy"] == "scratch" else "transfer", "validation": best.value,
             "trial": best.number, **chosen, "run_dir": best.user_attrs["run_dir"]}
 
 
@@ -391,7 +394,7 @@ def write_advice(plan: AdvisePlan, out: Path, pick: dict[str, Any], short: list[
         "schema": SCHEMA, "config_asked": plan.config, "versions": versions(),
         "config": config,  # what `transferlab fit DATA --config OUT/advice.json` runs (null: the regression)
         "recommendation": {**pick, "arm": arm},
-        "shortlist": short, "logreg_validation_accuracy": logreg_val,
+        "shortlist": short, "logreg_validation": logreg_val,  # by config_asked["metric"]
         "trials": trials_table(study),
         "evidence": {k: confirmed[k] for k in ("data_efficiency", "benefits", "versus_logreg", "notes", "logreg",
                                                  "test_size", "baseline")},

@@ -40,6 +40,7 @@ from transferlab.config import (
 )
 from transferlab.data.splits import Data
 from transferlab.errors import UserError
+from transferlab.evaluate import METRIC_NAMES, score
 from transferlab.evaluate.curves import Curve, accuracy_interval, asymptote, benefits, interval, verdict
 from transferlab.evaluate.logreg import fit_logreg
 from transferlab.experiments.common import (
@@ -116,7 +117,7 @@ def compare(
             cells, curves, results = run_cells(p, out, sources, modality, data_by_size, progress, zero, workers)
             if not zero:
                 return {}
-            summary = summarise(curves, p.arms, p.sizes, p.threshold, results, simple, data_by_size)
+            summary = summarise(curves, p.arms, p.sizes, p.threshold, results, simple, data_by_size, p.base.metric)
             test_sizes = {size_key(s): len(d.test) for s, d in data_by_size.items()}
             return write_outputs(out, p, modality, summary, cells, curves, estimate, test_sizes)
 
@@ -180,9 +181,9 @@ def simple_baseline(p: Plan, modality: Modality, data_by_size: dict[int | None, 
     """The logistic regression at every size (one fit each: the split is every seed's; C by cross-validation)."""
     found = {}
     for size, data in data_by_size.items():
-        r = fit_logreg(data, modality, p.base.seed)
-        log.info("logreg, %s per class: test accuracy %.4f (C %.3g chosen by %d-fold cross-validation) in %.1f s",
-                 size_key(size), r["test_accuracy"], r["C"], r["folds"], r["seconds"])
+        r = fit_logreg(data, modality, p.base.seed, p.base.metric, p.base.class_weight)
+        log.info("logreg, %s per class: test %s %.4f (C %.3g chosen by %d-fold cross-validation) in %.1f s",
+                 size_key(size), METRIC_NAMES[p.base.metric], r["test_score"], r["C"], r["folds"], r["seconds"])
         found[size_key(size)] = {k: v for k, v in r.items() if k != "predictions"}
     return found
 
@@ -222,12 +223,13 @@ def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality
         if not zero:
             continue
         key, training = size_key(size), result.training
-        curves[key][arm.name][seed] = read_curve(cell_dir, result.test_accuracy)
+        curves[key][arm.name][seed] = read_curve(cell_dir, result.test_score)
         results[key][arm.name][seed] = result
         cells.append({
             "arm": arm.name, "per_class": key, "seed": seed, "run_dir": str(cell_dir.relative_to(out)),
-            "test_accuracy": result.test_accuracy, "train_wall_seconds": result.wall_seconds,
-            "reused": finished, "parameters": result.parameters,
+            "test_accuracy": result.test_accuracy, "test_score": result.test_score,
+            "train_wall_seconds": result.wall_seconds,
+            "reused": finished, "parameters": result.parameters, "calibration": result.calibration,
             "converged": training.get("converged"), "best_step": training.get("best_step"),
             "steps": training.get("steps"),
         })
@@ -254,13 +256,14 @@ def _cell(cfg: FitConfig, cell_dir: Path, data: Data, modality_name: str, pretra
 
 
 def read_curve(run_dir: Path, final: float) -> Curve:
-    """A cell's learning curve (``curve.csv``, read as untrusted: a reused cell may have been edited), its
-    converged skill ``final``."""
+    """A cell's learning curve (``curve.csv``, read as untrusted: a reused cell may have been edited) by the run's
+    metric (``test_score``; curves written before --metric have only accuracy), its converged skill ``final``."""
     path = run_dir / "curve.csv"
     text = files.read_bounded(path, "learning curve", files.MAX_JSON_BYTES).decode("utf-8", "replace")
     try:
         rows = list(csv.DictReader(text.splitlines()))
-        return Curve.of([float(r["examples"]) for r in rows], [float(r["test_accuracy"]) for r in rows],
+        return Curve.of([float(r["examples"]) for r in rows], [float(r.get("test_score", r["test_accuracy"]))
+                                                                for r in rows],
                         wall=[float(r["wall_seconds"]) for r in rows], epoch_end=[r["epoch_end"] == "1" for r in rows],
                         final=final)
     except (KeyError, ValueError, TypeError):
@@ -271,9 +274,9 @@ def read_curve(run_dir: Path, final: float) -> Curve:
 def summarise(
     curves: dict[str, dict[str, dict[int, Curve]]], arms: list[Arm], sizes: list[int | None], threshold: float,
     results: dict[str, dict[str, dict[int, Any]]] | None = None, simple: dict[str, dict[str, Any]] | None = None,
-    data_by_size: dict[int | None, Data] | None = None,
+    data_by_size: dict[int | None, Data] | None = None, metric: str = "accuracy",
 ) -> dict[str, Any]:
-    """Benefits per size and arm, each arm's converged test accuracy (data efficiency) and whether it converged
+    """Benefits per size and arm, each arm's converged test ``metric`` (data efficiency) and whether it converged
     and learned anything, each arm against the logistic regression, what happened to the asymptote benefit across
     sizes, and negative transfer. ``results[size][arm][seed]``: the cells' :class:`RunResult`; ``simple[size]``:
     the logistic regression's result."""
@@ -290,12 +293,13 @@ def summarise(
             runs = results.get(key, {}).get(a.name, {})
             efficiency.setdefault(a.name, {})[key] = arm_accuracy(curves[key][a.name], runs)
         if key in simple:
-            versus[key] = {a.name: against_logreg(curves[key][a.name], simple[key]["test_accuracy"])
+            versus[key] = {a.name: against_logreg(curves[key][a.name], simple[key]["test_score"])
                            for a in arms}
-            efficiency.setdefault(LOGREG, {})[key] = _fixed(simple[key]["test_accuracy"])
+            efficiency.setdefault(LOGREG, {})[key] = _fixed(simple[key]["test_score"])
     if data_by_size is not None:
         for size, data in data_by_size.items():
-            naive = float(np.mean(np.asarray(data.test.labels) == data.majority_class()))
+            y = np.asarray(data.test.labels)
+            naive = score(metric, y, np.full_like(y, data.majority_class()))
             for per_size in efficiency.values():
                 v = per_size.get(size_key(size))
                 if v is not None and v.get("mean") is not None:
@@ -329,6 +333,7 @@ def summarise(
         "transfer_stops_paying": stops,
         "negative_transfer": negative,
     }
+    summary["metric"] = metric
     summary["notes"] = notes(summary, scratch)
     return summary
 
@@ -359,11 +364,11 @@ def _fixed(value: float) -> dict[str, Any]:
 def notes(summary: dict[str, Any], scratch: str) -> list[str]:
     """What the numbers alone do not say, one sentence each: arms that did not learn (and benefits measured
     against a baseline that did not), arms that did not converge, arms that do not beat the logistic regression."""
-    said = []
+    said, name = [], METRIC_NAMES[summary.get("metric", "accuracy")]
     for arm, per_size in summary["data_efficiency"].items():
         for size, v in per_size.items():
             if v.get("learned") is False:
-                said.append(f"{arm} did not learn at {size} per class: its test accuracy {v['mean']:.3f} is within "
+                said.append(f"{arm} did not learn at {size} per class: its test {name} {v['mean']:.3f} is within "
                             f"two standard errors of always guessing the commonest class ({v['naive']:.3f})"
                             + (": the benefits at this size say only that the other arms learned" if arm == scratch
                                else ""))
@@ -394,12 +399,13 @@ def write_outputs(out: Path, p: Plan, modality: Modality, summary: dict[str, Any
                "other_modalities_options": other_options(modality),
                "arms": [{"name": a.name, "strategy": a.strategy, "options": a.options} for a in p.arms],
                "curves": {k: {a: {str(s): {"examples": c.examples.tolist(), "wall_seconds": c.wall.tolist(),
-                                           "test_accuracy": c.skill.tolist(), "epoch_end": c.epoch_end.tolist(),
+                                           f"test_{p.base.metric}": c.skill.tolist(),
+                                           "epoch_end": c.epoch_end.tolist(),
                                            "final": c.final}
                                   for s, c in per_seed.items()} for a, per_seed in per_arm.items()}
                           for k, per_arm in curves.items()}}
     results = clean_json(results)
-    _write_curves_csv(out / "curves.csv", curves)
+    _write_curves_csv(out / "curves.csv", curves, p.base.metric)
     write_compare_report(out / "report.html", results)
     finish_experiment(out, results)
     return results
@@ -455,8 +461,8 @@ def paying_summary(verdicts: dict[str, str]) -> str:
     return "; ".join(parts)
 
 
-def _write_curves_csv(path: Path, curves: dict[str, dict[str, dict[int, Curve]]]) -> None:
-    write_csv(path, ["per_class", "arm", "seed", "examples", "wall_seconds", "test_accuracy", "epoch_end"], [
+def _write_curves_csv(path: Path, curves: dict[str, dict[str, dict[int, Curve]]], metric: str) -> None:
+    write_csv(path, ["per_class", "arm", "seed", "examples", "wall_seconds", f"test_{metric}", "epoch_end"], [
         [key, arm, seed, int(c.examples[i]), f"{c.wall[i]:.4f}", f"{c.skill[i]:.6f}", int(c.epoch_end[i])]
         for key, per_arm in curves.items() for arm, per_seed in per_arm.items()
         for seed, c in sorted(per_seed.items()) for i in range(len(c.examples))

@@ -201,7 +201,8 @@ def _validate(data: str, out: Path, specs: list[str], results: dict[str, dict[st
     finetune_total = sum(train_seconds.values())
     return {
         "validation": validation,
-        "finetune_accuracy": accuracy,
+        "finetune_accuracy": accuracy,  # by the comparison's metric
+        "metric": cmp.get("metric", "accuracy"),
         "finetune_seconds": train_seconds,
         "speedup": finetune_total / rank_total if rank_total > 0 else float("nan"),
         "validate_dir": "validate",

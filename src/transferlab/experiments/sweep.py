@@ -75,7 +75,7 @@ def sweep(
                                        reuse=None)
                     result, _ = pretrain(cfg, run_dir, resume=True, progress=progress)
                     if task == "B":
-                        base_b.append(result.test_accuracy)
+                        base_b.append(result.test_score)
                 sources[task] = load_source(str(out / "base" / f"{task}_seed{base.seed}"))
             series = list(SERIES)
         else:
@@ -88,8 +88,8 @@ def sweep(
             cfg = base.replace(strategy="scratch", reuse=None, seed=seed, split_seed=base.seed,
                                source=str(sources["A"].name))
             scratch.append(fit(cfg, out / "cells" / "scratch" / "all" / f"seed{seed}", resume=True, progress=progress,
-                               data=data, source=sources["A"], modality=modality).test_accuracy)
-        logreg = fit_logreg(data, modality, base.seed)["test_accuracy"] if zero else None
+                               data=data, source=sources["A"], modality=modality).test_score)
+        logreg = fit_logreg(data, modality, base.seed, base.metric, base.class_weight)["test_score"] if zero else None
         acc: dict[str, dict[int, list[float]]] = {name: {} for name in series}
         for name in series:
             task, strategy = SERIES[name]
@@ -101,7 +101,7 @@ def sweep(
                     log.info("%s n=%d seed %d", name, n, seed)
                     result = fit(cfg, cell, resume=True, progress=progress, data=data, source=sources[task],
                                  modality=modality)
-                    acc[name].setdefault(n, []).append(result.test_accuracy)
+                    acc[name].setdefault(n, []).append(result.test_score)
 
         if not zero:
             return {}
@@ -115,6 +115,7 @@ def sweep(
             "schema": SCHEMA,
             "config": config,
             "versions": versions(),
+            "metric": base.metric,
             "blocks": list(sources["A"].blocks),
             "series": {name: {str(n): summary(v) for n, v in per_n.items()} for name, per_n in acc.items()},
             "base": summary(base_b) if base_b else None,

@@ -6,20 +6,38 @@ import base64
 import html
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from transferlab.config import METRIC_NAMES
 from transferlab.evaluate.curves import interval
 from transferlab.files import atomic_write
 
 MEASURE_LABELS = {
-    "jumpstart": "higher start: jumpstart (accuracy)",
-    "early_slope": "higher slope: early rate (accuracy per 1k examples)",
+    "jumpstart": "higher start: jumpstart ({metric})",
+    "early_slope": "higher slope: early rate ({metric} per 1k examples)",
     "time_to_threshold": "higher slope: examples saved to threshold",
-    "asymptote": "higher asymptote (accuracy)",
+    "asymptote": "higher asymptote ({metric})",
     "transfer_ratio": "transfer ratio (area / scratch's)",
 }
+
+
+def measure_labels(results: dict[str, Any]) -> dict[str, str]:
+    """The benefit measures' column labels, in the comparison's metric."""
+    name = METRIC_NAMES[results.get("metric", "accuracy")]
+    return {k: v.format(metric=name) for k, v in MEASURE_LABELS.items()}
+
+
+def metric_name(results: dict[str, Any]) -> str:
+    """The words for what ``results`` (or a ``config``) judged by: accuracy, balanced accuracy or macro-F1."""
+    return METRIC_NAMES[results.get("metric", "accuracy")]
+
+
+def skill_key(results: dict[str, Any]) -> str:
+    """The key of a learning curve's skill in ``results["curves"]``: ``test_<metric>``."""
+    return f"test_{results.get('metric', 'accuracy')}"
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}.yes{background:#d9f2d9}.no{background:#f7d4d4}
@@ -60,7 +78,7 @@ def curves_figure(results: dict[str, Any], size: str) -> Any:
         runs = list(per_seed.values())
         longest = max(runs, key=lambda r: len(r["examples"]))
         x = np.array(longest["examples"])
-        mean, lo, hi = _band([r["test_accuracy"] for r in runs])
+        mean, lo, hi = _band([r[skill_key(results)] for r in runs])
         ax.plot(x, mean, color=color, label=arm, marker=".")
         ax.fill_between(x, lo, hi, color=color, alpha=0.2)
         ends = np.array(longest["epoch_end"], dtype=bool)
@@ -74,7 +92,7 @@ def curves_figure(results: dict[str, Any], size: str) -> Any:
     if logreg is not None:
         ax.axhline(logreg["mean"], color="black", ls="-.", lw=1, label="logreg (raw inputs)")
     ax.set_xlabel("training examples seen")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(f"test {METRIC_NAMES[results.get('metric', 'accuracy')]}")
     ax.set_xscale("symlog", linthresh=max(1.0, float(x[1]) if len(x) > 1 else 1.0))
     ax.set_title(f"learning curves, {size} labelled examples per class (▲ start, ··· early slope, -- converged)")
     ax.legend()
@@ -101,7 +119,7 @@ def efficiency_figure(results: dict[str, Any]) -> Any:
         ax.errorbar(range(len(sizes)), m, yerr=[m - lo, hi - m], label=arm, marker="o", capsize=4, color=f"C{i}")
     ax.set_xticks(range(len(sizes)), sizes)
     ax.set_xlabel("labelled training examples per class")
-    ax.set_ylabel("test accuracy at convergence")
+    ax.set_ylabel(f"test {METRIC_NAMES[results.get('metric', 'accuracy')]} at convergence")
     ax.set_title("data efficiency")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -165,8 +183,29 @@ def accuracy_table(results: dict[str, Any]) -> str:
     return "\n".join(rows) + "</table>"
 
 
-def benefit_table(per_arm: dict[str, dict[str, Any]]) -> str:
-    rows = ["<table><tr><th class=l>arm</th>" + "".join(f"<th>{html.escape(MEASURE_LABELS[m])}</th>"
+def calibration_table(results: dict[str, Any]) -> str:
+    """Each arm's test expected calibration error before and after temperature scaling (fitted on the validation
+    split), mean over seeds per size; empty when no cell recorded it."""
+    rows = {}
+    for c in results["cells"]:
+        cal = c.get("calibration") or {}
+        if cal.get("test_ece") is not None and cal.get("test_ece_calibrated") is not None:
+            rows.setdefault((c["arm"], c["per_class"]), []).append((cal["test_ece"], cal["test_ece_calibrated"],
+                                                                    cal["temperature"]))
+    if not rows:
+        return ""
+    body = "".join(f"<tr><td class=l>{html.escape(arm)}</td><td>{html.escape(size)}</td>"
+                   + "".join(f"<td>{np.mean([v[i] for v in values]):.3f}</td>" for i in (0, 1, 2)) + "</tr>"
+                   for (arm, size), values in rows.items())
+    return ("<h2>Calibration</h2><p>Expected calibration error on the test split (15 confidence bins; Guo et al. "
+            "2017) before and after dividing the logits by the temperature fitted on the validation split, mean "
+            "over seeds. <code>predict</code> gives the calibrated probabilities.</p><table><tr><th class=l>arm"
+            "</th><th>per class</th><th>ECE</th><th>ECE calibrated</th><th>temperature</th></tr>" + body
+            + "</table>")
+
+
+def benefit_table(per_arm: dict[str, dict[str, Any]], labels: dict[str, str]) -> str:
+    rows = ["<table><tr><th class=l>arm</th>" + "".join(f"<th>{html.escape(labels[m])}</th>"
                                                          for m in MEASURE_LABELS) + "</tr>"]
     for arm, measures in per_arm.items():
         cells = "".join(
@@ -182,6 +221,7 @@ def write_compare_report(path: Any, results: dict[str, Any]) -> None:
     """One self-contained ``report.html`` for a comparison; its plots are also saved as PNG beside it."""
     cfg = results["config"]
     method = results.get("interval_method", "student t")
+    name = METRIC_NAMES[results.get("metric", "accuracy")]
     parts = [
         f"<!doctype html><html><head><meta charset=utf-8><title>transferlab compare</title><style>{_CSS}</style>",
         "</head><body>",
@@ -189,15 +229,16 @@ def write_compare_report(path: Any, results: dict[str, Any]) -> None:
         f"<p>Arms {', '.join(map(html.escape, cfg['arms']))}; {cfg['seeds']} seeds; benefits against "
         f"<b>{html.escape(results['baseline'])}</b>, paired by seed, with 95% {html.escape(method)} intervals over "
         "seeds (Student's t below 10 seeds, where a bootstrap is too narrow; no verdict below 3 seeds). Skill is "
-        "test accuracy; areas are over examples seen with accuracy's own zero; the threshold is "
+        f"test {name}; areas are over examples seen with its own zero; the threshold is "
         f"{cfg['threshold']:.0%} of scratch's asymptote. How long each cell trained: "
         f"{html.escape(results.get('training_rule', 'a fixed number of epochs'))}. Beside the arms, logreg: a "
         "logistic regression on the raw inputs, its regularisation chosen by cross-validation on the training "
         "split.</p>",
-        "<h2>Test accuracy per arm at convergence (the asymptote)</h2>", accuracy_table(results),
+        f"<h2>Test {name} per arm at convergence (the asymptote)</h2>", accuracy_table(results),
         "<p>↗: some seed stopped at its cap with the validation loss still improving (a lower bound). ∅: did not "
-        "learn (within two standard errors of always guessing the commonest class). vs logreg: the arm's accuracy "
+        f"learn (within two standard errors of always guessing the commonest class). vs logreg: the arm's {name} "
         "minus the regression's, paired by seed.</p>",
+        calibration_table(results),
     ]
     notes = results.get("notes", [])
     if notes:
@@ -213,7 +254,7 @@ def write_compare_report(path: Any, results: dict[str, Any]) -> None:
         parts += ["<h2>Data efficiency</h2>", figure, f"<ul>{paying}</ul>"]
     for size in cfg["per_class"]:
         parts += [f"<h2>Benefits at {html.escape(size)} labelled examples per class</h2>",
-                  benefit_table(results["benefits_by_size"][size]),
+                  benefit_table(results["benefits_by_size"][size], measure_labels(results)),
                   _png(curves_figure(results, size), path.with_name(f"curves_{size}.png"))]
     parts += ["<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(shown_config(results), indent=1))}</pre>",
               f"<pre>{html.escape(json.dumps(results['versions'], indent=1))}</pre>", "</body></html>"]
@@ -248,7 +289,7 @@ def layers_figure(results: dict[str, Any]) -> Any:
     ax.set_xticks(range(1, len(results["blocks"]) + 1),
                   [f"{i}\n{name}" for i, name in enumerate(results["blocks"], 1)])
     ax.set_xlabel("blocks reused from the source (n)")
-    ax.set_ylabel("target test accuracy")
+    ax.set_ylabel(f"target test {metric_name(results)}")
     ax.set_title("layer transfer (Yosinski et al. 2014): frozen (AnB, BnB) and fine-tuned (+)")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -325,7 +366,7 @@ def rank_figure(results: dict[str, Any]) -> Any:
         ax.set_title(f"{SCORE_LABELS[s]}: tau {fmt_number(v['kendall_tau'], 2)}, weighted "
                      f"{fmt_number(v['weighted_tau'], 2)}", fontsize=9)
         ax.set_xlabel(s)
-        ax.set_ylabel("fine-tuned test accuracy")
+        ax.set_ylabel(f"fine-tuned test {metric_name(results)}")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(scores):]:
         ax.axis("off")
@@ -368,7 +409,7 @@ def write_rank_report(path: Any, results: dict[str, Any]) -> None:
             f"<p>Every candidate fine-tuned with the same budget ({cfg['seeds']} seeds; cells under "
             f"<code>{esc(results['validate_dir'])}/</code>). Ranking all candidates took "
             f"{results['speedup']:.1f}x less time than fine-tuning each once.</p>",
-            f"<table><tr><th class=l>source</th><th>fine-tuned test accuracy</th></tr>{accs}</table>",
+            f"<table><tr><th class=l>source</th><th>fine-tuned test {metric_name(results)}</th></tr>{accs}</table>",
             "<table><tr><th class=l>score</th><th>Kendall tau</th><th>weighted tau</th><th>top pick is the best?</th>"
             f"</tr>{rows}</table>",
             _png(rank_figure(results), path.with_name("rank.png")),
@@ -398,25 +439,70 @@ def pareto_figure(advice: dict[str, Any]) -> Any:
             best = t["value"]
     if front:
         ax.plot([t["seconds"] for t in front], [t["value"] for t in front], color="black", lw=1, label="Pareto front")
-    ax.axhline(advice["logreg_validation_accuracy"], color="gray", ls="-.", lw=1, label="logreg")
+    ax.axhline(advice["logreg_validation"], color="gray", ls="-.", lw=1, label="logreg")
     ax.set_xscale("log")
     ax.set_xlabel("trial wall seconds (log)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(f"validation {metric_name(advice['config_asked'])}")
     ax.set_title("what was tried: accuracy against cost")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
 
 
+def advise_lines(advice: dict[str, Any], out: Path) -> list[str]:
+    """The decision in three lines: what to use and what it scored against scratch and the regression; the
+    cheaper alternative; what was searched in how much of the budget."""
+    pick, ev = advice["recommendation"], advice["evidence"]
+    eff = ev["data_efficiency"]
+    logreg = ev["logreg"][advice["size"]]["test_score"]
+
+    def acc(arm: str | None) -> str:
+        v = eff.get(arm or "", {}).get(advice["size"])
+        return "?" if v is None else fmt_interval(v)
+
+    scratch = acc(ev["baseline"])
+    if pick["kind"] == "logreg":
+        tried = max((t["value"] or 0.0 for t in advice["trials"]), default=float("nan"))
+        first = (f"Nothing beat a logistic regression on the raw inputs on validation: use it (test {logreg:.3f}, "
+                 f"validation {advice['logreg_validation']:.3f} against the best trial's {tried:.3f}; "
+                 f"scratch {scratch})")
+    else:
+        reuse = "all blocks" if pick.get("reuse") is None else f"the first {pick['reuse']} blocks"
+        what = "train it from scratch" if pick["kind"] == "scratch" else f"reuse {reuse}, {pick['strategy']}"
+        first = (f"Use {pick['source']}, {what}, lr {pick['lr']:.2g}: test {acc(pick['arm'])} vs scratch {scratch} "
+                 f"and logreg {logreg:.3f}")
+    second = alternative(advice)
+    states = [t["state"] for t in advice["trials"]]
+    ran = [s for s in states if s != "not started"]
+    third = (f"Searched {len(ran)} trials ({states.count('pruned')} pruned) over {len(advice['shortlist'])} "
+             f"shortlisted sources in {advice['seconds'] / 60:.1f} of {advice['budget_seconds'] / 60:.1f} min; "
+             f"fit DATA --config {out / 'advice.json'} reproduces it; report {out / 'report.html'}")
+    return [first, second, third]
+
+
+def alternative(advice: dict[str, Any]) -> str:
+    """The cheaper alternative beside the recommendation: frozen (or the regression) and what it costs."""
+    pick, ev = advice["recommendation"], advice["evidence"]
+    eff, size = ev["data_efficiency"], advice["size"]
+    frozen = next((a for a in eff if a.startswith("frozen")), None)
+    if pick["kind"] != "transfer" or frozen is None or frozen == pick.get("arm"):
+        verdicts = {a: v["verdict"] for a, v in ev["versus_logreg"].get(size, {}).items()}
+        return "Against the logistic regression: " + (", ".join(f"{a} {v}" for a, v in verdicts.items()) or "n/a")
+    best, cheap = eff[pick["arm"]][size]["mean"], eff[frozen][size]["mean"]
+    t = advice["train_seconds"]
+    ratio = (t.get(frozen) or 0) / t[pick["arm"]] if t.get(pick["arm"]) else float("nan")
+    return (f"frozen is {'within' if abs(best - cheap) <= 0.01 else 'lower by'} {abs(best - cheap):.2f} "
+            f"({cheap:.3f}) at {ratio:.2g}x the training time")
+
+
 def write_advise_report(path: Any, advice: dict[str, Any]) -> None:
     """One self-contained ``report.html`` for an advice: the decision, the confirmation on the test split, every
     trial (what it tried, how it ended and why) and the accuracy-cost plot with its Pareto front."""
-    from transferlab.report.tables import advise_lines
-
     esc, size = html.escape, advice["size"]
     ev = advice["evidence"]
     lines = "".join(f"<li>{esc(line)}</li>" for line in advise_lines(advice, path.parent))
-    conf = ["<table><tr><th class=l>arm</th><th>test accuracy</th><th>vs logreg</th><th>training s</th></tr>"]
+    conf = [f"<table><tr><th class=l>arm</th><th>test {metric_name(advice['config_asked'])}</th><th>vs logreg</th>"
+            "<th>training s</th></tr>"]
     for arm, per_size in ev["data_efficiency"].items():
         vs = ev["versus_logreg"].get(size, {}).get(arm)
         against = "" if vs is None else f"{fmt_interval(vs)} {vs['verdict']}"
@@ -424,7 +510,8 @@ def write_advise_report(path: Any, advice: dict[str, Any]) -> None:
         conf.append(f"<tr><td class=l>{esc(arm)}</td><td>{fmt_interval(per_size[size])}</td><td>{esc(against)}</td>"
                     f"<td>{'' if secs is None else f'{secs:.1f}'}</td></tr>")
     timing = {"budget_seconds": advice["budget_seconds"], "seconds": advice["seconds"], **advice["timings"]}
-    head = ("number", "source", "strategy", "reuse", "lr", "state", "stopped", "validation accuracy", "seconds")
+    head = ("number", "source", "strategy", "reuse", "lr", "state", "stopped",
+            f"validation {metric_name(advice['config_asked'])}", "seconds")
     rows = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for t in advice["trials"]:
         cells = [t["number"], t.get("source"), t.get("strategy"), t.get("reuse") or "all",
@@ -444,7 +531,7 @@ def write_advise_report(path: Any, advice: dict[str, Any]) -> None:
         "convergence on the training split and was judged on the validation split; the successive-halving pruner "
         "stopped the weakest early (stopped: pruned at step N), and trials still running when the budget had to "
         "be kept for the confirmation were stopped (stopped: the budget). The logistic regression on the "
-        f"validation split: {advice['logreg_validation_accuracy']:.4f}.</p>",
+        f"validation split: {advice['logreg_validation']:.4f}.</p>",
         _png(pareto_figure(advice), path.with_name("pareto.png")) if advice["trials"] else "",
         "\n".join(rows) + "</table>",
         "<h2>Time</h2>", f"<pre>{esc(json.dumps(timing, indent=1))}</pre>",

@@ -9,7 +9,16 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from transferlab.report.html import MEASURE_LABELS, SCORE_LABELS, SHORT_SCORE_LABELS, fmt_interval, fmt_number
+from transferlab.config import METRIC_NAMES
+from transferlab.report.html import (
+    MEASURE_LABELS,
+    SCORE_LABELS,
+    SHORT_SCORE_LABELS,
+    fmt_interval,
+    fmt_number,
+    measure_labels,
+    metric_name,
+)
 
 Out = tuple[list[Any], list[Any]]
 COLOURS = {"yes": "green", "no": "red", "inconclusive": "yellow", "too few seeds": "magenta"}
@@ -22,12 +31,12 @@ def compare_tables(results: dict[str, Any], out: Path) -> Out:
     stdout: list[Any] = []
     stderr: list[Any] = []
     method = results.get("interval_method", "student t")
-    seeds = results["config"]["seeds"]
+    seeds, name = results["config"]["seeds"], METRIC_NAMES[results.get("metric", "accuracy")]
     for size in results["config"]["per_class"]:
         versus = results.get("versus_logreg", {}).get(size, {})
-        acc = Table(title=f"test accuracy at convergence, {size} labelled examples per class (mean [95% interval] "
+        acc = Table(title=f"test {name} at convergence, {size} labelled examples per class (mean [95% interval] "
                     f"over {seeds} seeds)")
-        for col in ("arm", "test accuracy", "converged", "vs logreg (difference)"):
+        for col in ("arm", f"test {name}", "converged", "vs logreg (difference)"):
             acc.add_column(col, overflow="fold")
         for arm, per_size in results["data_efficiency"].items():
             v = per_size.get(size)
@@ -42,7 +51,7 @@ def compare_tables(results: dict[str, Any], out: Path) -> Out:
         table = Table(title=f"did transfer help? {size} labelled examples per class, vs {results['baseline']} "
                       f"(mean [95% {method} interval] over {seeds} seeds)")
         table.add_column("arm", overflow="fold")
-        for m in MEASURE_LABELS.values():
+        for m in measure_labels(results).values():
             table.add_column(m, overflow="fold")
         for arm, measures in results["benefits_by_size"][size].items():
             table.add_row(arm, *[Text(f"{fmt_interval(measures[m])} {measures[m]['verdict']}",
@@ -72,10 +81,14 @@ def fit_lines(result: Any, card: dict[str, Any], out: Path) -> list[str]:
                      "of its tokens")
     if result.training:
         lines.append(describe(result.training))
-    learned = "" if card["metrics"].get("learned", True) else " (did not learn: within two standard errors of it)"
-    lines.append(f"test accuracy {result.test_accuracy:.4f} (always guessing the commonest training class: "
-                 f"{result.majority_baseline:.4f}){learned} · {result.wall_seconds:.1f} s training · run directory "
-                 f"{out}")
+    m = card["metrics"]
+    learned = "" if m.get("learned", True) else " (did not learn: within two standard errors of it)"
+    others = "".join(f", {METRIC_NAMES[k]} {m[f'test_{k}']:.4f}" for k in METRIC_NAMES if f"test_{k}" in m
+                     and k != "accuracy")
+    naive = f"{result.majority_baseline:.4f}" + ("" if result.metric == "accuracy" else
+                                                 f", {METRIC_NAMES[result.metric]} {result.naive_score:.4f}")
+    lines.append(f"test accuracy {result.test_accuracy:.4f}{others} (always guessing the commonest training class: "
+                 f"{naive}){learned} · {result.wall_seconds:.1f} s training · run directory {out}")
     return lines
 
 
@@ -138,7 +151,7 @@ def rank_tables(results: dict[str, Any], data: str, out: Path) -> Out:
 def layers_tables(results: dict[str, Any], out: Path) -> Out:
     """Target test accuracy by blocks reused, per series; base B and the scratch reference."""
     ns = sorted(next(iter(results["series"].values())), key=int)
-    table = Table(title="target test accuracy by blocks reused (mean [95% interval])")
+    table = Table(title=f"target test {metric_name(results)} by blocks reused (mean [95% interval])")
     table.add_column("series")
     for n, name in zip(ns, results["blocks"], strict=True):
         table.add_column(f"n={n} ({name})")
@@ -218,47 +231,34 @@ def describe(training: dict[str, Any]) -> str:
             "bound: raise --epochs/--max-steps or leave them unset")
 
 
-def advise_lines(advice: dict[str, Any], out: Path) -> list[str]:
-    """The decision in three lines: what to use and what it scored against scratch and the regression; the
-    cheaper alternative; what was searched in how much of the budget."""
-    pick, ev = advice["recommendation"], advice["evidence"]
-    eff = ev["data_efficiency"]
-    logreg = ev["logreg"][advice["size"]]["test_accuracy"]
-
-    def acc(arm: str | None) -> str:
-        v = eff.get(arm or "", {}).get(advice["size"])
-        return "?" if v is None else fmt_interval(v)
-
-    scratch = acc(ev["baseline"])
-    if pick["kind"] == "logreg":
-        tried = max((t["value"] or 0.0 for t in advice["trials"]), default=float("nan"))
-        first = (f"Nothing beat a logistic regression on the raw inputs on validation: use it (test {logreg:.3f}, "
-                 f"validation {advice['logreg_validation_accuracy']:.3f} against the best trial's {tried:.3f}; "
-                 f"scratch {scratch})")
-    else:
-        reuse = "all blocks" if pick.get("reuse") is None else f"the first {pick['reuse']} blocks"
-        what = "train it from scratch" if pick["kind"] == "scratch" else f"reuse {reuse}, {pick['strategy']}"
-        first = (f"Use {pick['source']}, {what}, lr {pick['lr']:.2g}: test {acc(pick['arm'])} vs scratch {scratch} "
-                 f"and logreg {logreg:.3f}")
-    second = alternative(advice)
-    states = [t["state"] for t in advice["trials"]]
-    ran = [s for s in states if s != "not started"]
-    third = (f"Searched {len(ran)} trials ({states.count('pruned')} pruned) over {len(advice['shortlist'])} "
-             f"shortlisted sources in {advice['seconds'] / 60:.1f} of {advice['budget_seconds'] / 60:.1f} min; "
-             f"fit DATA --config {out / 'advice.json'} reproduces it; report {out / 'report.html'}")
-    return [first, second, third]
+def skipped_path(output: Path | None, skipped: Path | None) -> Path | None:
+    """Where ``predict`` lists what it skipped: ``--skipped``, else beside ``--output`` (X.csv -> X.skipped.csv)."""
+    listing = skipped or (None if output is None else output.with_name(output.stem + ".skipped.csv"))
+    if output is not None and listing == output:
+        listing = output.with_name(output.name + ".skipped.csv")
+    return listing
 
 
-def alternative(advice: dict[str, Any]) -> str:
-    """The cheaper alternative beside the recommendation: frozen (or the regression) and what it costs."""
-    pick, ev = advice["recommendation"], advice["evidence"]
-    eff, size = ev["data_efficiency"], advice["size"]
-    frozen = next((a for a in eff if a.startswith("frozen")), None)
-    if pick["kind"] != "transfer" or frozen is None or frozen == pick.get("arm"):
-        verdicts = {a: v["verdict"] for a, v in ev["versus_logreg"].get(size, {}).items()}
-        return "Against the logistic regression: " + (", ".join(f"{a} {v}" for a, v in verdicts.items()) or "n/a")
-    best, cheap = eff[pick["arm"]][size]["mean"], eff[frozen][size]["mean"]
-    t = advice["train_seconds"]
-    ratio = (t.get(frozen) or 0) / t[pick["arm"]] if t.get(pick["arm"]) else float("nan")
-    return (f"frozen is {'within' if abs(best - cheap) <= 0.01 else 'lower by'} {abs(best - cheap):.2f} "
-            f"({cheap:.3f}) at {ratio:.2g}x the training time")
+def skipped_note(unread: list[tuple[str, str]], listing: Path | None) -> str:
+    """``predict``'s sentence on the inputs it skipped: the first five and where the list is."""
+    shown = "; ".join(f"{path} ({reason})" for path, reason in unread[:5])
+    more = f"; and {len(unread) - 5} more" if len(unread) > 5 else ""
+    where = f"listed in {listing}" if listing is not None else "--skipped FILE lists them"
+    return f"skipped {len(unread)} inputs that cannot be used: {shown}{more} ({where})"
+
+
+def calibration_note(card: dict[str, Any]) -> str:
+    """What ``predict``'s probabilities are: calibrated by the run's temperature, or not (and why)."""
+    cal = card.get("calibration", {})
+    if cal.get("fitted_on"):
+        return f"probabilities calibrated by temperature scaling on the run's validation split (T = " \
+               f"{cal['temperature']:.3g})"
+    return "probabilities not calibrated (" + ("no validation split to fit a temperature on)" if card else
+                                               "the source's own classifier)")
+
+
+def predict_table(rows: list[tuple[str, str, float]], top: int, column: str) -> tuple[tuple[str, ...], Any]:
+    """``predict``'s CSV header and rows: with ``top`` > 1 a rank column (``top`` rows per input, in order)."""
+    header = (column, *(("rank",) if top > 1 else ()), "label", "probability")
+    return header, ((p, *((i % top + 1,) if top > 1 else ()), label, f"{prob:.6f}")
+                    for i, (p, label, prob) in enumerate(rows))

@@ -117,8 +117,22 @@ def _from_timm_model(
         weights_origin=origin,
         rebuild=rebuild,
         classifier=classifier,
-        source_classes=None,
+        source_classes=_imagenet_names(model, classifier) if pretrained else None,
     )
+
+
+def _imagenet_names(model: nn.Module, classifier: nn.Module | None) -> list[str] | None:
+    """The class names of a timm model's ImageNet head (1k, 21k, 22k, 12k subsets, from timm's own tables; the
+    first of each class's synonyms, as torchvision names them), or None when its head is no ImageNet one."""
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    subset = infer_imagenet_subset(model)
+    if subset is None or not isinstance(classifier, nn.Linear):
+        return None
+    info = ImageNetInfo(subset)
+    if info.num_classes() != classifier.out_features:
+        return None
+    return [info.index_to_description(i).split(",")[0] for i in range(info.num_classes())]
 
 
 # --- vision transformers: embedding, one block per encoder block, final norm -----------------------------------

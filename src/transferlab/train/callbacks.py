@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from transferlab.errors import UserError
+from transferlab.evaluate import score
 from transferlab.files import MAX_JSON_BYTES, read_bounded
 from transferlab.report import write_csv
 from transferlab.train.features import run_inference
@@ -124,15 +125,19 @@ class TestCurve(L.Callback):
     """Evaluates on the held-out test split at step 0, at a few points within the first epoch, then at the end of
     epochs 1-4, 6, 8, 12, 16, 24, ... (:func:`curve_epoch`) and of the last epoch, and writes ``curve.csv``. Every
     point uses the same fixed subset of at most ``within_epoch_cap`` test examples: the curve is the learning
-    curve's shape; the run's final test accuracy (its converged skill) comes from the whole split. ``wall_seconds``
+    curve's shape; the run's final test accuracy (its converged skill) comes from the whole split. ``test_score``
+    is the point by ``metric`` (--metric; accuracy: ``test_accuracy`` again). ``wall_seconds``
     counts training time only (evaluation pauses the clock) plus ``offset`` (for example the one-off feature
     extraction of a frozen arm). Rows live in the checkpoint."""
 
-    columns = ("step", "epoch", "examples", "wall_seconds", "test_accuracy", "test_loss", "epoch_end", "test_count")
+    columns = ("step", "epoch", "examples", "wall_seconds", "test_accuracy", "test_loss", "epoch_end", "test_count",
+               "test_score")
     fractions = (1 / 16, 1 / 8, 1 / 4, 1 / 2)
 
-    def __init__(self, path: Path, data: Any, labels: torch.Tensor, within_epoch_cap: int | None = None) -> None:
+    def __init__(self, path: Path, data: Any, labels: torch.Tensor, within_epoch_cap: int | None = None,
+                 metric: str = "accuracy") -> None:
         self.path, self.data, self.labels = path, data, labels  # data: the run's datamodule (loader, feature_seconds)
+        self.metric = metric
         self.cap = within_epoch_cap  # points before an epoch's end use at most this many test examples
         self.rows: list[dict[str, float]] = []
         self.examples, self.train_seconds, self.offset = 0, 0.0, 0.0
@@ -156,6 +161,7 @@ class TestCurve(L.Callback):
             "test_loss": float(F.cross_entropy(logits, labels)),
             "epoch_end": int(epoch_end),
             "test_count": len(labels),
+            "test_score": score(self.metric, labels.numpy(), logits.argmax(1).numpy()),
         })
         write_rows(self.path, self.columns, self.rows)
         self._tick = time.perf_counter()

@@ -21,14 +21,15 @@ INFERENCE_BATCH = 64
 
 def make_loader(
     ds: torch.utils.data.Dataset, cfg: FitConfig, shuffle: bool, collate: Any = None, rank: int = 0, world: int = 1,
-    pin_memory: bool = False, augment: bool = False,
+    pin_memory: bool = False, augment: bool = False, labels: Any = None,
 ) -> DataLoader:
     """Training batches at --batch-size in a seeded per-epoch order (this process's share of it under DDP), each
     example's augmentation seeded by (seed, epoch, index); inference at least 64 at a time (benchmarks/overhead.py:
     extraction is up to 9% faster at 64 than at 32 on 2 cores), under DDP every ``world``-th example of the split
-    padded as :class:`Padded` says."""
+    padded as :class:`Padded` says. ``labels``: the training labels, which ``--sampler balanced`` draws by."""
     if shuffle:
-        sampler, size = EpochSampler(len(ds), cfg.seed, rank, world), cfg.batch_size
+        by = labels if cfg.sampler == "balanced" else None
+        sampler, size = EpochSampler(len(ds), cfg.seed, rank, world, by), cfg.batch_size
         ds = EpochSeeded(ds, cfg.seed, reseed=augment)
     else:
         size = max(cfg.batch_size, INFERENCE_BATCH)
@@ -86,7 +87,7 @@ class RunData(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world, pin = self._where()
         return make_loader(self.dataset("train", self.augment), self.cfg, True, self._collate(), rank, world, pin,
-                           augment=self.augment and self.feats is None)
+                           augment=self.augment and self.feats is None, labels=self.splits["train"].labels)
 
     def val_dataloader(self) -> DataLoader:
         rank, world, pin = self._where()

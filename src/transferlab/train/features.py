@@ -81,6 +81,7 @@ def cached_features(
                 continue
             share = DataLoader(torch.utils.data.Subset(dl.dataset, range(rank, n, world)), batch_size=dl.batch_size,
                                collate_fn=dl.collate_fn, num_workers=dl.num_workers)
+            log.debug("features (%s, rank %d): %d of %d examples", split, rank, len(share.dataset), n)
             mine = run_inference(prefix, share, f"features ({split}, rank {rank})", progress,
                                  channels_last) if rank < n else None
             shares: list[Any] = [None] * world

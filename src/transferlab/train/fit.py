@@ -25,7 +25,7 @@ from transferlab._version import __version__
 from transferlab.config import RUNTIME_OPTIONS, FitConfig, parse_strategy
 from transferlab.data.splits import Data, SplitDataset
 from transferlab.errors import UserError
-from transferlab.evaluate import accuracy, confusion_matrix
+from transferlab.evaluate import METRICS, classification_report, score
 from transferlab.files import (
     LOCK,
     atomic_write,
@@ -70,6 +70,10 @@ class RunResult:
     test_size: int = 0
     parameters: dict[str, int] = field(default_factory=dict)  # trained and total parameter counts
     training: dict[str, Any] = field(default_factory=dict)  # the budget and where the best validation was
+    metric: str = "accuracy"  # what test_score and naive_score measure (--metric)
+    test_score: float = float("nan")  # the test split by --metric (accuracy: test_accuracy)
+    naive_score: float = float("nan")  # the same of always predicting the commonest training class
+    calibration: dict[str, Any] = field(default_factory=dict)  # the temperature and the test ECE before/after it
 
 
 def versions() -> dict[str, str]:
@@ -310,11 +314,14 @@ def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: b
     lit = LitClassifier(net, groups, cfg.weight_decay, channels_last=images and maps,
                         compile=cfg.compile, seed=cfg.seed, penalty=strategy.penalty,
                         wants_features=strategy.wants_features,
-                        plateau=budget.val_every if budget.early_stopping else None)
+                        plateau=budget.val_every if budget.early_stopping else None,
+                        class_weights=balanced_weights(data.train.labels, len(data.classes))
+                        if cfg.class_weight == "balanced" else None)
     metrics = MetricsCSV(out / "metrics.csv")
     callbacks: list[L.Callback] = [strategy, StopOnNonFinite(run.lr), metrics, StopFlag(), *extra]
     if cfg.curve:
-        callbacks.append(TestCurve(out / "curve.csv", dm, torch.as_tensor(data.test.labels), CURVE_POINT_CAP))
+        callbacks.append(TestCurve(out / "curve.csv", dm, torch.as_tensor(data.test.labels), CURVE_POINT_CAP,
+                                   cfg.metric))
     trainer = make_trainer(out, budget, progress, callbacks, cfg)
     last = out / "checkpoints" / "last.ckpt"
     ckpt = str(last) if resume and last.is_file() else None
@@ -338,13 +345,15 @@ def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: b
     logits = run_inference(net, dm.loader("test"), "test", progress, lit.channels_last)
     y = np.asarray(data.test.labels)
     pred = logits.argmax(1).numpy()
+    calibration = calibrate(net, dm, data, logits, y, lit.channels_last)
     test_loss = float(F.cross_entropy(logits, torch.as_tensor(y, dtype=torch.long)))
     if not (torch.isfinite(logits).all() and np.isfinite(test_loss)):
         raise UserError(f"training diverged: the model's test outputs are NaN or infinite; lower --lr (now "
                         f"{run.lr:g}) and start over with --overwrite")
-    test_acc = accuracy(y, pred)
-    majority = accuracy(y, np.full_like(y, data.majority_class()))  # the commonest class before balancing
-    plot_confusion(confusion_matrix(y, pred, len(data.classes)), data.classes, out / "confusion_matrix.png")
+    report = classification_report(y, pred, data.classes)
+    test_acc, naive_pred = report["accuracy"], np.full_like(y, data.majority_class())  # the commonest before balancing
+    majority, naive_score = score("accuracy", y, naive_pred), score(cfg.metric, y, naive_pred)
+    plot_confusion(np.asarray(report["confusion"]), data.classes, out / "confusion_matrix.png")
     wall = metrics.rows[-1]["wall_seconds"] if metrics.rows else 0.0
     parameters = {"trained": sum(p.numel() for p in model.parameters() if p.requires_grad),
                   "total": sum(p.numel() for p in model.parameters())}
@@ -366,9 +375,13 @@ def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: b
         "metrics": {
             "test_accuracy": test_acc, "test_loss": test_loss, "train_wall_seconds": wall,
             "majority_baseline": majority, "chance": 1 / len(data.classes), "test_size": len(y),
-            "learned": learned(test_acc, majority, len(y)),
+            **{f"test_{m}": report[m] for m in METRICS if m != "accuracy"},
+            "test_recall": report["recall"], "test_confusion": report["confusion"],
+            "metric": cfg.metric, "test_score": report[cfg.metric], "naive_score": naive_score,
+            "learned": learned(report[cfg.metric], naive_score, len(y)),
         },
         "training": training,
+        "calibration": calibration,
         "feature_cache_hit": cache_hit,
         "feature_seconds": feature_seconds,
         "data": cfg.data,
@@ -377,7 +390,7 @@ def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: b
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only an unfinished run needs them
     (out / "INCOMPLETE").unlink()
     return RunResult(out, test_acc, test_loss, wall, cache_hit, data.classes, metrics.rows, majority, len(y),
-                     parameters, training)
+                     parameters, training, cfg.metric, report[cfg.metric], naive_score, calibration)
 
 
 def restore_best(trainer: L.Trainer, lit: LitClassifier, budget: Budget, rows: list[dict[str, float]],
@@ -394,6 +407,28 @@ def restore_best(trainer: L.Trainer, lit: LitClassifier, budget: Budget, rows: l
     lit.load_state_dict(ckpt["state_dict"])
     return outcome(budget, steps, epochs, int(ckpt["global_step"]), int(ckpt["epoch"]) + 1,
                    float(best.best_model_score), int(stop.wait_count) if stop is not None else 0)
+
+
+def calibrate(net: torch.nn.Module, dm: Any, data: Data, test_logits: torch.Tensor, y: np.ndarray,
+              channels_last: bool) -> dict[str, Any]:
+    """Temperature scaling (:mod:`transferlab.evaluate.calibration`) fitted on the validation split, and the test
+    split's expected calibration error before and after it. Without a validation split the temperature stays 1."""
+    from transferlab.evaluate.calibration import ECE_BINS, ece, fit_temperature, softmax
+
+    val_y = np.asarray(data.val.labels)
+    t = 1.0
+    if len(val_y):
+        val_logits = run_inference(net, dm.loader("val"), channels_last=channels_last)
+        t = fit_temperature(val_logits.numpy(), val_y)
+    logits = test_logits.numpy()
+    return {"method": "temperature scaling", "temperature": t, "fitted_on": "validation" if len(val_y) else None,
+            "test_ece": ece(softmax(logits), y), "test_ece_calibrated": ece(softmax(logits, t), y), "bins": ECE_BINS}
+
+
+def balanced_weights(labels: Any, num_classes: int) -> torch.Tensor:
+    """scikit-learn's ``class_weight="balanced"``: n / (classes x count) per class, from the training labels."""
+    counts = np.bincount(np.asarray(labels), minlength=num_classes).astype(np.float64)
+    return torch.as_tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
 
 
 def learned(accuracy: float, majority: float, n: int) -> bool:
@@ -415,8 +450,11 @@ def load_result(out: Path) -> RunResult:
     rows = read_rows(out / "metrics.csv", MetricsCSV.columns) if (out / "metrics.csv").exists() else []
     training = card.get("training") if isinstance(card.get("training"), dict) else {}
     parameters = card.get("parameters") if isinstance(card.get("parameters"), dict) else {}
+    metric = m.get("metric", "accuracy")  # cards written before --metric: accuracy
     return RunResult(out, m["test_accuracy"], m["test_loss"], m["train_wall_seconds"], card.get("feature_cache_hit"),
-                     card["classes"], rows, m["majority_baseline"], m["test_size"], parameters, training)
+                     card["classes"], rows, m["majority_baseline"], m["test_size"], parameters, training, metric,
+                     m.get("test_score", m["test_accuracy"]), m.get("naive_score", m["majority_baseline"]),
+                     card.get("calibration", {}))
 
 
 def pretrain(cfg: FitConfig, out: Path, *, locked: bool = False, **kwargs: Any) -> tuple[RunResult, dict[str, Any]]:

@@ -24,7 +24,7 @@ class LitClassifier(L.LightningModule):
     def __init__(
         self, net: nn.Module, param_groups: list[dict[str, Any]], weight_decay: float, channels_last: bool = False,
         compile: bool = False, seed: int = 0, penalty: Callable[..., torch.Tensor | None] | None = None,
-        wants_features: bool = False, plateau: int | None = None,
+        wants_features: bool = False, plateau: int | None = None, class_weights: torch.Tensor | None = None,
     ):
         super().__init__()
         self.net = net
@@ -38,7 +38,10 @@ class LitClassifier(L.LightningModule):
             net.to(memory_format=torch.channels_last)
         # kept outside the module tree: the compiled wrapper shares net's parameters, and the state dict stays net's
         object.__setattr__(self, "_forward", torch.compile(net) if compile else net)
-        self._val = torch.zeros(3, dtype=torch.float64)
+        self._val = torch.zeros(4, dtype=torch.float64)
+        # --class-weight balanced: each class's loss weighted (training and validation loss alike); a buffer, so it
+        # moves with the module and is in the checkpoint
+        self.register_buffer("class_weights", class_weights, persistent=False)
         # the strategy's extra loss term, given (this module, the batch's pooled features or None)
         object.__setattr__(self, "penalty", penalty)
         self.wants_features = wants_features
@@ -60,7 +63,7 @@ class LitClassifier(L.LightningModule):
             logits = self.net.head(features)
         else:
             logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, weight=self.class_weights)
         extra = self.penalty(self, features) if self.penalty is not None else None
         if extra is not None:
             self.log("penalty", extra.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
@@ -77,24 +80,26 @@ class LitClassifier(L.LightningModule):
         self.first_nonfinite = torch.where(bad, self.global_step, self.first_nonfinite)
 
     def on_validation_epoch_start(self) -> None:
-        self._val = torch.zeros(3, dtype=torch.float64)
+        self._val = torch.zeros(4, dtype=torch.float64)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        """Sums of loss, correct predictions and examples; padding (label -1, see :class:`Padded`) is left out."""
+        """Sums of (weighted) loss, correct predictions, examples and their weights; padding (label -1, see
+        :class:`Padded`) is left out."""
         x, y = batch
         logits = self(x).float()
         keep = y >= 0
         if keep.any():
-            loss = F.cross_entropy(logits[keep], y[keep], reduction="sum")
+            loss = F.cross_entropy(logits[keep], y[keep], weight=self.class_weights, reduction="sum")
             correct = (logits[keep].argmax(1) == y[keep]).sum()
-            self._val += torch.stack([loss.detach(), correct, keep.sum()]).double().cpu()
+            weight = keep.sum() if self.class_weights is None else self.class_weights[y[keep]].sum()
+            self._val += torch.stack([loss.detach(), correct, keep.sum(), weight]).double().cpu()
 
     def on_validation_epoch_end(self) -> None:
         """Validation metrics over the whole split: the sums of every process, added up."""
         total = self.trainer.strategy.reduce(self._val.to(self.device), reduce_op="sum").cpu()
-        loss, correct, count = total.tolist()
+        loss, correct, count, weight = total.tolist()
         count = max(count, 1.0)
-        self.log("val_loss", loss / count)
+        self.log("val_loss", loss / max(weight, 1e-12))  # cross_entropy's own weighted mean
         self.log("val_accuracy", correct / count, prog_bar=True)
         self.log("val_count", float(total[2]))
 

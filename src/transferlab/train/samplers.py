@@ -22,17 +22,24 @@ class EpochSampler(torch.utils.data.Sampler[tuple[int, int]]):
     resumed run (or another number of workers) draws the same crops and flips as an uninterrupted one.
     Under DDP each of ``world`` processes takes every ``world``-th index of that order, padded by wrapping round to
     a multiple of ``world`` (every process must take the same number of steps). Lightning calls ``set_epoch``
-    before each epoch.
+    before each epoch. With ``labels`` (``--sampler balanced``) an epoch is ``n`` draws with replacement, each
+    class equally likely (every example weighted by one over its class's count), from the same seeded generator.
     """
 
-    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, labels: Any = None) -> None:
         self.n, self.seed, self.epoch, self.rank, self.world = n, seed, 0, rank, world
+        self.weights = None
+        if labels is not None:
+            labels = np.asarray(labels)
+            self.weights = torch.as_tensor(1.0 / np.bincount(labels)[labels], dtype=torch.float64)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = (torch.randperm(self.n, generator=g) if self.weights is None else
+                 torch.multinomial(self.weights, self.n, replacement=True, generator=g)).tolist()
         if self.world > 1:
             order = (order * self.world)[: len(self) * self.world][self.rank :: self.world]
         return iter([(i, self.epoch) for i in order])

@@ -24,7 +24,9 @@ from transferlab import catalogue
 from transferlab import modality as modalities
 from transferlab.cardcheck import card_error, int_field, is_number, show, strings
 from transferlab.catalogue import Request
+from transferlab.config import METRICS
 from transferlab.errors import UserError
+from transferlab.evaluate.calibration import T_RANGE
 from transferlab.files import atomic_write, read_json
 from transferlab.modality import MODALITY_NAMES
 from transferlab.sources.base import Source
@@ -90,6 +92,13 @@ def check_card(card: Any, card_path: Path) -> dict[str, Any]:
         raise card_error(card_path, "preprocessing", "must be an object saying how inputs are prepared, not "
                                                        f"{show(pre)}")
     modalities.get(modality).check_card(card_path, pre)
+    calibration = card.get("calibration", {})  # cards written before calibration: none (a temperature of 1)
+    if not isinstance(calibration, dict):
+        raise card_error(card_path, "calibration", f"must be an object, not {show(calibration)}")
+    temperature = calibration.get("temperature", 1.0)
+    if not (is_number(temperature) and T_RANGE[0] <= temperature <= T_RANGE[1]):
+        raise card_error(card_path, "calibration.temperature", f"must be a number from {T_RANGE[0]} to {T_RANGE[1]}, "
+                                                               f"not {show(temperature)}")
     return card
 
 
@@ -119,6 +128,12 @@ def card_metrics(card: dict[str, Any], card_path: Path) -> dict[str, Any]:
             raise card_error(card_path, f"metrics.{key}", f"must be a number from {low} to {high}, not "
                                                            f"{show(m.get(key))}")
     int_field(card_path, "metrics.test_size", m.get("test_size"), 1, 10**12)
+    if m.get("metric", "accuracy") not in METRICS:
+        raise card_error(card_path, "metrics.metric", f"must be one of {', '.join(METRICS)}, not "
+                                                       f"{show(m.get('metric'))}")
+    for key in ("test_score", "naive_score"):
+        if key in m and not (is_number(m[key]) and 0 <= m[key] <= 1):
+            raise card_error(card_path, f"metrics.{key}", f"must be a number from 0 to 1, not {show(m[key])}")
     return m
 
 

@@ -1,0 +1,29 @@
+"""Metrics beyond accuracy: known answers, and a class that is never predicted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transferlab.evaluate import classification_report, score
+
+
+def test_a_class_never_predicted_shows_in_macro_f1_and_balanced_accuracy_not_in_accuracy() -> None:
+    y = np.array([0] * 90 + [1] * 10)
+    always_zero = np.zeros(100, dtype=int)
+    assert score("accuracy", y, always_zero) == pytest.approx(0.9)
+    assert score("balanced_accuracy", y, always_zero) == pytest.approx(0.5)  # recalls 1 and 0
+    assert score("macro_f1", y, always_zero) == pytest.approx((2 * 0.9 / 1.9 + 0) / 2)  # F1 of class 0: 2PR/(P+R)
+    report = classification_report(y, always_zero, ["common", "rare"])
+    assert report["recall"] == {"common": 1.0, "rare": 0.0}
+    assert report["confusion"] == [[90, 0], [10, 0]]
+
+
+def test_known_answers_on_three_classes() -> None:
+    y = np.array([0, 0, 1, 1, 2, 2])
+    pred = np.array([0, 1, 1, 1, 2, 0])
+    assert score("accuracy", y, pred) == pytest.approx(4 / 6)
+    assert score("balanced_accuracy", y, pred) == pytest.approx((0.5 + 1 + 0.5) / 3)
+    f1 = [2 * 0.5 * 0.5 / 1.0, 2 * (2 / 3) * 1 / (2 / 3 + 1), 2 * 1 * 0.5 / 1.5]  # P, R per class: (1/2, 1/2), ...
+    assert score("macro_f1", y, pred) == pytest.approx(sum(f1) / 3)
+    assert classification_report(y, pred, ["a", "b", "c", "d"])["recall"]["d"] is None  # absent: no recall
