@@ -5,7 +5,8 @@ from __future__ import annotations
 from transferlab._version import __version__
 from transferlab.errors import UserError
 
-_API = {"fit", "compare", "pretrain", "layers", "predict", "demo", "advise", "rank", "list_sources", "source_blocks"}
+_API = {"fit", "compare", "pretrain", "layers", "predict", "export", "demo", "advise", "rank", "list_sources",
+        "source_blocks"}
 __all__ = ["UserError", "__version__", *sorted(_API)]
 
 

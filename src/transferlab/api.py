@@ -271,6 +271,23 @@ def _source_classifier(spec: str) -> tuple[Any, list[str], Any, Any, dict[str, A
     return net, list(source.source_classes), modalities.get(source.modality), source.preprocessing, {}
 
 
+def export(run: str | Path, out: str | Path, format: str = "onnx") -> dict[str, Any]:  # noqa: A002
+    """Write a finished run as one file another runtime loads (``onnx`` or ``torchscript``), its output
+    ``predict``'s calibrated probabilities, and beside it ``out.json``: the input it takes (the run's
+    preprocessing), the classes in output order and the check made at export (the file's outputs against the
+    run's on example inputs, at most 1e-4 apart). Returns that sidecar.
+
+    >>> export("runs/finetune", "model.onnx")  # doctest: +SKIP
+    """
+    run, out = Path(run), Path(out)
+    if not (run / "model.json").is_file():
+        raise UserError(f"{run} is not a finished run directory (no model.json)")
+    preflight.check_export(out, format)
+    from transferlab.transfer.export import export as run_export
+
+    return run_export(run, out, format)
+
+
 def run_options(run_dir: str | Path) -> dict[str, Any]:
     """The options a finished run was trained with (its ``config.json``), or {} when it has none."""
     path = Path(run_dir) / "config.json"
@@ -388,7 +405,8 @@ def advise(data: str, *, out: str | Path, budget: str | float = "30m", **options
     run = {k: options.pop(k) for k in ("resume", "overwrite", "progress") if k in options}
     preflight.check_data(data)
     planned = plan_advise(data, budget, options.pop("candidates", None), options.pop("seeds", 3),
-                          options.pop("workers", 1), options.pop("storage", None), options)
+                          options.pop("workers", 1), options.pop("storage", None), options,
+                          trials=options.pop("trials", None))
     out = Path(out)
     preflight.check_out(out, run.get("resume", False), run.get("overwrite", False), "advise")
     with files.locked(out, "the advice folder"):  # one writer, before any data or model loads

@@ -84,12 +84,11 @@ def _reuse(value: str) -> int | None:
     return None if value == "all" else int(value)
 
 
-def _zero() -> bool:
-    return is_global_zero()
-
-
 def show(out: tuple[list[Any], list[Any]]) -> None:
-    """Print a report's tables and sentences (``report.tables``): results to stdout, notes to stderr."""
+    """Print a report's tables and sentences (``report.tables``): results to stdout, notes to stderr; under DDP,
+    in the first process only."""
+    if not is_global_zero():
+        return
     for item in out[0]:
         console.print(item, markup=False) if isinstance(item, str) else console.print(item)
     for item in out[1]:
@@ -116,9 +115,8 @@ def _root(
 @app.command()
 @takes(*TRAINING)
 def fit(
-    data: Annotated[str, typer.Argument(help="Images: folder, CSV of path,label, fashion-mnist[:options]. Text: "
-                                        ".csv/.tsv/.jsonl, folder of .txt files, wordnet[:options]. Tables: "
-                                        ".csv/.tsv of numeric columns and a label.")],
+    data: Annotated[str, typer.Argument(help="Images: folder, CSV of path,label, fashion-mnist[:options]. Text: .csv/"
+                                        ".tsv/.jsonl, .txt folder, wordnet[:options]. Tables: .csv/.tsv.")],
     out: Annotated[Path, typer.Option(help="Run directory to write.")],
     source: Source = FIT.source,
     strategy: option("strategy") = FIT.strategy,
@@ -148,8 +146,7 @@ def fit(
         given["config"] = config
     out_given = {"resume": given.pop("resume", False), "overwrite": given.pop("overwrite", False)}
     result = api.fit(data, out=out, **out_given, **given, progress=PROGRESS["bars"])
-    if _zero():
-        show((fit_lines(result, api.run_card(out), out), []))
+    show((fit_lines(result, api.run_card(out), out), []))
 
 
 @app.command()
@@ -166,8 +163,7 @@ def pretrain(
     from transferlab.report.tables import pretrain_table
 
     _, check = api.pretrain(data, arch=arch, out=out, per_class=per_class, **options, progress=PROGRESS["bars"])
-    if _zero():
-        show(pretrain_table(check, arch, data, out))
+    show(pretrain_table(check, arch, data, out))
 
 
 @app.command()
@@ -188,25 +184,20 @@ def layers(
     from transferlab.report.tables import layers_tables
 
     results = api.layers(target_data, out=out, source_data=source_data, arch=arch, source=source, seeds=seeds,
-                         progress=PROGRESS["bars"],
-                         per_class=per_class, **options)
-    if _zero():
-        show(layers_tables(results, out))
+                         progress=PROGRESS["bars"], per_class=per_class, **options)
+    show(layers_tables(results, out))
 
 
 @app.command()
 def predict(
     model: Annotated[str, typer.Argument(help="A finished run directory, or a source with its own classifier "
                                          "(efficientnet_lite0, timm:<arch>, torchvision:<arch>: ImageNet classes).")],
-    inputs: Annotated[list[Path] | None, typer.Argument(help="Image files or folders (searched recursively); for a "
-                                                        "text run, text files (CSV/TSV/JSONL: their text column; "
-                                                        "others: one text per line); for a table run, CSV/TSV "
-                                                        "tables.")] = None,
+    inputs: Annotated[list[Path] | None, typer.Argument(help="Images or folders of them; texts (CSV/TSV/JSONL: the "
+                                                        "text column; others: a text per line); tables.")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", help="A text to classify (repeatable).")] = None,
     output: Annotated[Path | None, typer.Option(help="CSV file to write instead of stdout.")] = None,
-    skipped: Annotated[Path | None, typer.Option(
-        help="CSV file (path,reason) listing the inputs that could not be used; default with --output X: "
-             "X's name with .skipped.csv (pred.csv -> pred.skipped.csv), written when inputs were skipped.")] = None,
+    skipped: Annotated[Path | None, typer.Option(help="CSV (path,reason) of the inputs that could not be used; "
+                                                 "with --output X.csv: X.skipped.csv when any.")] = None,
     strict: Strict = FIT.strict,
     text_column: Annotated[str | None, typer.Option(help="Text runs: the column of CSV/TSV/JSONL files to classify "
                                                     "(default: the one the run was trained on).")] = None,
@@ -279,11 +270,10 @@ def compare(
     from transferlab import api
     from transferlab.report.tables import compare_tables
 
-    results = api.compare(data, out=out, source=source, arms=arms, seeds=seeds, per_class=per_class,
-                          progress=PROGRESS["bars"], workers=workers,
-                          backbone_lr_mult=backbone_lr_mult, threshold=threshold, weights=weights, **options)
-    if _zero():
-        show(compare_tables(results, out))
+    results = api.compare(data, out=out, source=source, arms=arms, seeds=seeds, per_class=per_class, workers=workers,
+                          progress=PROGRESS["bars"], backbone_lr_mult=backbone_lr_mult, threshold=threshold,
+                          weights=weights, **options)
+    show(compare_tables(results, out))
 
 
 @app.command()
@@ -308,10 +298,8 @@ def rank(
     from transferlab.report.tables import rank_tables
 
     results = api.rank(data, sources=sources, out=out, scores=scores, validate=validate, skip_missing=skip_missing,
-                       progress=PROGRESS["bars"],
-                       per_class=per_class, seeds=seeds, **options)
-    if _zero():
-        show(rank_tables(results, data, out))
+                       progress=PROGRESS["bars"], per_class=per_class, seeds=seeds, **options)
+    show(rank_tables(results, data, out))
 
 
 @app.command()
@@ -324,6 +312,7 @@ def advise(
                                                    "source of the data's kind whose weights are here).")] = None,
     seeds: Annotated[int, typer.Option(help="Seeds of the confirmation on the test split (3 or more).")] = 3,
     workers: Annotated[int, typer.Option(help="Processes searching at once (one per GPU, or per core group).")] = 1,
+    trials: Annotated[int | None, typer.Option(help="Stop the search after N trials (default: by the budget).")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL shared by several advise processes "
                                                 "(default: sqlite in --out).")] = None,
     per_class: PerClass = FIT.per_class,
@@ -335,10 +324,8 @@ def advise(
     from transferlab.report.html import advise_lines
 
     advice = api.advise(data, out=out, budget=budget, candidates=candidates, seeds=seeds, workers=workers,
-                        progress=PROGRESS["bars"],
-                        storage=storage, per_class=per_class, **options)
-    if _zero():
-        show((advise_lines(advice, out), []))
+                        trials=trials, progress=PROGRESS["bars"], storage=storage, per_class=per_class, **options)
+    show((advise_lines(advice, out), []))
 
 
 @app.command()
@@ -361,6 +348,19 @@ def demo(
     results = api.demo(out=out, quick=quick, text=text, overwrite=overwrite, progress=PROGRESS["bars"])
     console.print(demo_table(results, arms))
     show(compare_tables(results, out / (("text-" if text else "") + ("quick" if quick else "full"))))
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    out: Annotated[Path, typer.Option(help="The file to write, such as model.onnx; FILE.json goes beside it.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx (needs transferlab[export]) or torchscript.")] = "onnx",
+) -> None:
+    """A run as one file for another runtime (out: predict's probabilities; FILE.json: its input, its classes)."""
+    from transferlab import api
+    from transferlab.report.tables import export_line
+
+    console.print(export_line(api.export(run, out, fmt), out), markup=False)
 
 
 @app.command("pretrain-vectors")

@@ -8,6 +8,7 @@ beyond its blocks) is checked later, still before anything is written.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from transferlab import catalogue, modality
@@ -15,9 +16,12 @@ from transferlab.catalogue import canonical
 from transferlab.data.fashion_mnist import parse_fashion_mnist_spec
 from transferlab.data.wordnet import parse_wordnet_spec
 from transferlab.errors import UserError
-from transferlab.files import LOCK, check_overwritable, is_global_zero
+from transferlab.files import LOCK, check_overwritable, is_global_zero, read_json
 
 DATA_SUFFIXES = (".csv", ".tsv", ".jsonl")
+EXPORT_SCHEMA = "transferlab.export/1"
+EXPORT_FORMATS = ("onnx", "torchscript")
+ONNX_PACKAGES = ("onnx", "onnxscript")  # what torch's ONNX exporter imports
 
 
 def check_source(spec: str, option: str = "--source") -> None:
@@ -96,3 +100,25 @@ def check_fit(data: str, source: str, out: Path, resume: bool, overwrite: bool) 
     check_source(source)
     resolve_modality(data, [source])
     check_out(out, resume, overwrite)
+
+
+def check_export(out: Path, fmt: str) -> None:
+    """``export``: a known format whose packages are installed (one sentence naming the extra), and an ``out``
+    that is new or an earlier export (its sidecar says so): never replace a file transferlab did not write."""
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    missing = [p for p in ONNX_PACKAGES if importlib.util.find_spec(p) is None] if fmt == "onnx" else []
+    if missing:
+        raise UserError(f"--format onnx needs the package{'s' * (len(missing) > 1)} {' and '.join(missing)}: "
+                        "pip install 'transferlab[export]'")
+    sidecar = Path(f"{out}.json")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder: give the file to write, such as {out / 'model.onnx'}")
+    if out.exists() or out.is_symlink():
+        try:
+            ours = read_json(sidecar, "export sidecar").get("schema") == EXPORT_SCHEMA
+        except (UserError, AttributeError):
+            ours = False
+        if not ours:
+            raise UserError(f"--out {out} exists and is not an earlier export (no {sidecar.name} beside it): "
+                            "choose another file, or remove it yourself")

@@ -30,19 +30,34 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_folder(tmp_path_factory.mktemp("ddp") / "data", n_per_class=21)  # val and test: 9 each (odd)
 
 
+@pytest.fixture(scope="module")
+def source_run(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A developed source (four epochs of scratch) for the tests that reuse one."""
+    where = tmp_path_factory.mktemp("ddp-source")
+    base = run("fit", str(folder), "--source", "cnn_tiny", "--strategy", "scratch", "--epochs", "4", "--lr", "3e-3",
+               "--out", "src", cache=where / "c", cwd=where)
+    assert base.returncode == 0, base.stderr
+    return where / "src"
+
+
 def metrics(run_dir: Path) -> list[dict[str, float]]:
     lines = (run_dir / "metrics.csv").read_text().splitlines()
     return [dict(zip(lines[0].split(","), map(float, line.split(",")), strict=True)) for line in lines[1:]]
 
 
-def test_two_processes_write_one_run_and_validate_every_example_once(folder: Path, tmp_path: Path) -> None:
-    common = ["--source", "cnn_tiny", "--strategy", "scratch", "--epochs", "4", "--lr", "3e-3", "--seed", "1"]
-    two = run("fit", str(folder), *common, *DDP, "--out", "two", cache=tmp_path / "c", cwd=tmp_path)
+def test_two_processes_write_one_run_validate_every_example_once_and_share_the_features(
+        folder: Path, source_run: Path, tmp_path: Path) -> None:
+    """A frozen DDP run against the same run in one process: one run directory, the test printed once, every
+    validation example counted once (an odd split, so the distributed sampler pads), features extracted in shards
+    equal to one process's."""
+    frozen = ["--source", str(source_run), "--strategy", "frozen", "--epochs", "15", "--lr", "1e-2", "--seed", "1"]
+    two = run("-v", "fit", str(folder), *frozen, *DDP, "--out", "two", cache=tmp_path / "c2", cwd=tmp_path)
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("test accuracy") == 1  # printed by rank 0 only
-    one = run("fit", str(folder), *common, "--out", "one", cache=tmp_path / "c", cwd=tmp_path)
+    assert "features (train, rank 1)" in two.stderr  # each process extracted its share
+    one = run("fit", str(folder), *frozen, "--out", "one", cache=tmp_path / "c1", cwd=tmp_path)
     assert one.returncode == 0, one.stderr
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "c") == ["one", "two"]  # nothing else written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c1", "c2", "one", "two"]  # nothing else written
     sizes = json.loads((tmp_path / "two" / "config.json").read_text())["resolved"]["sizes"]
     assert sizes["val"] % 2 == 1  # so that the distributed split needs padding
     for name in ("one", "two"):
@@ -52,18 +67,6 @@ def test_two_processes_write_one_run_and_validate_every_example_once(folder: Pat
         assert validated and all(row["val_count"] == sizes["val"] for row in validated)
         card = json.loads((run_dir / "model.json").read_text())
         assert card["metrics"]["test_accuracy"] > 0.5  # a valid model either way (chance is 1/3)
-
-
-def test_frozen_features_are_extracted_in_shards_and_equal_one_process(folder: Path, tmp_path: Path) -> None:
-    base = run("fit", str(folder), "--source", "cnn_tiny", "--strategy", "scratch", "--epochs", "1", "--out", "src",
-               cache=tmp_path / "c0", cwd=tmp_path)
-    assert base.returncode == 0, base.stderr
-    frozen = ["--source", "src", "--strategy", "frozen", "--epochs", "1"]
-    two = run("-v", "fit", str(folder), *frozen, *DDP, "--out", "f2", cache=tmp_path / "c2", cwd=tmp_path)
-    assert two.returncode == 0, two.stderr
-    assert "features (train, rank 1)" in two.stderr  # each process extracted its share
-    one = run("fit", str(folder), *frozen, "--out", "f1", cache=tmp_path / "c1", cwd=tmp_path)
-    assert one.returncode == 0, one.stderr
     (a,), (b,) = (list((tmp_path / c / "features").glob("*.safetensors")) for c in ("c2", "c1"))
     assert a.name == b.name  # the same cache key
     fa, fb = load_file(str(a)), load_file(str(b))
@@ -74,8 +77,8 @@ def test_frozen_features_are_extracted_in_shards_and_equal_one_process(folder: P
 
 def test_a_two_process_checkpoint_resumes_in_one_process(tmp_path: Path) -> None:
     big = make_folder(tmp_path / "data", n_per_class=120)  # epochs long enough to interrupt one on any machine
-    args = ["fit", str(big), "--source", "cnn_tiny", "--strategy", "scratch", "--epochs", "30", "--image-size",
-            "64", "--out", "run"]
+    args = ["fit", str(big), "--source", "cnn_tiny", "--strategy", "scratch", "--epochs", "8", "--patience", "8",
+            "--image-size", "64", "--out", "run"]
     env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system", "TRANSFERLAB_CACHE_DIR": str(tmp_path / "c"),
            "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "transferlab", *args, *DDP], cwd=tmp_path, env=env,
@@ -102,7 +105,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process(tmp_path: Path) -> None
     resumed = run(*args, "--resume", cache=tmp_path / "c", cwd=tmp_path)  # one process now
     assert resumed.returncode == 0, resumed.stderr
     rows = metrics(tmp_path / "run")
-    assert [r["epoch"] for r in rows] == list(range(1, 31)) and done < 30
+    assert [r["epoch"] for r in rows] == list(range(1, 9)) and done < 8
     assert not (tmp_path / "run" / "INCOMPLETE").exists()
 
 
@@ -143,15 +146,12 @@ def two_processes(tmp_path: Path, data: Path, source: str, strategy: str, *extra
     return zero, one
 
 
-def test_gradual_trains_the_same_weights_on_every_process(folder: Path, tmp_path: Path) -> None:
+def test_gradual_trains_the_same_weights_on_every_process(folder: Path, source_run: Path, tmp_path: Path) -> None:
     """Blocks that gradual opens mid-run are synchronised like the rest (DDP wraps the model before they open)."""
     import torch
 
-    base = run("fit", str(folder), "--source", "cnn_tiny", "--strategy", "scratch", "--epochs", "1", "--out", "src",
-               cache=tmp_path / "c", cwd=tmp_path)
-    assert base.returncode == 0, base.stderr
-    zero, _ = two_processes(tmp_path, folder, str(tmp_path / "src"), "gradual:every=1")
-    source = load_file(str(tmp_path / "src" / "model.safetensors"))
+    zero, _ = two_processes(tmp_path, folder, str(source_run), "gradual:every=1")
+    source = load_file(str(source_run / "model.safetensors"))
     assert not torch.equal(zero["blocks.conv3.0.weight"], source["blocks.conv3.0.weight"])  # opened in epoch 2
     assert torch.equal(zero["blocks.conv1.0.weight"], source["blocks.conv1.0.weight"])  # never opened
 

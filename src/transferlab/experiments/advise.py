@@ -252,10 +252,15 @@ def _optimize(ctx: Context, study: Any, short: list[str], progress: bool) -> Non
 
     # which processes joined the study (a worker started late may find the search's time spent before a trial)
     study.set_user_attr(f"worker:{os.getpid()}", True)
+    callbacks: list[Callable[[Any, Any], None]] = [stop_when_due]
+    if ctx.plan.trials is not None:  # --trials: those that ran to their end, of every worker and earlier runs
+        ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        callbacks.append(optuna.study.MaxTrialsCallback(ctx.plan.trials, states=ended))
+        if len(study.get_trials(deepcopy=False, states=ended)) >= ctx.plan.trials:
+            return
     remaining = ctx.deadline() - ctx.clock()
     if remaining > 0:
-        study.optimize(objective, timeout=remaining, callbacks=[stop_when_due], catch=(UserError,),
-                       gc_after_trial=True)
+        study.optimize(objective, timeout=remaining, callbacks=callbacks, catch=(UserError,), gc_after_trial=True)
     log.info("search: %d trials in the study (%d finished, %d pruned)", len(study.trials),
              sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials),
              sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials))

@@ -125,16 +125,18 @@ class AdvisePlan:
     workers: int
     storage: str | None  # an Optuna storage URL (default: sqlite in the output folder)
     base: FitConfig  # its metric is what the search maximises and the confirmation judges by
+    trials: int | None = None  # the search stops after this many trials of all workers (None: at its deadline)
 
     @property
     def config(self) -> dict[str, Any]:
         """What the folder records (``advise.json``): a resumed advise must ask for the same."""
         return {"data": self.data, "budget_seconds": self.budget, "candidates": list(self.candidates),
-                "seeds": self.seeds, "metric": self.base.metric, "base": recorded_base(self.base)}
+                "seeds": self.seeds, "metric": self.base.metric, "trials": self.trials,
+                "base": recorded_base(self.base)}
 
 
 def plan_advise(data: str, budget: str | float, candidates: str | list[str] | None, seeds: int, workers: int,
-                storage: str | None, options: dict[str, Any]) -> AdvisePlan:
+                storage: str | None, options: dict[str, Any], trials: int | None = None) -> AdvisePlan:
     """Every option of ``advise``, checked before anything is read or loaded."""
     seconds = parse_duration(budget)
     specs = tuple(s.strip() for s in (candidates.split(",") if isinstance(candidates, str) else candidates or ())
@@ -145,6 +147,8 @@ def plan_advise(data: str, budget: str | float, candidates: str | list[str] | No
         raise UserError(f"--seeds {seeds}: the confirmation needs at least 3 seeds for a verdict (and at most 100)")
     if not 1 <= workers <= 64:
         raise UserError(f"--workers {workers}: give from 1 to 64 processes")
+    if trials is not None and not 1 <= trials <= 100_000:
+        raise UserError(f"--trials {trials}: give from 1 to 100000 trials, or leave it out to search until the budget")
     if options.pop("lr", None) is not None:
         raise UserError("--lr: advise searches the learning rate (from a tenth to three times the default)")
     names = {f.name for f in fields(FitConfig)} - {"data", "source", "strategy", "reuse", "lr", "curve", "split_seed"}
@@ -152,4 +156,4 @@ def plan_advise(data: str, budget: str | float, candidates: str | list[str] | No
         if key not in names:
             raise UserError(f"unknown option {key!r}{did_you_mean(key, names)}")
     base = FitConfig(data=data, source=specs[0] if specs else FitConfig.source, **options)
-    return AdvisePlan(data, seconds, specs, seeds, workers, storage, base)
+    return AdvisePlan(data, seconds, specs, seeds, workers, storage, base, trials)

@@ -77,7 +77,12 @@ class Modality:
         any scaling fitted on the first split (the training split)."""
         raise NotImplementedError
 
-    # --- predict ---------------------------------------------------------------------------------------------
+    # --- predict and export ----------------------------------------------------------------------------------
+    def export_examples(self, pre: Any) -> tuple[list[Any], dict[int, str]]:
+        """Two made-up raw inputs (as ``predict`` reads them) that ``export`` traces the model with and checks the
+        exported file on, and the names of the input's dimensions that may vary (the batch, a text's length)."""
+        raise NotImplementedError
+
     def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]], pre: Any,
                        options: dict[str, Any]) -> tuple[list[tuple[str, Any]], int]:
         """What ``predict`` classifies, and from how many files: ``(shown, raw)`` per input, where ``raw`` is the

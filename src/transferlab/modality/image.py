@@ -105,6 +105,10 @@ class ImageModality(Modality):
             raise card_error(card_path, "preprocessing.crop_pct", "must be a number in (0, 1] with input_size / "
                              f"crop_pct at most {MAX_RESIZED}, not {show(crop)}")
 
+    def export_examples(self, pre: Any) -> tuple[list[Any], dict[int, str]]:
+        noise = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)  # not square: resized
+        return [Image.new("RGB", (48, 48), (200, 40, 40)), Image.fromarray(noise)], {0: "batch"}
+
     def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]], pre: Any,
                        options: dict[str, Any]) -> tuple[list[tuple[str, Any]], int]:
         from PIL import Image

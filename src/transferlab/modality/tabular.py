@@ -128,6 +128,10 @@ class TabularModality(Modality):
         if d.get("impute", "none") not in ("none", "mean"):
             raise card_error(card_path, "preprocessing.impute", f"must be 'none' or 'mean', not {show(d['impute'])}")
 
+    def export_examples(self, pre: Any) -> tuple[list[Any], dict[int, str]]:
+        mean, std = np.asarray(pre.mean), np.asarray(pre.std)
+        return [mean - std, mean + 2 * std], {0: "batch"}  # rows in the table's own units
+
     def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]], pre: Any,
                        options: dict[str, Any]) -> tuple[list[tuple[str, Any]], int]:
         """Every usable row of each table, its columns read by name (see :func:`read_rows`), shown as

@@ -94,6 +94,9 @@ class TextModality(Modality):
             raise card_error(card_path, "preprocessing.kind",
                              f"must be 'words' or 'tokenizer' for a text run, not {show(kind)}")
 
+    def export_examples(self, pre: Any) -> tuple[list[Any], dict[int, str]]:
+        return ["an example", "a longer example of a text to classify"], {0: "batch", 1: "length"}
+
     def predict_inputs(self, paths: list[Path], texts: list[str], bad: list[tuple[str, str]], pre: Any,
                        options: dict[str, Any]) -> tuple[list[tuple[str, Any]], int]:
         """The texts given, then the texts of each file as ``fit`` reads them: the ``text_column`` of a CSV, TSV or

@@ -262,3 +262,13 @@ def predict_table(rows: list[tuple[str, str, float]], top: int, column: str) -> 
     header = (column, *(("rank",) if top > 1 else ()), "label", "probability")
     return header, ((p, *((i % top + 1,) if top > 1 else ()), label, f"{prob:.6f}")
                     for i, (p, label, prob) in enumerate(rows))
+
+
+def export_line(sidecar: dict[str, Any], out: Path) -> str:
+    """What ``export`` wrote and how it was checked."""
+    check = sidecar["check"]
+    checked = (f"its probabilities within {check['max_abs_difference']:.1g} of the run's under {check['runtime']}"
+               if check.get("runtime") else "not checked (onnxruntime is not installed)")
+    shape = " x ".join(map(str, sidecar["input"]["shape"]))
+    return (f"wrote {out} ({sidecar['format']}; input {sidecar['input']['dtype']} {shape}, output the probabilities "
+            f"of {len(sidecar['output']['classes'])} classes) and {out}.json (its preprocessing); {checked}")
