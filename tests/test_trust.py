@@ -217,7 +217,7 @@ def _kill_9(out: Path, kill_seed: int, kill_epoch: int = 1, **options) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("strategy", ["scratch", "frozen", "finetune"])
+@pytest.mark.parametrize("strategy", ["scratch", "frozen", "finetune", "lpft:wise=0.5"])
 def test_resume_after_kill_9_mid_epoch_gives_the_same_weights(base_run: Path, tmp_path: Path, strategy: str) -> None:
     opts = dict(source=str(base_run), strategy=strategy, epochs=3, batch_size=4, reuse=2, seed=3)
     full = fit(_data(base_run), out=tmp_path / "full", progress=False, **opts)

@@ -157,7 +157,7 @@ def predict(
     from PIL import Image
 
     from transferlab.errors import Unusable
-    from transferlab.train.features import run_inference
+    from transferlab.transfer.model import run_inference
 
     net, classes, modality, pre, options = _run_classifier(Path(model), text_column) if is_run else \
         _source_classifier(str(model))

@@ -360,6 +360,9 @@ for _strategy in (
                  summary="finetune with the L2-SP penalty towards the source's weights"),
     StrategyKind("bss", f"{S}:BSS", {**_RUN, **_DECAY, **_BSS},
                  summary="finetune with Batch Spectral Shrinkage of the features"),
+    StrategyKind("lpft", f"{S}:LPFT", {**_RUN, **_DECAY, "wise": Option(float, 1.0, 0, 1)},
+                 summary="LP-FT: a linear probe of the head first, then finetune; wise<1 averages the weights with "
+                         "the probe's (WiSE-FT)"),
     StrategyKind("lora", f"{S}:LoRA", {"r": Option(int, 8, 1, 4096), "alpha": Option(float, 16.0, 0, 1e6),
                                        "dropout": Option(float, 0.0, 0, 1, open="high")},
                  summary="low-rank adapters on the reused blocks' attention projections (PEFT)"),

@@ -27,3 +27,27 @@ def test_known_answers_on_three_classes() -> None:
     f1 = [2 * 0.5 * 0.5 / 1.0, 2 * (2 / 3) * 1 / (2 / 3 + 1), 2 * 1 * 0.5 / 1.5]  # P, R per class: (1/2, 1/2), ...
     assert score("macro_f1", y, pred) == pytest.approx(sum(f1) / 3)
     assert classification_report(y, pred, ["a", "b", "c", "d"])["recall"]["d"] is None  # absent: no recall
+
+
+def test_the_linear_probe_head_gives_the_logistic_regressions_logits_and_probabilities() -> None:
+    """LP-FT's head on raw features equals scikit-learn's fit on standardised ones: the same decision values (three
+    classes), the same probabilities (two classes, one logit split in two), a class never seen far below."""
+    import numpy as np
+
+    from transferlab.evaluate.logreg import fit_linear, linear_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)) * [1, 10, 100, 0.1] + [5, -3, 50, 0]
+    y = (x[:, 0] - 5 + (x[:, 1] + 3) / 10 > 0).astype(int) + (x[:, 2] > 50).astype(int)
+    weight, bias, c = linear_head(x, y, 3)
+    mean, std = x.mean(0), x.std(0)
+    model, c2, _ = fit_linear((x - mean) / std, y)
+    assert c == c2 and np.allclose(x @ weight.T + bias, model.decision_function((x - mean) / std), atol=1e-8)
+
+    yb = (y > 0).astype(int)
+    weight, bias, _ = linear_head(x, yb, 3)  # class 2 never seen
+    model, _, _ = fit_linear((x - mean) / std, yb)
+    z = x @ weight.T + bias
+    p = np.exp(z[:, :2] - z[:, :2].max(1, keepdims=True))
+    assert np.allclose(p / p.sum(1, keepdims=True), model.predict_proba((x - mean) / std), atol=1e-8)
+    assert (weight[2] == 0).all() and bias[2] == bias[:2].min() - 10

@@ -31,6 +31,7 @@ def _check_advice(advice: dict, out: Path) -> None:
     assert advice["trials"] and advice["recommendation"]["kind"] in ("transfer", "scratch", "logreg")
     ev = advice["evidence"]
     assert "logreg" in ev["data_efficiency"] and ev["baseline"] in ev["data_efficiency"]
+    assert advice["recommendation"]["arm"] in ev["data_efficiency"]  # its test accuracy is in the evidence
     for arm, per_size in ev["data_efficiency"].items():
         v = per_size[advice["size"]]
         assert 0 <= v["mean"] <= 1, arm
@@ -157,3 +158,16 @@ def test_bad_advise_options_are_one_sentence_before_anything_loads(base_run: Pat
             api.advise(_data(base_run), out=tmp_path / "x", **options)
     assert not (tmp_path / "x").exists()
 
+
+def test_the_recommended_arm_is_the_confirmations_own() -> None:
+    """A scratch pick at a searched rate is confirmed as the baseline arm ``scratch:lr=X`` (the advice once showed
+    'test ?' for it), a transfer pick as its arm spec, the regression as ``logreg``."""
+    from transferlab.experiments.advise import arm_spec, recommended_arm
+
+    confirmed = {"baseline": "scratch:lr=0.00694", "data_efficiency": {
+        "logreg": {}, "scratch:lr=0.00694": {}, "finetune:source=s,lr=0.003": {}, "frozen:source=s": {}}}
+    scratch = {"kind": "scratch", "source": "s", "strategy": "scratch", "lr": 0.00694}
+    transfer = {"kind": "transfer", "source": "s", "strategy": "finetune", "lr": 0.003}
+    assert recommended_arm(scratch, confirmed) == "scratch:lr=0.00694"
+    assert recommended_arm(transfer, confirmed) == arm_spec(transfer) == "finetune:source=s,lr=0.003"
+    assert recommended_arm({"kind": "logreg"}, confirmed) == "logreg"

@@ -161,3 +161,32 @@ def test_bss_and_lora_refusal_run_through_fit(base_run: Path, tmp_path: Path) ->
         compare(_data(base_run), out=tmp_path / "cmp", source=str(base_run), arms="scratch,lora", seeds=2,
                 epochs=1, progress=False)
     assert not (tmp_path / "cmp").exists()
+
+
+def test_lpft_starts_from_a_converged_linear_probe_and_wise_zero_returns_to_it(base_run: Path, tmp_path: Path) -> None:
+    """``lpft:wise=0`` averages all the way back to LP-FT's starting point: the source's blocks exactly, and the head
+    of the linear probe, which predicts as the logistic regression on the source's features does."""
+    import numpy as np
+
+    from transferlab.evaluate.logreg import linear_head
+    from transferlab.transfer.rundir import load_run
+
+    data = json.loads((base_run / "model.json").read_text())["data"]
+    run = fit(data, out=tmp_path / "lp", source=str(base_run), strategy="lpft:wise=0", epochs=2, progress=False)
+    source, tuned = load_file(str(base_run / "model.safetensors")), load_file(str(run.out / "model.safetensors"))
+    assert all(torch.equal(source[k], tuned[k]) for k in source if k.startswith("blocks."))
+    model, _ = load_run(run.out)
+    from transferlab.modality import get
+
+    card = json.loads((run.out / "model.json").read_text())
+    pre = get("image").preprocessing_from_dict(card["preprocessing"])
+    split = get("image").load(config.FitConfig(data=data)).train
+    x = torch.stack([pre.transform()(split.load(i)) for i in range(len(split.labels))])
+    with torch.inference_mode():
+        feats = model.forward_features(x).double().numpy()
+    weight, bias, _ = linear_head(feats, np.asarray(split.labels), len(card["classes"]), seed=0)
+    assert np.allclose(tuned["head.weight"].double().numpy(), weight, atol=1e-5)
+    assert (model.head(torch.as_tensor(feats).float()).argmax(1).numpy() == (feats @ weight.T + bias).argmax(1)).all()
+    plain = fit(data, out=tmp_path / "ft", source=str(base_run), strategy="lpft", epochs=2, progress=False)
+    moved = load_file(str(plain.out / "model.safetensors"))
+    assert any(not torch.equal(source[k], moved[k]) for k in source if k.startswith("blocks."))  # then it tunes

@@ -32,16 +32,27 @@ def fit_logreg(data: Data, modality: Any, seed: int = 0, metric: str = "accuracy
     """Train on ``data.train`` (C by cross-validation there, judged by ``metric``; ``class_weight="balanced"``
     weights the classes as the networks' loss then does) and score ``data.test``: ``test_score`` by ``metric``,
     every metric's ``test_<metric>``, the predictions, the chosen C, the folds and the seconds it took."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-    from sklearn.model_selection import StratifiedKFold
-
     from transferlab.evaluate import METRICS, score
 
     tick = time.perf_counter()
     x_train, x_test = modality.raw_features([data.train, data.test])
-    y_train, y_test = np.asarray(data.train.labels), np.asarray(data.test.labels)
-    folds = min(MAX_FOLDS, int(np.bincount(y_train).min()) if len(y_train) else 0)
+    y_test = np.asarray(data.test.labels)
+    model, c, folds = fit_linear(x_train, np.asarray(data.train.labels), seed, metric, class_weight)
+    pred = model.predict(x_test)
+    scores = {f"test_{m}": score(m, y_test, pred) for m in METRICS}
+    return {**scores, "test_score": scores[f"test_{metric}"], "metric": metric, "predictions": pred, "C": c,
+            "folds": folds, "seconds": time.perf_counter() - tick, "features": int(x_train.shape[1])}
+
+
+def fit_linear(x: Any, y: np.ndarray, seed: int = 0, metric: str = "accuracy",
+               class_weight: str = "none") -> tuple[Any, float, int]:
+    """A multinomial logistic regression fitted on ``(x, y)``, C chosen by stratified cross-validation there (see
+    the module docstring); returns it, its C and the number of folds. Also LP-FT's linear probe."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = min(MAX_FOLDS, int(np.bincount(y).min()) if len(y) else 0)
     weight = "balanced" if class_weight == "balanced" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the extreme C values of the grid may not converge
@@ -52,9 +63,24 @@ def fit_logreg(data: Data, modality: Any, seed: int = 0, metric: str = "accuracy
                                          class_weight=weight, use_legacy_attributes=False)
         else:
             model = LogisticRegression(C=1.0, max_iter=MAX_ITER, class_weight=weight)
-        model.fit(x_train, y_train)
-    pred = model.predict(x_test)
-    c = float(model.C_) if folds >= 2 else 1.0
-    scores = {f"test_{m}": score(m, y_test, pred) for m in METRICS}
-    return {**scores, "test_score": scores[f"test_{metric}"], "metric": metric, "predictions": pred, "C": c,
-            "folds": folds, "seconds": time.perf_counter() - tick, "features": int(x_train.shape[1])}
+        model.fit(x, y)
+    return model, float(model.C_) if folds >= 2 else 1.0, folds
+
+
+def linear_head(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0,
+                class_weight: str = "none") -> tuple[np.ndarray, np.ndarray, float]:
+    """LP-FT's linear probe: :func:`fit_linear` on the standardised features ``x``, returned as the weight
+    (classes x features) and bias of a linear layer on ``x`` itself, the standardisation folded in (the same
+    logits), and its C. Two classes: scikit-learn's one logit ``z`` becomes ``(-z/2, z/2)`` (the same softmax); a
+    class absent from ``y`` gets a zero row and a bias 10 below the others'."""
+    x = np.asarray(x, dtype=np.float64)
+    mean, std = x.mean(0), x.std(0)
+    std = np.where(std > 0, std, 1.0)
+    model, c, _ = fit_linear((x - mean) / std, np.asarray(y), seed, "accuracy", class_weight)
+    coef, intercept = np.asarray(model.coef_, np.float64), np.asarray(model.intercept_, np.float64)
+    if coef.shape[0] == 1:  # binary
+        coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    folded = intercept - (coef / std) @ mean
+    weight, bias = np.zeros((num_classes, x.shape[1])), np.full(num_classes, folded.min() - 10.0)
+    weight[model.classes_], bias[model.classes_] = coef / std, folded
+    return weight, bias, c

@@ -55,7 +55,7 @@ from transferlab.transfer.strategies import make_strategy
 log = logging.getLogger(__name__)
 SCHEMA = "transferlab.advise/1"
 SHORTLIST = 2  # candidates kept after LogME (see the module docstring)
-STRATEGIES = ("frozen", "finetune", "finetune:decay=0.7")
+STRATEGIES = ("frozen", "finetune", "finetune:decay=0.7", "lpft")
 DEPTHS = ("all", "two thirds")  # how much of a source a tuned trial reuses
 LR_SPAN = (0.1, 3.0)  # the learning rates searched, as multiples of the modality's default (log-uniform)
 SEARCH_SEED = 0
@@ -388,8 +388,7 @@ def write_advice(plan: AdvisePlan, out: Path, pick: dict[str, Any], short: list[
 
     size = confirmed["largest_size"]
     efficiency = confirmed["data_efficiency"]
-    arm = next((a for a in efficiency if a == arm_spec(pick)), None) if pick["kind"] == "transfer" else \
-        ("scratch" if pick["kind"] == "scratch" else LOGREG)
+    arm = recommended_arm(pick, confirmed)
     config = None
     if pick["kind"] in ("transfer", "scratch"):
         config = plan.base.replace(source=pick["source"], strategy=pick["strategy"], reuse=pick.get("reuse"),
@@ -409,6 +408,13 @@ def write_advice(plan: AdvisePlan, out: Path, pick: dict[str, Any], short: list[
     })
     write_advise_report(out / "report.html", advice)
     return advice
+
+
+def recommended_arm(pick: dict[str, Any], confirmed: dict[str, Any]) -> str | None:
+    """The confirmation's arm of the recommendation (a scratch pick is the baseline arm, at its own rate)."""
+    if pick["kind"] == "transfer":
+        return next((a for a in confirmed["data_efficiency"] if a == arm_spec(pick)), None)
+    return confirmed["baseline"] if pick["kind"] == "scratch" else LOGREG
 
 
 def _mean_train(confirmed: dict[str, Any], arm: str) -> float | None:

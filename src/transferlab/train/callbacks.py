@@ -17,7 +17,7 @@ from transferlab.errors import UserError
 from transferlab.evaluate import score
 from transferlab.files import MAX_JSON_BYTES, read_bounded
 from transferlab.report import write_csv
-from transferlab.train.features import run_inference
+from transferlab.transfer.model import run_inference
 
 log = logging.getLogger(__name__)
 

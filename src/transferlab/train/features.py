@@ -1,4 +1,4 @@
-"""Inference, and the on-disk cache of a frozen prefix's features."""
+"""The on-disk cache of a frozen prefix's features (the inference itself: ``transfer.model.run_inference``)."""
 
 from __future__ import annotations
 
@@ -14,29 +14,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from transferlab.files import atomic_write, cache_dir
 from transferlab.sources.base import tensors_digest
+from transferlab.transfer.model import run_inference
 
 CACHE_FORMAT = 2  # 2: the payload's sha256 is in the metadata
 log = logging.getLogger(__name__)
-
-
-@torch.inference_mode()
-def run_inference(module: nn.Module, loader: DataLoader, desc: str = "", progress: bool = False,
-                  channels_last: bool = False) -> torch.Tensor:
-    """Outputs of ``module`` over ``loader`` (eval mode; batches of images in the channels_last layout when the
-    modality asks for it), concatenated."""
-    module.eval()
-    device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    outs = []
-    for x, _ in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
-        x = x.to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        outs.append(module(x).float().cpu().contiguous())
-    return torch.cat(outs) if outs else torch.zeros(0)
 
 
 def cache_key(**parts: Any) -> str:

@@ -44,10 +44,9 @@ from transferlab.sources import Source, load_source
 from transferlab.train.budget import Budget, outcome
 from transferlab.train.callbacks import Interrupted, MetricsCSV, StopFlag, StopOnNonFinite, TestCurve, read_rows
 from transferlab.train.datamodule import RunData, feature_key
-from transferlab.train.features import run_inference
 from transferlab.train.module import LitClassifier
 from transferlab.train.trainer import make_trainer, quiet_lightning, read_checkpoint, runs_on_cpu
-from transferlab.transfer.model import build_model
+from transferlab.transfer.model import build_model, run_inference
 from transferlab.transfer.rundir import card_metrics, read_card, write_card, write_model
 from transferlab.transfer.strategies import make_strategy
 
@@ -339,6 +338,7 @@ def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: b
         return RunResult(out, float("nan"), float("nan"), 0.0, cache_hit, data.classes, metrics.rows)
 
     training = restore_best(trainer, lit, budget, metrics.rows)
+    strategy.before_test(model)  # e.g. WiSE-FT's weight average
     if dm.feats is None and dm.prefix is not None:  # resumed after the last epoch: setup never ran
         dm.setup()
     net.to(trainer.strategy.root_device)  # Lightning hands the model back on the CPU: test where it trained

@@ -7,6 +7,8 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from transferlab.sources.base import Source
 
@@ -76,3 +78,19 @@ def build_model(source: Source, num_classes: int, reuse: int | None, pretrained:
     )
     pool = copy.deepcopy(source.pool) if pretrained else fresh.pool
     return TransferModel(blocks, pool, source.num_features, num_classes)
+
+
+@torch.inference_mode()
+def run_inference(module: nn.Module, loader: DataLoader, desc: str = "", progress: bool = False,
+                  channels_last: bool = False) -> torch.Tensor:
+    """Outputs of ``module`` over ``loader`` (eval mode; batches of images in the channels_last layout when the
+    modality asks for it), concatenated."""
+    module.eval()
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    outs = []
+    for x, _ in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
+        x = x.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        outs.append(module(x).float().cpu().contiguous())
+    return torch.cat(outs) if outs else torch.zeros(0)

@@ -13,9 +13,11 @@ loads), and ``__init__`` stores them resolved, as attributes of the same names.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
@@ -24,7 +26,9 @@ from torch.optim import Optimizer
 from transferlab import catalogue
 from transferlab.errors import UserError
 from transferlab.transfer import penalties
-from transferlab.transfer.model import TransferModel
+from transferlab.transfer.model import TransferModel, run_inference
+
+log = logging.getLogger(__name__)
 
 
 class Strategy(BaseFinetuning):
@@ -67,6 +71,10 @@ class Strategy(BaseFinetuning):
     def penalty(self, pl_module: L.LightningModule, features: torch.Tensor | None) -> torch.Tensor | None:
         """A term added to the training loss (regularised fine-tuning); None: nothing."""
         return None
+
+    def before_test(self, model: TransferModel) -> None:
+        """The trained weights' last change, after the best validation's are restored and before the test (WiSE-FT
+        averages them with the starting point)."""
 
     def finalize(self, model: TransferModel) -> None:
         """Make ``model`` a plain TransferModel of the source's architecture before it is saved (LoRA merges)."""
@@ -233,6 +241,66 @@ class BSS(Finetune):
 
     name = "bss"
     reg = "bss"
+
+
+class LPFT(Finetune):
+    """LP-FT (Kumar et al., ICLR 2022): a linear probe first, the head fitted to convergence on the source's frozen
+    features of the training split (a logistic regression with C by cross-validation, as the ``logreg`` arm's; no
+    augmentation), then ``finetune`` of everything from there. A head that starts right distorts the reused
+    features less while it learns (the paper: +1% in distribution, +10% out of distribution over plain
+    fine-tuning). ``wise`` < 1 then averages the weights (WiSE-FT, Wortsman et al., CVPR 2022): ``(1 - wise) x``
+    the probe's starting point ``+ wise x`` the fine-tuned, before the test (no cost at inference); 1, the default,
+    keeps the fine-tuned weights. A resumed run keeps its probe (and the starting point) from the checkpoint; under
+    DDP every process probes the whole split and takes the first process's head."""
+
+    name = "lpft"
+    reg = "none"
+    wise: float
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        resumed = self._restarting  # set by load_state_dict: the probed head comes back from the checkpoint
+        super().on_fit_start(trainer, pl_module)
+        if resumed:
+            return
+        from transferlab.evaluate.logreg import linear_head
+
+        model, was_training = self.model_, self.model_.training
+        loader = trainer.datamodule.loader("train")
+        feats = run_inference(model.prefix(len(model.blocks)), loader, channels_last=pl_module.channels_last)
+        labels = np.asarray(trainer.datamodule.splits["train"].labels)
+        weight, bias, c = linear_head(feats.double().numpy(), labels, model.head.out_features,
+                                      seed=int(torch.initial_seed()) % 2**32)
+        weight, bias = trainer.strategy.broadcast((weight, bias), src=0)  # one head on every process
+        with torch.no_grad():
+            model.head.weight.copy_(torch.as_tensor(weight, dtype=model.head.weight.dtype))
+            model.head.bias.copy_(torch.as_tensor(bias, dtype=model.head.bias.dtype))
+        model.train(was_training)
+        self.probe_ = {"C": c, "train_accuracy": float(((feats.double().numpy() @ weight.T + bias).argmax(1)
+                                                        == labels).mean())}
+        if self.wise < 1:
+            self.start_ = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        log.info("linear probe: C %.3g, training accuracy %.4f", c, self.probe_["train_accuracy"])
+
+    def before_test(self, model: TransferModel) -> None:
+        """WiSE-FT: the weights averaged with the probe's starting point (floating-point tensors only)."""
+        start = getattr(self, "start_", None)
+        if self.wise >= 1 or start is None:
+            return
+        with torch.no_grad():
+            for key, value in model.state_dict().items():
+                if value.is_floating_point():
+                    value.copy_(start[key].to(value.device, value.dtype).lerp(value, self.wise))
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if getattr(self, "start_", None) is not None:
+            state["wise_start"] = self.start_
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        self.start_ = state.pop("wise_start", None)
+        super().load_state_dict(state)
 
 
 LORA_TARGETS = ("query", "key", "value", "qkv", "q_proj", "k_proj", "v_proj")
