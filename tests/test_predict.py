@@ -41,7 +41,7 @@ def mixed_folder(image_folder: Path, tmp_path: Path) -> Path:
 
 def test_predict_skips_unreadable_images_reading_each_file_once(base_run: Path, mixed_folder: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from transferlab.train import features
+    from transferlab.transfer import model as features  # where predict's inference lives
 
     opened: list[str] = []
     real_open = Image.open

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -15,7 +16,8 @@ METRICS = ("accuracy", "balanced_accuracy", "macro_f1")  # what --metric judges 
 METRIC_NAMES = dict(zip(METRICS, ("accuracy", "balanced accuracy", "macro-F1"), strict=True))  # in sentences
 # Where and how fast a run trains, not what it trains: a run may be resumed with other values (other devices).
 RUNTIME_OPTIONS = ("num_workers", "pin_memory", "channels_last", "compile", "accelerator", "devices", "num_nodes",
-                   "distributed", "precision", "deterministic", "max_time")
+                   "distributed", "precision", "deterministic", "max_time", "logger")
+LOGGERS = {"csv": None, "tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}  # and their packages
 DISTRIBUTED = ("auto", "ddp", "ddp_find_unused_parameters_true")  # replicated models, launched as subprocesses
 MAX_SEED = 2**32 - 1  # NumPy's and Lightning's seeds are 32-bit
 MAX_EPOCHS = 100  # the training budget's cap when --epochs is not given: this many epochs or
@@ -145,6 +147,8 @@ class FitConfig:
     class_weight: str = opt("none", "balanced: weight the loss of each class by n / (classes x its training count).")
     sampler: str = opt("shuffle", "shuffle: every training example once per epoch; balanced: as many draws, every "
                        "class equally likely (with replacement).")
+    logger: str = opt("csv", "Also log the metrics to tensorboard (RUN/tensorboard) or mlflow (its tracking URI: "
+                      "MLFLOW_TRACKING_URI, else ./mlruns); RUN/metrics.csv is always written.")
     # tables
     impute: str = opt("none", "Tables: a missing cell is an error (none) or filled with the training split's column "
                       "mean (mean).")
@@ -168,6 +172,9 @@ class FitConfig:
             (self.class_weight in ("none", "balanced"), f"--class-weight must be none or balanced, not "
              f"{self.class_weight!r}"),
             (self.sampler in ("shuffle", "balanced"), f"--sampler must be shuffle or balanced, not {self.sampler!r}"),
+            (self.logger in LOGGERS, f"--logger must be one of {', '.join(LOGGERS)}, not {self.logger!r}"),
+            (not LOGGERS.get(self.logger) or any(importlib.util.find_spec(p) for p in LOGGERS[self.logger]),
+             f"--logger {self.logger} needs the {self.logger} package: pip install 'transferlab[{self.logger}]'"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, "
              f"not {self.precision!r}"),
             (self.distributed in DISTRIBUTED, f"--distributed {self.distributed!r}: transferlab supports "

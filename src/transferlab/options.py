@@ -55,7 +55,7 @@ HARDWARE = Group("hardware", ("accelerator", "devices", "num_nodes", "distribute
                               "channels_last", "pin_memory", "deterministic", "num_workers"))
 DATA = Group("data", ("text_model", "max_vectors", "text_column", "label_column", "encoding_errors", "impute"))
 JUDGING = Group("judging", ("metric", "class_weight", "sampler"))
-OUTPUT = Group("output", own=(
+OUTPUT = Group("output", ("logger",), own=(
     _flag("resume", "Continue an interrupted run in --out, reusing what it finished."),
     _flag("overwrite", "Start over in --out: deletes what transferlab wrote there, and only that (refused when the "
                        "folder holds anything else).")))

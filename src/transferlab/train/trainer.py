@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -128,6 +129,26 @@ def make_trainer(out: Path, budget: Budget | None, progress: bool, callbacks: li
         raise UserError(f"--accelerator/--devices/--num-nodes/--distributed: {str(e).splitlines()[0]}") from None
 
 
+def experiment_logger(cfg: Any, out: Path) -> Any:
+    """``--logger``: Lightning's TensorBoard logger in ``RUN/tensorboard`` or its MLflow logger (the experiment
+    ``transferlab``, the run named after the run directory), with the run's options as hyper-parameters; False
+    for ``csv`` (``metrics.csv`` is transferlab's own, always written)."""
+    kind = getattr(cfg, "logger", "csv")
+    if kind == "csv":
+        return False
+    if kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        logger = TensorBoardLogger(save_dir=out, name="tensorboard", version="", default_hp_metric=False)
+    else:
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        logger = MLFlowLogger(experiment_name="transferlab", run_name=out.name,
+                              tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+    logger.log_hyperparams({k: v for k, v in cfg.to_dict().items() if v is not None})
+    return logger
+
+
 def _trainer(out: Path, budget: Budget | None, progress: bool, callbacks: list[L.Callback], cfg: Any,
              accelerator: str, on_cpu: bool) -> L.Trainer:
     """Its ``checkpoint_io`` is an :class:`AtomicCheckpointIO`."""
@@ -156,7 +177,7 @@ def _trainer(out: Path, budget: Budget | None, progress: bool, callbacks: list[L
         strategy=getattr(cfg, "distributed", "auto"),
         precision=getattr(cfg, "precision", "32"),
         use_distributed_sampler=False,
-        logger=False,
+        logger=False if budget is None else experiment_logger(cfg, out),  # (None: only asking about the hardware)
         callbacks=[*callbacks, *ckpt, EpochLine(), *([EpochBar()] if progress else [])],
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -175,3 +196,4 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")  # resume
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # frozen blocks, on purpose
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # validation sums are reduced by hand
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")  # --logger: epochs still log
