@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -147,8 +148,8 @@ class FitConfig:
     class_weight: str = opt("none", "balanced: weight the loss of each class by n / (classes x its training count).")
     sampler: str = opt("shuffle", "shuffle: every training example once per epoch; balanced: as many draws, every "
                        "class equally likely (with replacement).")
-    logger: str = opt("csv", "Also log the metrics to tensorboard (RUN/tensorboard) or mlflow (its tracking URI: "
-                      "MLFLOW_TRACKING_URI, else ./mlruns); RUN/metrics.csv is always written.")
+    logger: str = opt("csv", "Also log the metrics to tensorboard (RUN/tensorboard) or mlflow (at "
+                      "MLFLOW_TRACKING_URI); RUN/metrics.csv is always written.")
     # tables
     impute: str = opt("none", "Tables: a missing cell is an error (none) or filled with the training split's column "
                       "mean (mean).")
@@ -175,6 +176,9 @@ class FitConfig:
             (self.logger in LOGGERS, f"--logger must be one of {', '.join(LOGGERS)}, not {self.logger!r}"),
             (not LOGGERS.get(self.logger) or any(importlib.util.find_spec(p) for p in LOGGERS[self.logger]),
              f"--logger {self.logger} needs the {self.logger} package: pip install 'transferlab[{self.logger}]'"),
+            (self.logger != "mlflow" or bool(os.environ.get("MLFLOW_TRACKING_URI")),
+             "--logger mlflow logs to the tracking server or database named by MLFLOW_TRACKING_URI, which is not set: "
+             "set it (such as sqlite:///mlflow.db or http://host:5000)"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, "
              f"not {self.precision!r}"),
             (self.distributed in DISTRIBUTED, f"--distributed {self.distributed!r}: transferlab supports "

@@ -49,6 +49,10 @@ def test_a_bad_or_missing_logger_is_one_sentence(monkeypatch: pytest.MonkeyPatch
         FitConfig(logger="wandb")
     import importlib.util
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(UserError, match=r"--logger mlflow needs the mlflow package: pip install 'transferlab\[mlfl"):
+        FitConfig(logger="mlflow")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())  # installed, but nowhere to log
+    with pytest.raises(UserError, match="MLFLOW_TRACKING_URI, which is not set"):
         FitConfig(logger="mlflow")

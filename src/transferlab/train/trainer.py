@@ -144,7 +144,7 @@ def experiment_logger(cfg: Any, out: Path) -> Any:
         from lightning.pytorch.loggers import MLFlowLogger
 
         logger = MLFlowLogger(experiment_name="transferlab", run_name=out.name,
-                              tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+                              tracking_uri=os.environ["MLFLOW_TRACKING_URI"])  # checked by FitConfig
     logger.log_hyperparams({k: v for k, v in cfg.to_dict().items() if v is not None})
     return logger
 
