@@ -70,6 +70,12 @@ def test_advise_on_texts_and_tables(text_csv: Path, tmp_path: Path) -> None:
     advice = api.advise(str(table), out=tmp_path / "tab", budget="5m", candidates=str(developed), trials=2,
                         **QUICK)
     _check_advice(advice, tmp_path / "tab")
+    alone = api.advise(str(table), out=tmp_path / "none", budget="5m", **QUICK)  # no source of tables here
+    assert (tmp_path / "none" / "advice.json").is_file() and not (tmp_path / "none" / "INCOMPLETE").exists()
+    assert alone["shortlist"] == [] and set(alone["evidence"]["data_efficiency"]) == {"logreg", "scratch"}
+    from transferlab.report.html import advise_lines
+
+    assert advise_lines(alone, tmp_path / "none")[0].startswith("No source for this data here")
 
 
 def test_the_budget_is_kept_on_a_fake_clock(base_run: Path, tmp_path: Path) -> None:
@@ -171,3 +177,19 @@ def test_the_recommended_arm_is_the_confirmations_own() -> None:
     assert recommended_arm(scratch, confirmed) == "scratch:lr=0.00694"
     assert recommended_arm(transfer, confirmed) == arm_spec(transfer) == "finetune:source=s,lr=0.003"
     assert recommended_arm({"kind": "logreg"}, confirmed) == "logreg"
+
+
+def test_the_confirmation_always_shows_what_transfer_gave() -> None:
+    """When the regression wins the search, frozen of the shortlisted source still stands beside it (an advise on
+    Fashion-MNIST once stopped after 5 minutes because its confirmation had no transfer arm); with no source,
+    the baselines only, scratch of a from-scratch architecture of the data's kind."""
+    from transferlab import modality
+    from transferlab.experiments.advise import confirm_arms
+
+    logreg = {"kind": "logreg"}
+    assert confirm_arms(logreg, ["efficientnet_lite0"], modality.get("image")) == (
+        "efficientnet_lite0", ["logreg", "frozen:source=efficientnet_lite0"])
+    assert confirm_arms(logreg, [], modality.get("tabular")) == ("mlp_tiny", ["logreg"])
+    scratch = {"kind": "scratch", "source": "s", "strategy": "scratch", "lr": 0.01}
+    assert confirm_arms(scratch, ["s"], modality.get("image")) == ("s", ["logreg", "frozen:source=s",
+                                                                         "scratch:lr=0.01"])

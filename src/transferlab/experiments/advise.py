@@ -110,7 +110,7 @@ def advise(
         search(ctx, study, short, progress, end)
         timings["search"] = clock() - started - timings["start_up_and_shortlist"]
         pick = recommend(study, logreg_val)
-        confirmed = confirm(plan, out, pick, data, modality, progress, CONFIRM_SHARE * left)
+        confirmed = confirm(plan, out, pick, data, modality, progress, CONFIRM_SHARE * left, short)
         timings["confirm"] = clock() - started - timings["search"] - timings["start_up_and_shortlist"]
         advice = write_advice(plan, out, pick, short, study, confirmed, logreg_val, timings, clock() - started)
         if zero:
@@ -348,23 +348,35 @@ def arm_spec(pick: dict[str, Any], strategy: str | None = None) -> str:
     return f"{name}:" + ",".join(filter(None, [own, *parts]))
 
 
+def confirm_arms(pick: dict[str, Any], short: list[str], modality: Modality) -> tuple[str, list[str]]:
+    """The confirmation's source and arms: the regression, the pick's arm and its frozen alternative; when the
+    regression or scratch won, frozen of the pick's (or the first shortlisted) source beside them, so that the
+    evidence shows what transfer gave; with no source at all, scratch of the first architecture of this kind of
+    data that trains from random weights (compare adds the scratch arm when it is not listed)."""
+    arms = [LOGREG]
+    source = pick.get("source") or (short[0] if short else None)
+    if pick["kind"] == "transfer":
+        arms.append(arm_spec(pick))
+        if pick["strategy"] != "frozen":
+            arms.append(arm_spec(pick, "frozen"))
+    elif source is not None:
+        arms.append(f"frozen:source={source}")
+    else:
+        source = next(k.name for k in catalogue.source_kinds() if k.modality == modality.name and not k.is_prefix
+                      and k.weights.startswith("none"))
+    if pick["kind"] == "scratch":
+        arms.append(f"scratch:lr={pick['lr']:.3g}")
+    return source, arms
+
+
 def confirm(plan: AdvisePlan, out: Path, pick: dict[str, Any], data: Data, modality: Modality,
-            progress: bool, seconds: float) -> dict[str, Any]:
+            progress: bool, seconds: float, short: list[str]) -> dict[str, Any]:
     """The recommendation beside the frozen alternative, scratch and the logistic regression, through ``compare``
     with ``--seeds`` on the full training split (in ``OUT/confirm``): the test split, seen once. Its trained cells
     share ``seconds`` equally (each stops at its share, flagged as not converged if it had not)."""
     from transferlab.experiments.compare import compare
 
-    arms = [LOGREG]
-    source = pick.get("source") or plan.base.source
-    if pick["kind"] == "transfer":
-        arms.append(arm_spec(pick))
-        if pick["strategy"] != "frozen":
-            arms.append(arm_spec(pick, "frozen"))
-    elif pick["kind"] == "scratch" or plan.candidates:
-        arms.append(f"frozen:source={source}")
-    if pick["kind"] == "scratch":
-        arms.append(f"scratch:lr={pick['lr']:.3g}")
+    source, arms = confirm_arms(pick, short, modality)
     options = {k: v for k, v in plan.base.to_dict().items() if k in {
         "image_size", "batch_size", "weight_decay", "num_workers", "pin_memory", "channels_last", "compile",
         "deterministic", "accelerator", "devices", "precision", "text_model", "max_vectors", "text_column",

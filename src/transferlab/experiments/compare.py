@@ -323,7 +323,8 @@ def summarise(
     summary = {
         "baseline": scratch,
         "largest_size": largest,
-        "interval_method": next(iter(next(iter(by_size[largest].values())).values()))["interval_method"],
+        "interval_method": next((b["interval_method"] for per_arm in by_size[largest].values()
+                                 for b in per_arm.values()), None),  # None: scratch beside the regression only
         "benefits": by_size[largest],
         "benefits_by_size": by_size,
         "data_efficiency": efficiency,

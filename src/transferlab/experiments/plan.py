@@ -54,7 +54,7 @@ def plan(data: str, source: str, arms: list[str] | str, seeds: int, per_class: s
     if any(s.startswith(LOGREG + ":") for s in specs):
         raise UserError(f"arm {LOGREG!r} takes no options: it is a logistic regression on the raw inputs, its "
                         "regularisation chosen by cross-validation")
-    parsed = parse_arms([s for s in specs if s != LOGREG])
+    parsed = parse_arms([s for s in specs if s != LOGREG], logreg)
     if not 2 <= seeds <= 1000:
         raise UserError(f"--seeds {seeds}: confidence intervals need at least 2 seeds (and at most 1,000)")
     if not 0 < threshold <= 1:
@@ -74,17 +74,17 @@ def plan(data: str, source: str, arms: list[str] | str, seeds: int, per_class: s
     return result
 
 
-def parse_arms(arms: list[str] | str) -> list[Arm]:
+def parse_arms(arms: list[str] | str, logreg: bool = False) -> list[Arm]:
     """The trained arms asked for, with the scratch baseline added when missing: every benefit is measured
-    against it."""
+    against it. Scratch alone is a comparison only beside the logistic regression (``logreg``)."""
     parsed = [Arm.parse(a) for a in split_arms(arms)]
     if len({a.name for a in parsed}) != len(parsed):
         raise UserError("--arms lists the same arm twice")
     if not any(is_baseline(a) for a in parsed):
         parsed.insert(0, Arm("scratch", "scratch", {}))
         log.info("added the scratch arm: every benefit is measured against it")
-    if len(parsed) < 2:
-        raise UserError("--arms needs at least one transfer arm besides scratch")
+    if len(parsed) < 2 and not logreg:
+        raise UserError("--arms needs at least one transfer arm besides scratch (or logreg)")
     return parsed
 
 

@@ -220,7 +220,7 @@ def benefit_table(per_arm: dict[str, dict[str, Any]], labels: dict[str, str]) ->
 def write_compare_report(path: Any, results: dict[str, Any]) -> None:
     """One self-contained ``report.html`` for a comparison; its plots are also saved as PNG beside it."""
     cfg = results["config"]
-    method = results.get("interval_method", "student t")
+    method = results.get("interval_method") or "student t"
     name = METRIC_NAMES[results.get("metric", "accuracy")]
     parts = [
         f"<!doctype html><html><head><meta charset=utf-8><title>transferlab compare</title><style>{_CSS}</style>",
@@ -461,7 +461,10 @@ def advise_lines(advice: dict[str, Any], out: Path) -> list[str]:
         return "?" if v is None else fmt_interval(v)
 
     scratch = acc(ev["baseline"])
-    if pick["kind"] == "logreg":
+    if not advice["shortlist"]:
+        first = (f"No source for this data here, so nothing was searched: the baselines only, a logistic regression "
+                 f"(test {logreg:.3f}) and scratch ({scratch}); give --candidates to weigh transfer")
+    elif pick["kind"] == "logreg":
         tried = max((t["value"] or 0.0 for t in advice["trials"]), default=float("nan"))
         first = (f"Nothing beat a logistic regression on the raw inputs on validation: use it (test {logreg:.3f}, "
                  f"validation {advice['logreg_validation']:.3f} against the best trial's {tried:.3f}; "

@@ -30,7 +30,7 @@ def compare_tables(results: dict[str, Any], out: Path) -> Out:
     regression), the asymptote across sizes, negative transfer and the report's path."""
     stdout: list[Any] = []
     stderr: list[Any] = []
-    method = results.get("interval_method", "student t")
+    method = results.get("interval_method") or "student t"
     seeds, name = results["config"]["seeds"], METRIC_NAMES[results.get("metric", "accuracy")]
     for size in results["config"]["per_class"]:
         versus = results.get("versus_logreg", {}).get(size, {})
@@ -48,6 +48,8 @@ def compare_tables(results: dict[str, Any], out: Path) -> Out:
             against = "" if vs is None else Text(f"{fmt_interval(vs)} {vs['verdict']}", style=COLOURS[vs["verdict"]])
             acc.add_row(arm, fmt_interval(v) + learned, conv, against)
         stdout.append(acc)
+        if not results["benefits_by_size"][size]:  # scratch beside the regression only (advise, no source)
+            continue
         table = Table(title=f"did transfer help? {size} labelled examples per class, vs {results['baseline']} "
                       f"(mean [95% {method} interval] over {seeds} seeds)")
         table.add_column("arm", overflow="fold")
