@@ -57,15 +57,16 @@ def export(run_dir: str | Path, out: str | Path, fmt: str = "onnx") -> dict[str,
     raw, dynamic = kind.export_examples(pre)
     transform = pre.transform(augment=False)
     collate = pre.collate or (lambda batch: (torch.stack([x for x, _ in batch]), None))
-    x, _ = collate([(transform(r), 0) for r in raw])
+    x, _ = collate([(transform(r), 0) for r in raw])  # traced with
+    alone, _ = collate([(transform(raw[0]), 0)])  # checked on too: another batch size (a text: another length)
     with torch.inference_mode():
-        expected = model(x)
-    write, check = (_onnx, _check_onnx) if fmt == "onnx" else (_torchscript, _check_torchscript)
+        batches = [(b, model(b)) for b in (x, alone)]
+    write, runner = (_onnx, _onnx_runner) if fmt == "onnx" else (_torchscript, _torchscript_runner)
     checked: dict[str, Any] = {}
 
     def write_checked(tmp: Path) -> None:  # checked before it takes the name: a failed check leaves nothing
         write(model, x, dynamic, tmp)
-        checked.update(check(tmp, x, expected))
+        checked.update(_checked(tmp, runner, batches))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     files.atomic_write(out, write_checked)
@@ -99,29 +100,40 @@ def _torchscript(model: nn.Module, x: torch.Tensor, dynamic: dict[int, str], pat
         torch.jit.save(torch.jit.trace(model, x, check_trace=False), str(path))
 
 
-def _check_onnx(path: Path, x: torch.Tensor, expected: torch.Tensor) -> dict[str, Any]:
+def _onnx_runner(path: Path) -> tuple[Any, str] | None:
+    """The exported file as a function of a batch under onnxruntime (None: onnxruntime is not installed)."""
     if importlib.util.find_spec("onnxruntime") is None:
         log.warning("%s is not checked: onnxruntime is not installed (pip install 'transferlab[export]')", path)
-        return {"runtime": None, "max_abs_difference": None}
+        return None
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
-    return _compared(path, got, expected, f"onnxruntime {onnxruntime.__version__}")
+    return (lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])), \
+        f"onnxruntime {onnxruntime.__version__}"
 
 
-def _check_torchscript(path: Path, x: torch.Tensor, expected: torch.Tensor) -> dict[str, Any]:
-    with torch.inference_mode(), warnings.catch_warnings():
+def _torchscript_runner(path: Path) -> tuple[Any, str]:
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.load's deprecation, as for trace
-        got = torch.jit.load(str(path))(x)
-    return _compared(path, got, expected, f"torch.jit {torch.__version__}")
+        loaded = torch.jit.load(str(path))
+    return loaded, f"torch.jit {torch.__version__}"
 
 
-def _compared(path: Path, got: torch.Tensor, expected: torch.Tensor, runtime: str) -> dict[str, Any]:
-    """The check's record; an exported file whose outputs differ from the model's is refused."""
-    diff = float((got.float() - expected).abs().max()) if got.shape == expected.shape else float("inf")
+def _checked(path: Path, runner: Any, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+    """The check's record: the file's outputs on each batch against the run's; a difference above
+    :data:`TOLERANCE` refuses the file."""
+    run = runner(path)
+    if run is None:
+        return {"runtime": None, "max_abs_difference": None}
+    fn, runtime = run
+    diff = 0.0
+    with torch.inference_mode():
+        for x, expected in batches:
+            got = fn(x)
+            diff = max(diff, float((got.float() - expected).abs().max()) if got.shape == expected.shape
+                       else float("inf"))
     if not diff <= TOLERANCE:
         raise UserError(f"the exported model gives probabilities up to {diff:.2g} away from the run's under "
                         f"{runtime} (more than {TOLERANCE:g}): this model does not export faithfully to this format")
-    return {"runtime": runtime, "inputs": int(expected.shape[0]), "max_abs_difference": diff,
+    return {"runtime": runtime, "batches": [list(x.shape) for x, _ in batches], "max_abs_difference": diff,
             "tolerance": TOLERANCE}
