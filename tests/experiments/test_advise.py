@@ -193,3 +193,29 @@ def test_the_confirmation_always_shows_what_transfer_gave() -> None:
     scratch = {"kind": "scratch", "source": "s", "strategy": "scratch", "lr": 0.01}
     assert confirm_arms(scratch, ["s"], modality.get("image")) == ("s", ["logreg", "frozen:source=s",
                                                                          "scratch:lr=0.01"])
+
+
+def test_the_confirmation_vetoes_a_pick_the_regression_clearly_beats() -> None:
+    """Only towards the simpler model: "no" against the regression on the test split turns the pick into the
+    regression (and the first line says why); "inconclusive" keeps it."""
+    from transferlab.experiments.advise import veto
+    from transferlab.report.html import advise_lines
+
+    pick = {"kind": "transfer", "source": "s", "strategy": "lpft", "lr": 0.016, "reuse": None, "validation": 0.81}
+    arm = "lpft:source=s,lr=0.016"
+    lower = {"mean": -0.016, "ci_low": -0.025, "ci_high": -0.006, "verdict": "no"}
+    confirmed = {"largest_size": "all", "versus_logreg": {"all": {arm: lower}}}
+    kept = veto(pick, arm, {**confirmed, "versus_logreg": {"all": {arm: {**lower, "verdict": "inconclusive"}}}},
+                0.8)
+    assert kept == (pick, arm)
+    vetoed, to = veto(pick, arm, confirmed, 0.8)
+    assert to == "logreg" and vetoed["kind"] == "logreg" and vetoed["vetoed"]["strategy"] == "lpft"
+    advice = {"recommendation": {**vetoed, "arm": to}, "size": "all", "shortlist": ["s"], "trials": [],
+              "seconds": 60.0, "budget_seconds": 600.0, "train_seconds": {},
+              "evidence": {"baseline": "scratch", "logreg": {"all": {"test_score": 0.82}}, "versus_logreg": {},
+                           "data_efficiency": {"scratch": {"all": {"mean": 0.81, "ci_low": 0.77, "ci_high": 0.84}},
+                                               arm: {"all": {"mean": 0.804, "ci_low": 0.79, "ci_high": 0.81}},
+                                               "logreg": {"all": {"mean": 0.82}}}}}
+    first = advise_lines(advice, Path("out"))[0]
+    assert first.startswith("Use a logistic regression on the raw inputs (test 0.820): the best searched")
+    assert "lpft of s at lr 0.016, scored lower on the test split (0.804" in first

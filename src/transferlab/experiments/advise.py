@@ -401,7 +401,7 @@ def write_advice(plan: AdvisePlan, out: Path, pick: dict[str, Any], short: list[
 
     size = confirmed["largest_size"]
     efficiency = confirmed["data_efficiency"]
-    arm = recommended_arm(pick, confirmed)
+    pick, arm = veto(pick, recommended_arm(pick, confirmed), confirmed, logreg_val)
     config = None
     if pick["kind"] in ("transfer", "scratch"):
         config = plan.base.replace(source=pick["source"], strategy=pick["strategy"], reuse=pick.get("reuse"),
@@ -421,6 +421,19 @@ def write_advice(plan: AdvisePlan, out: Path, pick: dict[str, Any], short: list[
     })
     write_advise_report(out / "report.html", advice)
     return advice
+
+
+def veto(pick: dict[str, Any], arm: str | None, confirmed: dict[str, Any], logreg_val: float,
+         ) -> tuple[dict[str, Any], str | None]:
+    """The recommendation after the confirmation, which may only veto in favour of the simpler model: a searched
+    best that the regression clearly beats on the test split (paired over the seeds: verdict "no") gives way to
+    the regression, and the advice says why (on the blobs' problem 2, where nothing transfers, the search's pick
+    by 150 validation examples did this)."""
+    against = confirmed["versus_logreg"].get(confirmed["largest_size"], {}).get(arm or "")
+    if pick["kind"] == "logreg" or against is None or against["verdict"] != "no":
+        return pick, arm
+    return {"kind": "logreg", "validation": logreg_val, "trial": None,
+            "vetoed": {**pick, "arm": arm, "versus_logreg": against}}, LOGREG
 
 
 def recommended_arm(pick: dict[str, Any], confirmed: dict[str, Any]) -> str | None:

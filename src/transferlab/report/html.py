@@ -464,6 +464,11 @@ def advise_lines(advice: dict[str, Any], out: Path) -> list[str]:
     if not advice["shortlist"]:
         first = (f"No source for this data here, so nothing was searched: the baselines only, a logistic regression "
                  f"(test {logreg:.3f}) and scratch ({scratch}); give --candidates to weigh transfer")
+    elif pick.get("vetoed"):
+        v = pick["vetoed"]
+        first = (f"Use a logistic regression on the raw inputs (test {logreg:.3f}): the best searched configuration, "
+                 f"{v['strategy']} of {v['source']} at lr {v['lr']:.2g}, scored lower on the test split "
+                 f"({acc(v['arm'])}, paired difference {fmt_interval(v['versus_logreg'])}); scratch {scratch}")
     elif pick["kind"] == "logreg":
         tried = max((t["value"] or 0.0 for t in advice["trials"]), default=float("nan"))
         first = (f"Nothing beat a logistic regression on the raw inputs on validation: use it (test {logreg:.3f}, "
