@@ -107,6 +107,18 @@ def test_a_capped_run_says_it_did_not_converge(base_run: Path, tmp_path: Path) -
     assert describe(result.training).startswith("NOT converged: stopped at the cap")
 
 
+
+def test_max_time_stops_a_run_even_before_its_minimum_steps(base_run: Path, tmp_path: Path) -> None:
+    """Lightning's max_time waits for min_steps; --max-time (advise's caps) does not: 1 s, not 100,000 steps."""
+    import time
+
+    start = time.monotonic()
+    result = api.fit(_data(base_run), out=tmp_path / "r", source="cnn_tiny", strategy="scratch", max_time=1.0,
+                     min_steps=100_000, progress=False)
+    assert result.training["steps"] < 100_000 and result.training["converged"] is False
+    assert time.monotonic() - start < 30  # one second of training, with start-up and the test around it
+
+
 # --- 4. an arm that learned nothing is said to have learned nothing ----------------------------------------------
 
 

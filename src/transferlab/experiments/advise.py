@@ -301,6 +301,15 @@ class Report(L.Callback):
             self.trial.set_user_attr("stopped", "the budget")
             raise optuna.TrialPruned()
 
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        """Between validations too: a long epoch (a sentence encoder's on a CPU) overran a 10-minute budget's
+        search share by a minute when only validations looked at the clock."""
+        import optuna
+
+        if self.ctx.clock() >= self.ctx.deadline():
+            self.trial.set_user_attr("stopped", "the budget")
+            raise optuna.TrialPruned()
+
 
 def run_trial(ctx: Context, trial: Any, short: list[str], progress: bool) -> float:
     """One trial: a ``fit`` to convergence on the training split, judged by its validation accuracy. Its run
