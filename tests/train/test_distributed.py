@@ -30,27 +30,17 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_folder(tmp_path_factory.mktemp("ddp") / "data", n_per_class=21)  # val and test: 9 each (odd)
 
 
-@pytest.fixture(scope="module")
-def source_run(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A developed source (four epochs of scratch) for the tests that reuse one."""
-    where = tmp_path_factory.mktemp("ddp-source")
-    base = run("fit", str(folder), "--source", "cnn_tiny", "--strategy", "scratch", "--epochs", "4", "--lr", "3e-3",
-               "--out", "src", cache=where / "c", cwd=where)
-    assert base.returncode == 0, base.stderr
-    return where / "src"
-
-
 def metrics(run_dir: Path) -> list[dict[str, float]]:
     lines = (run_dir / "metrics.csv").read_text().splitlines()
     return [dict(zip(lines[0].split(","), map(float, line.split(",")), strict=True)) for line in lines[1:]]
 
 
 def test_two_processes_write_one_run_validate_every_example_once_and_share_the_features(
-        folder: Path, source_run: Path, tmp_path: Path) -> None:
+        folder: Path, base_run: Path, tmp_path: Path) -> None:
     """A frozen DDP run against the same run in one process: one run directory, the test printed once, every
     validation example counted once (an odd split, so the distributed sampler pads), features extracted in shards
     equal to one process's."""
-    frozen = ["--source", str(source_run), "--strategy", "frozen", "--epochs", "15", "--lr", "1e-2", "--seed", "1"]
+    frozen = ["--source", str(base_run), "--strategy", "frozen", "--epochs", "15", "--lr", "1e-2", "--seed", "1"]
     two = run("-v", "fit", str(folder), *frozen, *DDP, "--out", "two", cache=tmp_path / "c2", cwd=tmp_path)
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("test accuracy") == 1  # printed by rank 0 only
@@ -146,12 +136,12 @@ def two_processes(tmp_path: Path, data: Path, source: str, strategy: str, *extra
     return zero, one
 
 
-def test_gradual_trains_the_same_weights_on_every_process(folder: Path, source_run: Path, tmp_path: Path) -> None:
+def test_gradual_trains_the_same_weights_on_every_process(folder: Path, base_run: Path, tmp_path: Path) -> None:
     """Blocks that gradual opens mid-run are synchronised like the rest (DDP wraps the model before they open)."""
     import torch
 
-    zero, _ = two_processes(tmp_path, folder, str(source_run), "gradual:every=1")
-    source = load_file(str(source_run / "model.safetensors"))
+    zero, _ = two_processes(tmp_path, folder, str(base_run), "gradual:every=1")
+    source = load_file(str(base_run / "model.safetensors"))
     assert not torch.equal(zero["blocks.conv3.0.weight"], source["blocks.conv3.0.weight"])  # opened in epoch 2
     assert torch.equal(zero["blocks.conv1.0.weight"], source["blocks.conv1.0.weight"])  # never opened
 
