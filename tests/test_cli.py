@@ -264,7 +264,7 @@ def test_text_fit_predict_and_bad_text_input(tmp_path: Path) -> None:
 def test_text_demo_runs_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from transferlab import api
 
-    monkeypatch.setitem(api.DEMO_TEXT_QUICK, "per_class", "3")
+    monkeypatch.setitem(api.DEMO_TEXT_QUICK, "per_class", "2")
     monkeypatch.setitem(api.DEMO_TEXT_QUICK, "epochs", 1)
     monkeypatch.setitem(api.DEMO_TEXT_QUICK, "seeds", 2)
     monkeypatch.setitem(api.DEMO_TEXT_QUICK, "eval_per_class", 4)
