@@ -23,7 +23,7 @@ def _inputs(run: Path, raw: list) -> torch.Tensor:
 
     card = api.run_card(run)
     pre = modality.get(card["modality"]).preprocessing_from_dict(card["preprocessing"])
-    collate = pre.collate or (lambda batch: (torch.stack([x for x, _ in batch]), None))
+    collate = pre.collate or torch.utils.data.default_collate  # (input, label) pairs -> batches
     return collate([(pre.transform()(r), 0) for r in raw])[0]
 
 

@@ -150,6 +150,10 @@ def predict(
         raise UserError(f"the batch size must be at least 1, not {batch_size}")
     if top < 1:
         raise UserError(f"--top must be at least 1, not {top}")
+    card_path = Path(model) / "model.json"
+    if is_run and top > 1 and card_path.is_file():  # a run's classes are in its card: refused before torch loads
+        card = files.read_json(card_path, "model card")
+        _check_top(top, card.get("classes") if isinstance(card, dict) else None, model)
     import warnings
     from concurrent.futures import ThreadPoolExecutor
 
@@ -162,8 +166,7 @@ def predict(
     net, classes, modality, pre, options = _run_classifier(Path(model), text_column) if is_run else \
         _source_classifier(str(model))
     temperature = options.pop("temperature", 1.0)
-    if top > len(classes):
-        raise UserError(f"--top {top} asks for more labels than the {len(classes)} classes {model} knows")
+    _check_top(top, classes, model)
     bad: list[tuple[str, str]] = skipped if skipped is not None else []
     first_bad = len(bad)
     try:
@@ -177,7 +180,7 @@ def predict(
         raise UserError("nothing to classify in " + ", ".join(map(str, paths)))
 
     transform = pre.transform(augment=False)
-    collate = pre.collate or (lambda batch: (torch.stack([x for x, _ in batch]), None))
+    collate = pre.collate or torch.utils.data.default_collate  # (input, label) pairs -> batches
     rows: list[tuple[str, str, float]] = []
 
     def load(item: tuple[str, Any]) -> Any:
@@ -223,6 +226,11 @@ def predict(
     if new_bad:
         log.debug("skipped %d of %d files that cannot be read", len(new_bad), n_files)
     return rows
+
+
+def _check_top(top: int, classes: Any, model: str | Path) -> None:
+    if isinstance(classes, list) and top > len(classes):
+        raise UserError(f"--top {top} asks for more labels than the {len(classes)} classes {model} knows")
 
 
 def _check_classifier_source(spec: str) -> None:

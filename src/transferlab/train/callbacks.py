@@ -214,7 +214,6 @@ class EpochBar(TQDMProgressBar):
         return metrics
 
 
-
 class EpochLine(L.Callback):
     """One log line at every epoch that validated (about every 10 steps, see train/budget.py): what a log file
     keeps, with or without the bar (``--quiet`` silences it)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -151,18 +150,17 @@ def experiment_logger(cfg: Any, out: Path) -> Any:
 
 
 class TimeCap(L.Callback):
-    """``--max-time`` as a hard cap: Lightning's own (its ``Timer``) asks to stop but is ignored until ``min_steps``
-    are done, so once the time is up the minimum is lifted too (an advise confirmation cell capped at 37 s trained
-    90 s without this)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.start = seconds, 0.0
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start = time.monotonic()
+    """``--max-time`` as a hard cap. Lightning's own (its ``Timer``, whose elapsed time is in the checkpoint, so a
+    resumed run continues the same cap) asks to stop but is ignored until ``min_steps`` are done; once its time is
+    up, the minimum is lifted too (an advise confirmation cell capped at 37 s trained 90 s without this)."""
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.strategy.broadcast(time.monotonic() - self.start >= self.seconds):  # every process alike
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        left = timer.time_remaining() if timer is not None else None
+        up = left is not None and left <= 0
+        if trainer.strategy.broadcast(up):  # every process alike
             trainer.fit_loop.epoch_loop.min_steps = None
             trainer.fit_loop.min_epochs = None
             trainer.should_stop = True
@@ -198,7 +196,7 @@ def _trainer(out: Path, budget: Budget | None, progress: bool, callbacks: list[L
         use_distributed_sampler=False,
         logger=False if budget is None else experiment_logger(cfg, out),  # (None: only asking about the hardware)
         callbacks=[*callbacks, *ckpt, EpochLine(), *([EpochBar()] if progress else []),
-                   *([TimeCap(budget.max_time)] if budget is not None and budget.max_time is not None else [])],
+                   *([TimeCap()] if budget is not None and budget.max_time is not None else [])],
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,

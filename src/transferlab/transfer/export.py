@@ -56,7 +56,7 @@ def export(run_dir: str | Path, out: str | Path, fmt: str = "onnx") -> dict[str,
     model = Probabilities(net.eval(), temperature).eval()
     raw, dynamic = kind.export_examples(pre)
     transform = pre.transform(augment=False)
-    collate = pre.collate or (lambda batch: (torch.stack([x for x, _ in batch]), None))
+    collate = pre.collate or torch.utils.data.default_collate  # (input, label) pairs -> batches
     x, _ = collate([(transform(r), 0) for r in raw])  # traced with
     alone, _ = collate([(transform(raw[0]), 0)])  # checked on too: another batch size (a text: another length)
     with torch.inference_mode():

@@ -266,20 +266,19 @@ class LPFT(Finetune):
 
         model, was_training = self.model_, self.model_.training
         loader = trainer.datamodule.loader("train")
-        feats = run_inference(model.prefix(len(model.blocks)), loader, channels_last=pl_module.channels_last)
+        feats = run_inference(model.prefix(len(model.blocks)), loader,
+                              channels_last=pl_module.channels_last).double().numpy()
         labels = np.asarray(trainer.datamodule.splits["train"].labels)
-        weight, bias, c = linear_head(feats.double().numpy(), labels, model.head.out_features,
-                                      seed=int(torch.initial_seed()) % 2**32)
+        weight, bias, c = linear_head(feats, labels, model.head.out_features, seed=int(torch.initial_seed()) % 2**32)
         weight, bias = trainer.strategy.broadcast((weight, bias), src=0)  # one head on every process
         with torch.no_grad():
             model.head.weight.copy_(torch.as_tensor(weight, dtype=model.head.weight.dtype))
             model.head.bias.copy_(torch.as_tensor(bias, dtype=model.head.bias.dtype))
         model.train(was_training)
-        self.probe_ = {"C": c, "train_accuracy": float(((feats.double().numpy() @ weight.T + bias).argmax(1)
-                                                        == labels).mean())}
         if self.wise < 1:
             self.start_ = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        log.info("linear probe: C %.3g, training accuracy %.4f", c, self.probe_["train_accuracy"])
+        log.info("linear probe: C %.3g, training accuracy %.4f", c,
+                 float(((feats @ weight.T + bias).argmax(1) == labels).mean()))
 
     def before_test(self, model: TransferModel) -> None:
         """WiSE-FT: the weights averaged with the probe's starting point (floating-point tensors only)."""
