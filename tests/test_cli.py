@@ -95,7 +95,7 @@ def test_hardware_and_impute_reach_the_api(command: str, monkeypatch: pytest.Mon
     assert {n: default[n] for n in names} == {n: getattr(FitConfig(), n) for n in names}
     assert {n: given[n] for n in names} == dict(
         accelerator="cpu", devices="0,1", num_nodes=2, distributed="ddp", precision="bf16-mixed", compile=True,
-        channels_last=False, pin_memory=True, deterministic=True, num_workers=1, impute="mean")
+        channels_last=False, pin_memory=True, deterministic=True, num_workers="1", impute="mean")
 
 
 def test_fit_then_predict_end_to_end_on_bundled_data(tmp_path: Path) -> None:
@@ -172,6 +172,8 @@ def test_strict_fails_before_training_with_the_list(bad_folder: Path, tmp_path: 
         (["fit", "fashion-mnist:classes=5-9", "--precision", "8", "--out", "{tmp}/o"], ["--precision must be one of"]),
         (["fit", "fashion-mnist:classes=5-9", "--distributed", "fsdp", "--out", "{tmp}/o"], ["not supported"]),
         (["fit", "fashion-mnist:classes=5-9", "--impute", "median", "--out", "{tmp}/o"], ["--impute", "median"]),
+        (["fit", "fashion-mnist:classes=5-9", "--num-workers", "many", "--out", "{tmp}/o"],
+         ["--num-workers must be a count from 0 to 1,024 or auto, not 'many'"]),
         (["predict", "{tmp}", "{tmp}"], ["not a transferlab run directory"]),
         (["predict", "/nonexistent/run", "x.png"], ["/nonexistent/run"]),
     ],

@@ -30,7 +30,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "min_steps": (0, 10**9),
     "max_time": (1.0, 1e8), "patience": (1, 10_000), "batch_size": (1, 1 << 20), "lr": (0.0, 10.0),
     "backbone_lr_mult": (0.0, 100.0), "weight_decay": (0.0, 10.0), "reuse": (1, 100_000), "image_size": (16, 4096),
-    "per_class": (1, 10**9), "eval_per_class": (1, 10**9), "max_vectors": (1, 10**9), "num_workers": (0, 1024),
+    "per_class": (1, 10**9), "eval_per_class": (1, 10**9), "max_vectors": (1, 10**9),
     "num_nodes": (1, 100_000), "val_fraction": (0.0, 1.0), "test_fraction": (0.0, 1.0),
 }
 
@@ -123,7 +123,8 @@ class FitConfig:
     strict: bool = opt(False, "Refuse unreadable files (naming them) instead of skipping them.")
     cache: bool = opt(True, "frozen: train on cached features.")
     # where and how training runs (passed to Lightning's Trainer)
-    num_workers: int = opt(0, "DataLoader worker processes.")
+    num_workers: str = opt("auto", "DataLoader worker processes: a count, or auto (none when training on a CPU, "
+                           "whose cores the model uses; with GPUs, up to 8 per GPU).")
     pin_memory: bool | None = opt(None, "Pinned host memory for batches. Default: on with a GPU.")
     channels_last: bool = opt(True, "Images in channels_last memory layout.")
     compile: bool = opt(False, "torch.compile the trained network.")
@@ -155,6 +156,8 @@ class FitConfig:
                       "mean (mean).")
 
     def __post_init__(self) -> None:
+        if isinstance(self.num_workers, int) and not isinstance(self.num_workers, bool):  # a count from a JSON file
+            object.__setattr__(self, "num_workers", str(self.num_workers))
         for f in fields(self):  # values from a file (--config, a resumed config.json) may be of any JSON type
             kind, value = _KIND.get(str(f.type).replace(" | None", "")), getattr(self, f.name)
             if kind is not None and not (value is None and "None" in str(f.type)) and (
@@ -186,6 +189,8 @@ class FitConfig:
              "evaluates and saves the whole model)"),
             (not (self.accelerator == "cpu" and self.precision == "16-mixed"),
              "--precision 16-mixed needs a GPU; on the CPU use bf16-mixed (or the default 32)"),
+            (self.num_workers == "auto" or (self.num_workers.isdigit() and int(self.num_workers) <= 1024),
+             f"--num-workers must be a count from 0 to 1,024 or auto, not {self.num_workers!r}"),
             (self.devices == "auto" or all(p.strip().isdigit() for p in str(self.devices).split(",") if p.strip()),
              f"--devices must be a count, 'auto' or a list such as 0,1, not {self.devices!r}"),
         ]
@@ -194,6 +199,17 @@ class FitConfig:
                 raise UserError(message)
         if self.image_size is not None:
             check_batch_memory(self.image_size, self.batch_size)
+
+    def workers(self, on_gpu: bool) -> int:
+        """--num-workers as a count. auto: none when training on a CPU (the model's threads use every core, and a
+        decoded image costs a copy), else up to 8 per GPU with a core per GPU left to its training process."""
+        if self.num_workers != "auto":
+            return int(self.num_workers)
+        if not on_gpu:
+            return 0
+        import torch
+
+        return max(1, min(8, (os.cpu_count() or 2) // max(1, torch.cuda.device_count()) - 1))
 
     @property
     def data_seed(self) -> int:

@@ -79,6 +79,14 @@ class SplitDataset:
         return self.transform(self.split.load(i)), int(self.split.labels[i])
 
 
+def split_dataset(split: Any, pre: Any, augment: bool = False) -> Any:
+    """What a DataLoader reads for ``split``: the preprocessing's own dataset when it has one (images: decoded once,
+    see :mod:`transferlab.data.decoded`), else :class:`SplitDataset` over its transform."""
+    own = getattr(pre, "dataset", None)
+    ds = own(split, augment) if own is not None else None
+    return ds if ds is not None else SplitDataset(split, pre.transform(augment))
+
+
 def check_settings(seed: int, val_fraction: float, test_fraction: float, per_class: int | None) -> None:
     if seed < 0:
         raise UserError(f"seed must be a non-negative integer, got {seed}")

@@ -33,20 +33,37 @@ class ImagePreprocessing:
         (tuned arms only) is deliberately light: a mild random resized crop and a horizontal flip."""
         from torchvision.transforms import v2
 
-        size = self.input_size
-        interp = v2.InterpolationMode(self.interpolation) if self.interpolation in INTERPOLATIONS else \
-            v2.InterpolationMode.BILINEAR
         if augment:
-            geometry = [
-                v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.9, 1.1), interpolation=interp, antialias=True),
+            geometry = v2.Compose([
+                v2.ToImage(),
+                v2.RandomResizedCrop(self.input_size, scale=(0.7, 1.0), ratio=(0.9, 1.1),
+                                     interpolation=self._interpolation(), antialias=True),
                 v2.RandomHorizontalFlip(),
-            ]
+            ])
         else:
-            geometry = [v2.Resize(int(round(size / self.crop_pct)), interpolation=interp, antialias=True),
-                        v2.CenterCrop(size)]
-        return v2.Compose(
-            [v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
-        )
+            geometry = self.view(self.crop_pct)
+        return v2.Compose([geometry, v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
+
+    def view(self, crop_pct: float) -> Callable[[Any], torch.Tensor]:
+        """PIL RGB image -> uint8 tensor (3, S, S): resized to ``S / crop_pct`` on its shorter side, centre-cropped
+        to S (evaluation's geometry; :mod:`transferlab.data.decoded` stores it)."""
+        from torchvision.transforms import v2
+
+        return v2.Compose([v2.ToImage(), v2.Resize(int(round(self.input_size / crop_pct)),
+                                                   interpolation=self._interpolation(), antialias=True),
+                           v2.CenterCrop(self.input_size)])
+
+    def _interpolation(self) -> Any:
+        from torchvision.transforms import v2
+
+        return v2.InterpolationMode(self.interpolation) if self.interpolation in INTERPOLATIONS else \
+            v2.InterpolationMode.BILINEAR
+
+    def dataset(self, split: Any, augment: bool = False) -> torch.utils.data.Dataset | None:
+        """``split`` decoded once into the cache (:mod:`transferlab.data.decoded`), or None when it cannot be."""
+        from transferlab.data.decoded import decoded_dataset
+
+        return decoded_dataset(split, self, augment)
 
     def resized(self, size: int | None) -> ImagePreprocessing:
         """The same preprocessing at another input size (``None`` keeps the source's)."""

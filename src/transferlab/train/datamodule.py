@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from transferlab.config import FitConfig
-from transferlab.data.splits import SplitDataset
+from transferlab.data.decoded import DecodedDataset, augment_batch
+from transferlab.data.splits import split_dataset
 from transferlab.sources.base import Source, state_fingerprint
 from transferlab.train.features import cache_key, cached_features
 from transferlab.train.samplers import EpochSampler, EpochSeeded, Padded
@@ -21,12 +22,13 @@ INFERENCE_BATCH = 64
 
 def make_loader(
     ds: torch.utils.data.Dataset, cfg: FitConfig, shuffle: bool, collate: Any = None, rank: int = 0, world: int = 1,
-    pin_memory: bool = False, augment: bool = False, labels: Any = None,
+    pin_memory: bool = False, augment: bool = False, labels: Any = None, on_gpu: bool = False,
 ) -> DataLoader:
     """Training batches at --batch-size in a seeded per-epoch order (this process's share of it under DDP), each
     example's augmentation seeded by (seed, epoch, index); inference at least 64 at a time (benchmarks/overhead.py:
     extraction is up to 9% faster at 64 than at 32 on 2 cores), under DDP every ``world``-th example of the split
-    padded as :class:`Padded` says. ``labels``: the training labels, which ``--sampler balanced`` draws by."""
+    padded as :class:`Padded` says. ``labels``: the training labels, which ``--sampler balanced`` draws by.
+    Workers (``--num-workers``, auto by ``on_gpu``) stay alive from one epoch to the next."""
     if shuffle:
         by = labels if cfg.sampler == "balanced" else None
         sampler, size = EpochSampler(len(ds), cfg.seed, rank, world, by), cfg.batch_size
@@ -37,13 +39,14 @@ def make_loader(
         if world > 1:
             ds = Padded(ds, world)
             sampler = list(range(rank, len(ds), world))
-    return DataLoader(ds, sampler=sampler, batch_size=size, num_workers=cfg.num_workers, collate_fn=collate,
-                      pin_memory=pin_memory, persistent_workers=cfg.num_workers > 0)
+    workers = cfg.workers(on_gpu)
+    return DataLoader(ds, sampler=sampler, batch_size=size, num_workers=workers, collate_fn=collate,
+                      pin_memory=pin_memory, persistent_workers=workers > 0)
 
 
-def plain_loaders(splits: dict[str, Any], pre: Any, cfg: FitConfig) -> dict[str, DataLoader]:
+def plain_loaders(splits: dict[str, Any], pre: Any, cfg: FitConfig, on_gpu: bool = False) -> dict[str, DataLoader]:
     """Every split, unaugmented and in order: what a frozen prefix's features are computed from."""
-    return {s: make_loader(SplitDataset(d, pre.transform(False)), cfg, False, pre.collate) for s, d in splits.items()}
+    return {s: make_loader(split_dataset(d, pre), cfg, False, pre.collate, on_gpu=on_gpu) for s, d in splits.items()}
 
 
 class RunData(L.LightningDataModule):
@@ -58,13 +61,17 @@ class RunData(L.LightningDataModule):
         self.feats: dict[str, torch.Tensor] | None = None
         self.cache_hit: bool | None = None
         self.feature_seconds = 0.0
+        self.on_device = False  # training batches augmented on the device (see on_after_batch_transfer)
 
     def _where(self) -> tuple[int, int, bool]:
         t = self.trainer
         if t is None:
             return 0, 1, False
-        pin = self.cfg.pin_memory if self.cfg.pin_memory is not None else t.strategy.root_device.type == "cuda"
+        pin = self.cfg.pin_memory if self.cfg.pin_memory is not None else self._on_gpu()
         return t.global_rank, t.world_size, pin
+
+    def _on_gpu(self) -> bool:
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     def setup(self, stage: str | None = None) -> None:
         if self.prefix is not None and self.feats is None:
@@ -72,26 +79,37 @@ class RunData(L.LightningDataModule):
             if self.trainer is not None:
                 self.prefix.to(self.trainer.strategy.root_device)
             self.feats, self.cache_hit, self.feature_seconds = cached_features(
-                self.key, self.prefix, plain_loaders(self.splits, self.pre, self.cfg), self.progress, rank, world,
-                self.channels_last)
+                self.key, self.prefix, plain_loaders(self.splits, self.pre, self.cfg, self._on_gpu()), self.progress,
+                rank, world, self.channels_last)
             self.prefix.cpu()
 
     def dataset(self, split: str, augment: bool = False) -> torch.utils.data.Dataset:
         if self.feats is not None:
             return TensorDataset(self.feats[split], torch.as_tensor(self.splits[split].labels))
-        return SplitDataset(self.splits[split], self.pre.transform(augment))
+        return split_dataset(self.splits[split], self.pre, augment)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training images decoded once arrive as uint8 with their crops: augmented here, on the training device."""
+        x, y = batch
+        if self.on_device and isinstance(x, list | tuple):
+            x = augment_batch(*x, self.pre.mean, self.pre.std)
+        return x, y
 
     def _collate(self) -> Any:
         return None if self.feats is not None else self.pre.collate
 
     def train_dataloader(self) -> DataLoader:
         rank, world, pin = self._where()
-        return make_loader(self.dataset("train", self.augment), self.cfg, True, self._collate(), rank, world, pin,
-                           augment=self.augment and self.feats is None, labels=self.splits["train"].labels)
+        ds = self.dataset("train", self.augment)
+        self.on_device = isinstance(ds, DecodedDataset) and ds.augment
+        return make_loader(ds, self.cfg, True, self._collate(), rank, world, pin,
+                           augment=self.augment and self.feats is None, labels=self.splits["train"].labels,
+                           on_gpu=self._on_gpu())
 
     def val_dataloader(self) -> DataLoader:
         rank, world, pin = self._where()
-        return make_loader(self.dataset("val"), self.cfg, False, self._collate(), rank, world, pin)
+        return make_loader(self.dataset("val"), self.cfg, False, self._collate(), rank, world, pin,
+                           on_gpu=self._on_gpu())
 
     def loader(self, split: str, keep: np.ndarray | None = None) -> DataLoader:
         """The whole split (or the positions ``keep`` of it) in one process: test curves and the final test."""

@@ -1,0 +1,91 @@
+"""Images decoded once: the store gives evaluation exactly today's tensors, is read rather than rebuilt, is rebuilt
+when damaged, steps aside when the disk has no room, and training crops are seeded per example and applied on the
+batch as torchvision would."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from transferlab.data import decoded as dec
+from transferlab.data.images import ImageSplit
+from transferlab.data.splits import SplitDataset, split_dataset
+from transferlab.sources.base import ImagePreprocessing
+from transferlab.train.samplers import EpochSeeded
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> ImageSplit:
+    """Six non-square photos of different sizes: the resize and the centre crop both matter."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (w, h) in enumerate([(40, 30), (30, 52), (64, 64), (25, 25), (90, 33), (33, 90)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1])
+    return ImageSplit(np.arange(6) % 2, paths=paths)
+
+
+PRE = ImagePreprocessing(32, crop_pct=0.875, interpolation="bicubic")
+
+
+def test_evaluation_reads_the_store_exactly_as_the_transform_made_it(photos: ImageSplit) -> None:
+    ds = split_dataset(photos, PRE)
+    assert isinstance(ds, dec.DecodedDataset)
+    old = SplitDataset(photos, PRE.transform(False))
+    for i in range(len(photos)):
+        assert torch.equal(ds[i][0], old[i][0]) and ds[i][1] == old[i][1]
+
+
+def test_a_store_is_read_not_rebuilt_and_rebuilt_when_damaged(photos: ImageSplit, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    path = dec.decoded(photos, PRE, 1.0)
+    expected = np.load(path).copy()
+    with monkeypatch.context() as m:  # a second run decodes nothing
+        m.setattr(ImageSplit, "load", lambda self, i: pytest.fail("decoded a stored image again"))
+        assert dec.decoded(photos, PRE, 1.0) == path
+    with open(path, "r+b") as f:  # one byte of the pixels changed
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 0xFF]))
+    with caplog.at_level(logging.WARNING):
+        assert dec.decoded(photos, PRE, 1.0) == path
+    assert "checksum does not match" in caplog.text
+    assert np.array_equal(np.load(path), expected)
+
+
+def test_no_room_on_the_disk_decodes_every_epoch_as_before(photos: ImageSplit, monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    monkeypatch.setenv("TRANSFERLAB_CACHE_DIR", str(tmp_path / "full"))
+    monkeypatch.setattr(dec.shutil, "disk_usage", lambda p: type("U", (), {"free": dec.MIN_FREE})())
+    assert isinstance(split_dataset(photos, PRE, augment=True), SplitDataset)
+    assert not list((tmp_path / "full").rglob("*.npy"))
+
+
+def test_training_crops_depend_on_seed_epoch_and_index_only(photos: ImageSplit) -> None:
+    ds = EpochSeeded(split_dataset(photos, PRE, augment=True), seed=3, reseed=True)
+    forward = [ds[(i, 2)][0][1] for i in range(6)]
+    backward = [ds[(i, 2)][0][1] for i in reversed(range(6))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward, strict=True))
+    assert not all(torch.equal(a, ds[(i, 3)][0][1]) for i, a in enumerate(forward))  # another epoch, other crops
+    for top, left, h, w, flip in forward:  # inside the image, area and aspect in the stated ranges (or the whole)
+        assert 0 <= top and top + h <= 32 and 0 <= left and left + w <= 32 and flip in (0.0, 1.0)
+        assert (h, w) == (32, 32) or (dec.SCALE[0] * 32**2 <= h * w and 0.8 <= w / h <= 1.2)  # the ratio after rounding
+
+
+def test_the_batch_is_augmented_as_torchvision_crops_resizes_and_flips() -> None:
+    from torchvision.transforms.v2 import functional as F
+
+    images = torch.randint(0, 256, (3, 3, 24, 24), dtype=torch.uint8)
+    crops = torch.tensor([[2, 3, 20, 19, 0], [0, 0, 24, 24, 1], [5, 1, 17, 18, 1]], dtype=torch.float32)
+    out = dec.augment_batch(images, crops, PRE.mean, PRE.std)
+    for x, (top, left, h, w, flip), got in zip(images, crops.int().tolist(), out, strict=True):
+        ref = F.resized_crop(x.float(), top, left, h, w, [24, 24], antialias=False)
+        ref = F.normalize((ref.flip(-1) if flip else ref) / 255, PRE.mean, PRE.std)
+        assert torch.allclose(got[:, 1:-1, 1:-1], ref[:, 1:-1, 1:-1], atol=1e-4)  # the border reads past the crop
+    assert torch.allclose(out[1], F.normalize(images[1].float().flip(-1) / 255, PRE.mean, PRE.std), atol=1e-5)

@@ -1,0 +1,38 @@
+"""Feeding the device: loader workers chosen by where training runs, and the allocator found where pip put it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from transferlab import allocator
+from transferlab.config import FitConfig
+from transferlab.errors import UserError
+
+
+def test_num_workers_auto_is_none_on_a_cpu_and_some_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    cfg = FitConfig()
+    assert cfg.num_workers == "auto" and cfg.workers(on_gpu=False) == 0
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert cfg.workers(on_gpu=True) == 7  # 16 cores for 2 GPUs: 8 each, one of them left to the training process
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert cfg.workers(on_gpu=True) == 8
+    assert FitConfig(num_workers=3).workers(on_gpu=True) == 3  # a count from a JSON file (a config, an old run)
+    with pytest.raises(UserError, match="--num-workers must be a count"):
+        FitConfig(num_workers="-1")
+
+
+def test_the_allocator_from_the_mimalloc_wheel_is_found_where_pip_put_it(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    monkeypatch.setattr(allocator.sysconfig, "get_paths", lambda: {"purelib": str(tmp_path), "platlib": str(tmp_path)})
+    assert allocator.library("mimalloc") is None
+    lib = tmp_path / "cmeel.prefix" / "lib"
+    lib.mkdir(parents=True)
+    for name in ("libmimalloc.so.3.4", "libmimalloc.so.3", "libmimalloc.so"):
+        (lib / name).touch()
+    assert allocator.library("mimalloc") == str(lib / "libmimalloc.so")
+    assert allocator.library("jemalloc") is None
