@@ -14,42 +14,45 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TCMALLOC_CANDIDATES = (
-    "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
-    "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
-    "/usr/lib64/libtcmalloc_minimal.so.4",
-    "/usr/lib/libtcmalloc_minimal.so.4",
-)
+
+
+def preload_path(allocator: str | None) -> str | None:
+    """The library to preload for ``allocator`` (tcmalloc, mimalloc; None: glibc), None when not installed."""
+    from transferlab.allocator import library
+
+    return library(allocator) if allocator else None
 
 
 def tcmalloc_path() -> str | None:
     """The tcmalloc library the transferlab CLI would preload, or None when it is not installed."""
-    return next((p for p in TCMALLOC_CANDIDATES if os.path.exists(p)), None)
+    return preload_path("tcmalloc")
 
 
 def allocator_in_use() -> dict[str, Any]:
     """Which malloc this process really runs with (from /proc/self/maps) and whether THP is requested."""
+    from transferlab.allocator import ALLOCATORS
+
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         maps = ""
-    tcmalloc = "tcmalloc" in maps
+    loaded = next((a for a in ALLOCATORS if a in maps), None)
     thp = os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"
-    name = ("tcmalloc" if tcmalloc else "glibc malloc") + (" + THP_MEM_ALLOC_ENABLE=1" if thp else "")
-    return {"name": name, "tcmalloc_loaded": tcmalloc, "THP_MEM_ALLOC_ENABLE": thp,
+    name = (loaded or "glibc malloc") + (" + THP_MEM_ALLOC_ENABLE=1" if thp else "")
+    return {"name": name, "loaded": loaded, "tcmalloc_loaded": loaded == "tcmalloc", "THP_MEM_ALLOC_ENABLE": thp,
             "LD_PRELOAD": os.environ.get("LD_PRELOAD", "")}
 
 
 def reexec_like_cli(script: str, argv: list[str]) -> None:
-    """Run this script the way ``transferlab`` runs: THP_MEM_ALLOC_ENABLE=1 and tcmalloc preloaded if installed.
+    """Run this script the way ``transferlab`` runs: THP_MEM_ALLOC_ENABLE=1 and the default fast allocator
+    preloaded if installed (``transferlab.allocator.use_fast`` re-execs ``python -m transferlab``, so a script
+    cannot call it). Must run before torch is imported."""
+    from transferlab.allocator import ALLOCATORS, AUTO, library
 
-    Mirrors ``transferlab.allocator.use_fast`` (which re-execs ``python -m transferlab`` and so cannot be
-    called from a script). Must run before torch is imported.
-    """
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    if "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
+    if any(a in os.environ.get("LD_PRELOAD", "") for a in ALLOCATORS):
         return
-    lib = tcmalloc_path()
+    lib = next(filter(None, map(library, AUTO)), None)
     if lib is None:
         return
     preload = " ".join(filter(None, [lib, os.environ.get("LD_PRELOAD", "")]))

@@ -24,3 +24,11 @@ mkdir -p "$OUT_DIR" || exit 2
 LOG="$OUT_DIR/gpu_check_$NAME.log"
 echo "gpu_check.sh: log $LOG"
 "$PY" benchmarks/gpu_check.py --out-dir "$OUT_DIR" "$@" 2>&1 | tee "$LOG"
+status=$?
+# issue 23: ViT-B/16 bf16 fit over the same model on tensors already on the device, its MFU (H200 dense bf16 peak:
+# 989 TFLOP/s) and the first epoch over a steady one; on the CPU a tiny dry run of the same script
+if [ "$NAME" = cpu_dryrun ]; then VIT=(--quick --sizes 224 --batch 8 --precision 32); else
+    VIT=(--device gpu --sizes 224 --batch 128 --precision bf16-mixed --peak-tflops 989); fi
+"$PY" benchmarks/data_path.py --source scratch:timm:vit_base_patch16_224 --strategy scratch "${VIT[@]}" \
+    --out "$OUT_DIR/data_path_vit_$NAME.json" 2>&1 | tee -a "$LOG" || status=$?
+exit $status

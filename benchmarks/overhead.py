@@ -12,9 +12,11 @@ Measures, on the same pre-transformed 96 px Fashion-MNIST tensors (bundled subse
   sizes 16, 32 and 64.
 
 Every measurement runs in a child process (this script re-invoked with ``--child``), once per allocator
-configuration: glibc malloc or tcmalloc (``LD_PRELOAD``), each with ``THP_MEM_ALLOC_ENABLE`` unset or 1.
-The full set runs under tcmalloc + THP (what the ``transferlab`` CLI uses); every configuration runs the
-channels_last bare loop at batch 32 and ``run_inference`` (batch 32), which the allocator ratios compare.
+configuration: glibc malloc, tcmalloc (``LD_PRELOAD``, from the system's packages) or mimalloc (``LD_PRELOAD``,
+from PyPI's ``cmeel-mimalloc`` wheel), each with ``THP_MEM_ALLOC_ENABLE`` unset or 1; those not installed are
+left out. The full set runs under tcmalloc + THP (what the ``transferlab`` CLI uses); every configuration runs the
+channels_last bare loop at batch 64, ``run_inference`` and ``train_bs32`` (fine-tuning steps of the whole
+model, batch 32, AdamW), which the allocator ratios compare: inference and training.
 Each variant is warmed up, then timed ``--reps`` times (interleaved with the other variants) with
 ``time.perf_counter``; the best time counts.
 
@@ -42,9 +44,9 @@ from _common import (  # noqa: E402
     ForeignCPU,
     allocator_in_use,
     machine_info,
+    preload_path,
     repo_state,
     table,
-    tcmalloc_path,
     wait_until_quiet,
     write_json,
 )
@@ -60,12 +62,15 @@ BREAKDOWN = ["tl_loader_only", "tl_loader_channels_last", "tl_save_features"]  #
 TL_BATCH = 64  # what fit extracts with: max(FitConfig.batch_size, datamodule.INFERENCE_BATCH), checked below
 ALLOC_BARE = f"bare_channels_last_bs{TL_BATCH}"  # allocator runs: the bare loop at transferlab's own batch size
 HEADLINE = "tcmalloc+THP"
-CONFIGS: dict[str, tuple[bool, bool]] = {  # name: (tcmalloc preloaded, THP_MEM_ALLOC_ENABLE=1)
-    "glibc": (False, False),
-    "glibc+THP": (False, True),
-    "tcmalloc": (True, False),
-    "tcmalloc+THP": (True, True),
+CONFIGS: dict[str, tuple[str | None, bool]] = {  # name: (allocator preloaded, THP_MEM_ALLOC_ENABLE=1)
+    "glibc": (None, False),
+    "glibc+THP": (None, True),
+    "tcmalloc": ("tcmalloc", False),
+    "tcmalloc+THP": ("tcmalloc", True),
+    "mimalloc": ("mimalloc", False),
+    "mimalloc+THP": ("mimalloc", True),
 }
+TRAIN_BATCH = 32  # the training steps the allocators are compared on: fit's default batch
 
 
 # --- child: the measurements ------------------------------------------------------------------------------
@@ -176,7 +181,18 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
         return run
 
+    tuned = copy.deepcopy(model).train().to(memory_format=torch.channels_last)
+    tuned.requires_grad_(True)  # every layer trains (the frozen strategy above froze the prefix)
+    opt = torch.optim.AdamW(tuned.parameters(), lr=1e-4)
+
+    def train_steps(count: int) -> None:
+        for i in range(0, count, TRAIN_BATCH):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(tuned(x_cl[i : i + TRAIN_BATCH]), y[i : i + TRAIN_BATCH]).backward()
+            opt.step()
+
     variants: dict[str, Any] = {
+        "train_bs32": train_steps,
         "tl_cached_features": tl_cached_features,
         "tl_run_inference": tl_run_inference,
         "tl_run_inference_bs64": lambda count: tl_run_inference(count, 64),
@@ -235,12 +251,13 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 # --- parent: one child per allocator configuration --------------------------------------------------------
 
 
-def child_env(tcmalloc: bool, thp: bool) -> dict[str, str]:
+def child_env(allocator: str | None, thp: bool) -> dict[str, str]:
     env = dict(os.environ)
-    preload = [p for p in env.pop("LD_PRELOAD", "").split() if "tcmalloc" not in p]
+    preload = [p for p in env.pop("LD_PRELOAD", "").split() if "tcmalloc" not in p and "mimalloc" not in p]
     env.pop("THP_MEM_ALLOC_ENABLE", None)
-    if tcmalloc:
-        preload.insert(0, tcmalloc_path() or "")
+    env["TRANSFERLAB_ALLOCATOR"] = "system"  # nothing re-execs the child under another one
+    if allocator:
+        preload.insert(0, preload_path(allocator) or "")
     if preload:
         env["LD_PRELOAD"] = " ".join(preload)
     if thp:
@@ -249,21 +266,20 @@ def child_env(tcmalloc: bool, thp: bool) -> dict[str, str]:
 
 
 def run_child(config: str, variants: list[str], images: int, reps: int) -> dict[str, Any]:
-    tcmalloc, thp = CONFIGS[config]
+    allocator, thp = CONFIGS[config]
     spec = {"config": config, "variants": variants, "images": images, "reps": reps}
     with tempfile.TemporaryDirectory(prefix="transferlab-bench-") as tmp:
         out = Path(tmp) / "child.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec), "--child-out", str(out)]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=child_env(tcmalloc, thp))
+        proc = subprocess.run(cmd, env=child_env(allocator, thp))
         wall = time.perf_counter() - t0
         if proc.returncode != 0 or not out.is_file():
             return {"error": f"child exited with status {proc.returncode}", "wall_s": wall}
         result = json.loads(out.read_text())
-    result["env"] = {"LD_PRELOAD_tcmalloc": tcmalloc, "THP_MEM_ALLOC_ENABLE": "1" if thp else None}
+    result["env"] = {"LD_PRELOAD": allocator, "THP_MEM_ALLOC_ENABLE": "1" if thp else None}
     result["wall_s"] = wall
-    want_tc = tcmalloc
-    if result["allocator"]["tcmalloc_loaded"] != want_tc or result["allocator"]["THP_MEM_ALLOC_ENABLE"] != thp:
+    if result["allocator"]["loaded"] != allocator or result["allocator"]["THP_MEM_ALLOC_ENABLE"] != thp:
         result["error"] = f"child ran with {result['allocator']['name']}, not {config}"
     return result
 
@@ -279,11 +295,10 @@ def main(args: argparse.Namespace) -> None:
     if not quiet["quiet"]:
         print(f"warning: the machine is busy ({quiet['busy_share']:.0%} CPU used by others)", file=sys.stderr)
     foreign = ForeignCPU()
-    have_tcmalloc = tcmalloc_path() is not None
-    configs = [c for c in CONFIGS if have_tcmalloc or not CONFIGS[c][0]]
-    headline = HEADLINE if have_tcmalloc else "glibc+THP"
+    configs = [c for c in CONFIGS if CONFIGS[c][0] is None or preload_path(CONFIGS[c][0])]
+    headline = HEADLINE if HEADLINE in configs else "glibc+THP"
 
-    full = ["tl_cached_features", "tl_run_inference", "tl_run_inference_bs64"]
+    full = ["tl_cached_features", "tl_run_inference", "tl_run_inference_bs64", "train_bs32"]
     full += [f"bare_{lay}_bs{bs}" for lay in ("channels_last", "default_layout") for bs in BARE_BATCH_SIZES]
     full += BREAKDOWN
     print(f"[{headline}] full set: {images} images at {IMAGE_SIZE} px, best of {reps}", file=sys.stderr)
@@ -298,8 +313,8 @@ def main(args: argparse.Namespace) -> None:
     for config in configs:
         if config == headline:
             continue
-        print(f"[{config}] {ALLOC_BARE} and tl_run_inference", file=sys.stderr)
-        results[config] = run_child(config, [ALLOC_BARE, "tl_run_inference"], images, reps)
+        print(f"[{config}] {ALLOC_BARE}, tl_run_inference and train_bs32", file=sys.stderr)
+        results[config] = run_child(config, [ALLOC_BARE, "tl_run_inference", "train_bs32"], images, reps)
 
     def get(config: str, variant: str) -> float | None:
         return results.get(config, {}).get("images_per_s", {}).get(variant)
@@ -320,6 +335,7 @@ def main(args: argparse.Namespace) -> None:
             config: {
                 "bare": ratio(get(config, ALLOC_BARE), get("glibc", ALLOC_BARE)),
                 "transferlab_run_inference": ratio(get(config, "tl_run_inference"), get("glibc", "tl_run_inference")),
+                "train": ratio(get(config, "train_bs32"), get("glibc", "train_bs32")),
             }
             for config in configs
         },
@@ -366,7 +382,8 @@ def main(args: argparse.Namespace) -> None:
             "feature_shape": head["feature_shape"],
             "headline_allocator": headline,
             "best_bare": best_bare,
-            "allocator_comparison": f"{ALLOC_BARE} and tl_run_inference (both batch 32) in every configuration",
+            "allocator_comparison": f"{ALLOC_BARE}, tl_run_inference (both batch {TL_BATCH}) and train_bs32 in every "
+                                    "configuration",
         },
         "configs": results,
         "ratios": ratios,
@@ -404,7 +421,8 @@ def main(args: argparse.Namespace) -> None:
         ["bare channels_last / default layout (best vs best)", ratios["bare_channels_last_vs_default_layout_best"], ""],
     ]
     for config, r in ratios["allocator_vs_glibc"].items():
-        flat.append([f"{config} / glibc: bare, transferlab", f"{r['bare']}, {r['transferlab_run_inference']}", ""])
+        flat.append([f"{config} / glibc: bare, transferlab, training",
+                     f"{r['bare']}, {r['transferlab_run_inference']}, {r['train']}", ""])
     header = [f"ratio ({headline}; best bare = {best_bare})", "value", "target"]
     print(table([[a, str(b), c] for a, b, c in flat], header))
     if contaminated:

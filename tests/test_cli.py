@@ -226,6 +226,7 @@ def test_compare_command_end_to_end(tmp_path: Path) -> None:
     proc = run(*args)
     assert_ok(proc)
     assert "did transfer help?" in proc.stdout and "jumpstart" in proc.stdout
+    assert "\r" not in proc.stdout + proc.stderr  # not a terminal: no progress bar redrawn into a log file
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["base"]["eval_per_class"] == 10 and len(results["cells"]) == 4
     assert_user_error(run(*args), "--resume")

@@ -15,12 +15,14 @@ import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from transferlab.files import atomic_write, cache_dir, is_disk_full, read_json
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 STORE_FORMAT = 1
@@ -95,7 +97,7 @@ def decoded(split: Any, pre: Any, crop_pct: float) -> Path | None:
     return path
 
 
-class DecodedDataset(torch.utils.data.Dataset):
+class DecodedDataset:
     """A split read from its store. Evaluation items are today's normalised tensors; training items are the uint8
     image with its crop and flip ``(top, left, height, width, flip)``, drawn from the generators that
     :class:`~transferlab.train.samplers.EpochSeeded` seeded for this (seed, epoch, index)."""
@@ -111,6 +113,7 @@ class DecodedDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
+        import torch
         from torchvision.transforms import RandomResizedCrop
         from torchvision.transforms.v2 import functional as F
 
@@ -132,6 +135,7 @@ def augment_batch(images: torch.Tensor, crops: torch.Tensor, mean: Any, std: Any
     One bilinear sample per output pixel at its centre is torchvision's bilinear resize of the crop (a crop is never
     larger than the image, so antialiasing changes nothing), except on the crop's outer rows and columns: there the
     sample reads the image's pixels just outside the crop where the resize would repeat the crop's edge."""
+    import torch
     from torchvision.ops import roi_align
 
     size = images.shape[-1]
@@ -145,7 +149,7 @@ def augment_batch(images: torch.Tensor, crops: torch.Tensor, mean: Any, std: Any
     return (x - mean_t) / std_t
 
 
-def decoded_dataset(split: Any, pre: Any, augment: bool) -> torch.utils.data.Dataset | None:
+def decoded_dataset(split: Any, pre: Any, augment: bool) -> DecodedDataset | None:
     """``split`` through its store (training crops come from the whole image, centre-cropped to a square), or None
     when it cannot be stored (empty, or no room): then the caller decodes every epoch."""
     if not len(split):
