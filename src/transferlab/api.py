@@ -103,7 +103,7 @@ def layers(target_data: str, *, out: str | Path, **options: Any) -> dict[str, An
     out = Path(out)
     preflight.check_out(out, options.get("resume", False), options.get("overwrite", False), "layers")
     with files.locked(out, "the layer sweep folder"):  # one writer, before any data or model loads
-        settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)}}
+        settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)} and k != "source"}
         cfg = FitConfig.from_dict({"data": target_data, "source": options.get("source") or options.get("arch")
                                    or DEFAULT_ARCH, **settings})
         modality = preflight.decide_modality(cfg.data, [cfg.source])
@@ -389,7 +389,7 @@ def rank(data: str, *, sources: str | list[str], out: str | Path, **options: Any
     with files.locked(out, "the ranking folder"):  # one writer, before any data or model loads
         dataset = None
         if kind is not None:  # read and checked before torch loads
-            settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)}}
+            settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)} and k != "source"}
             dataset = kind.load(FitConfig.from_dict({"data": data, "source": specs[0], **settings}))
         from transferlab.experiments.rank import rank as run_rank
 

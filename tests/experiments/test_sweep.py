@@ -15,8 +15,8 @@ from transferlab.errors import UserError
 def test_sweep_on_tiny_tasks(image_folder: Path, tmp_path: Path) -> None:
     target = make_folder(tmp_path / "b", n_per_class=12, seed=5)
     out = tmp_path / "sweep"
-    results = layers(str(target), out=out, source_data=str(image_folder), arch="cnn_tiny", seeds=2, epochs=1,
-                     lr=3e-3, progress=False)
+    results = layers(str(target), out=out, source_data=str(image_folder), source=None, arch="cnn_tiny", seeds=2,
+                     epochs=1, lr=3e-3, progress=False)  # source=None: what the command line passes
     assert results["schema"] == "transferlab.layers/2"
     assert results["blocks"] == ["conv1", "conv2", "conv3"]
     for name in ("AnB", "AnB+", "BnB", "BnB+"):
