@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def test_report_is_self_contained(comparison) -> None:
     assert "higher asymptote" in page and all(f"<b>{v}</b>" in page for v in verdicts)
 
 
-def test_resume_reuses_finished_cells_and_gives_the_same_numbers(comparison, tmp_path: Path) -> None:
+def test_resume_reuses_finished_cells_and_gives_the_same_numbers(comparison, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
     out, results, shared = comparison
     opts = dict(shared)
     copy = tmp_path / "copy"
@@ -76,7 +78,11 @@ def test_resume_reuses_finished_cells_and_gives_the_same_numbers(comparison, tmp
     data = opts.pop("data")
     with pytest.raises(UserError, match="--resume"):
         compare(data, out=copy, **opts)
-    again = compare(data, out=copy, resume=True, **opts)
+    with caplog.at_level(logging.INFO, logger="transferlab"):
+        again = compare(data, out=copy, resume=True, **opts)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert sum(m.startswith("cell ") for m in lines) == len(again["cells"])  # a log file: one line per cell,
+    assert not any(m.startswith("epoch ") for m in lines)  # the retrained cell's epochs only with --verbose
     reused = {(c["arm"], c["per_class"], c["seed"]) for c in again["cells"] if c["reused"]}
     assert ("frozen", "all", 1) not in reused and len(reused) == len(again["cells"]) - 1
     assert again["benefits"] == results["benefits"]

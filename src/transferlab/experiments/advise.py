@@ -46,9 +46,10 @@ from transferlab.config import LOGREG, FitConfig, parse_strategy
 from transferlab.data.splits import Data
 from transferlab.errors import UserError
 from transferlab.evaluate.logreg import fit_logreg
-from transferlab.experiments.common import clean_json, experiment_folder, finish_experiment
+from transferlab.experiments.common import cell_line, clean_json, experiment_folder, finish_experiment
 from transferlab.experiments.plan import AdvisePlan
 from transferlab.modality import Modality
+from transferlab.train.callbacks import cell_logging
 from transferlab.train.fit import bind_source, fit, open_source, resolve_reuse, versions
 from transferlab.transfer.strategies import make_strategy
 
@@ -324,8 +325,10 @@ def run_trial(ctx: Context, trial: Any, short: list[str], progress: bool) -> flo
     trial.set_user_attr("pid", os.getpid())
     tick = ctx.clock()
     source = ctx.sources[cfg.source] if catalogue.strategy(parse_strategy(cfg.strategy)[0]).pretrained else None
-    result = fit(cfg, run_dir, resume=True, progress=progress, data=ctx.data, source=source, modality=ctx.modality,
-                 callbacks=(Report(trial, ctx),))
+    with cell_logging():
+        result = fit(cfg, run_dir, resume=True, progress=progress, data=ctx.data, source=source,
+                     modality=ctx.modality, callbacks=(Report(trial, ctx),))
+    log.info("trial %d: %s: validation %s", trial.number, run_dir.name, cell_line(result).replace("test ", "", 1))
     trial.set_user_attr("seconds", ctx.clock() - tick)
     trial.set_user_attr("train_seconds", result.wall_seconds)
     trial.set_user_attr("converged", bool(result.training.get("converged")))

@@ -107,3 +107,12 @@ def other_options(modality: Modality) -> list[str]:
     """The options only other modalities use: reports leave them out."""
     mine = set(modality.options)
     return sorted({o for m in modalities.all_modalities() if m is not modality for o in m.options} - mine)
+
+
+def cell_line(result: Any) -> str:
+    """A finished cell in a few words: the one line a log file keeps of it."""
+    t = result.training
+    how = (f"best validation at step {t['best_step']} of {t['steps']}" if t.get("converged") else
+           "NOT converged" if t.get("converged") is False else "")
+    return ", ".join(filter(None, [f"test accuracy {result.test_accuracy:.4f}", how,
+                                   f"{result.wall_seconds:.1f} s"]))

@@ -44,6 +44,7 @@ from transferlab.evaluate import METRIC_NAMES, score
 from transferlab.evaluate.curves import Curve, accuracy_interval, asymptote, benefits, interval, verdict
 from transferlab.evaluate.logreg import fit_logreg
 from transferlab.experiments.common import (
+    cell_line,
     clean_json,
     experiment_folder,
     finish_experiment,
@@ -55,7 +56,7 @@ from transferlab.report import write_csv
 from transferlab.report.html import write_compare_report
 from transferlab.sources import Source
 from transferlab.train.budget import Budget
-from transferlab.train.callbacks import curve_epoch
+from transferlab.train.callbacks import cell_logging, curve_epoch
 from transferlab.train.fit import (
     RunResult,
     bind_source,
@@ -212,10 +213,12 @@ def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality
             ran = [f.result() for f in futures]
     else:
         ran = []
-        for i, (size, seed, arm, cell_dir, _, cfg) in enumerate(jobs, 1):
-            log.info("cell %d/%d: %s, %s per class, seed %d", i, len(jobs), arm.name, size_key(size), seed)
-            ran.append(fit(cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size],
-                           source=sources[arm.name], modality=modality))
+        with cell_logging():
+            for i, (size, seed, arm, cell_dir, _, cfg) in enumerate(jobs, 1):
+                ran.append(fit(cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size],
+                               source=sources[arm.name], modality=modality))
+                log.info("cell %d/%d: %s, %s per class, seed %d: %s", i, len(jobs), arm.name, size_key(size), seed,
+                         cell_line(ran[-1]))
     curves: dict[str, dict[str, dict[int, Curve]]] = {size_key(s): {a.name: {} for a in p.arms} for s in p.sizes}
     results: dict[str, dict[str, dict[int, RunResult]]] = {k: {a.name: {} for a in p.arms} for k in curves}
     cells = []
@@ -250,9 +253,12 @@ def _cell(cfg: FitConfig, cell_dir: Path, data: Data, modality_name: str, pretra
     key = (cfg.source, pretrained)
     if key not in _LOADED:
         _LOADED[key] = open_source(cfg, pretrained)
-    log.info("cell %s", cell_dir)
-    return fit(cfg, cell_dir, resume=True, progress=False, data=data, source=_LOADED[key],
-               modality=modalities.get(modality_name))
+    with cell_logging():
+        result = fit(cfg, cell_dir, resume=True, progress=False, data=data, source=_LOADED[key],
+                     modality=modalities.get(modality_name))
+    log.info("cell %s: %s", cell_dir, cell_line(result))
+    return result
+
 
 
 def read_curve(run_dir: Path, final: float) -> Curve:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,18 @@ from transferlab.report import write_csv
 from transferlab.transfer.model import run_inference
 
 log = logging.getLogger(__name__)
+EPOCH_LINES = contextvars.ContextVar("epoch_lines", default=logging.INFO)  # the level EpochLine logs at
+
+
+@contextlib.contextmanager
+def cell_logging() -> Iterator[None]:
+    """Inside the block (the cells of compare, layers and advise) a run's epoch lines log at DEBUG, shown with
+    ``--verbose``: a log file keeps one line per cell."""
+    token = EPOCH_LINES.set(logging.DEBUG)
+    try:
+        yield
+    finally:
+        EPOCH_LINES.reset(token)
 
 
 def write_rows(path: Path, columns: tuple[str, ...], rows: list[dict[str, float]]) -> None:
@@ -216,16 +231,16 @@ class EpochBar(TQDMProgressBar):
 
 class EpochLine(L.Callback):
     """One log line at every epoch that validated (about every 10 steps, see train/budget.py): what a log file
-    keeps, with or without the bar (``--quiet`` silences it)."""
+    keeps, with or without the bar (``--quiet`` silences it; in the cells of an experiment, at DEBUG)."""
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         m, epoch = trainer.callback_metrics, trainer.current_epoch + 1
         if not trainer.is_global_zero or "train_loss" not in m or "val_accuracy" not in m:
             return
         if epoch % (trainer.check_val_every_n_epoch or 1) == 0 or trainer.should_stop:
-            log.info("epoch %d/%d: training loss %.4f, validation loss %.4f, accuracy %.4f", epoch,
-                     trainer.max_epochs, float(m["train_loss"]), float(m.get("val_loss", float("nan"))),
-                     float(m["val_accuracy"]))
+            log.log(EPOCH_LINES.get(), "epoch %d/%d: training loss %.4f, validation loss %.4f, accuracy %.4f",
+                    epoch, trainer.max_epochs, float(m["train_loss"]), float(m.get("val_loss", float("nan"))),
+                    float(m["val_accuracy"]))
 
 
 class Diverged(UserError):
