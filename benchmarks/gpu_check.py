@@ -305,7 +305,7 @@ def stage_extract(spec: dict[str, Any], result: dict[str, Any], save) -> None:
     from transferlab.config import FitConfig
     from transferlab.data import load_images
     from transferlab.sources import load_source
-    from transferlab.train.datamodule import INFERENCE_BATCH, plain_loaders
+    from transferlab.train.datamodule import INFERENCE_BATCH, PlainLoaders
     from transferlab.train.features import cache_key, cached_features, run_inference
     from transferlab.transfer.model import build_model
     from transferlab.transfer.strategies import make_strategy
@@ -363,7 +363,7 @@ def stage_extract(spec: dict[str, Any], result: dict[str, Any], save) -> None:
 
         def run() -> None:
             calls[0] += 1
-            loaders = plain_loaders(split, pre, cfg)
+            loaders = PlainLoaders(split, pre, cfg)
             cached_features(cache_key(gpu_check=calls[0]), prefix, loaders, False)
 
         return run
@@ -384,8 +384,8 @@ def stage_extract(spec: dict[str, Any], result: dict[str, Any], save) -> None:
                           "inputs": "eval-transformed tensors in CPU memory, as a TensorDataset; bare: slices of "
                                     "one channels_last tensor moved to the device per batch; gpu_resident: "
                                     "already on the device",
-                          "fit_path": "cached_features over plain_loaders(SplitDataset): PIL decoding and "
-                                      "transforms included, as fit extracts"}
+                          "fit_path": "cached_features over PlainLoaders (images decoded once into the store): "
+                                      "decoding and transforms included, as fit extracts"}
     for fn in variants.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {k: [] for k in variants}

@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -156,7 +157,7 @@ class FitConfig:
                       "mean (mean).")
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_workers, int) and not isinstance(self.num_workers, bool):  # a count from a JSON file
+        if isinstance(self.num_workers, int | float) and not isinstance(self.num_workers, bool):  # from a JSON file
             object.__setattr__(self, "num_workers", str(self.num_workers))
         for f in fields(self):  # values from a file (--config, a resumed config.json) may be of any JSON type
             kind, value = _KIND.get(str(f.type).replace(" | None", "")), getattr(self, f.name)
@@ -189,7 +190,8 @@ class FitConfig:
              "evaluates and saves the whole model)"),
             (not (self.accelerator == "cpu" and self.precision == "16-mixed"),
              "--precision 16-mixed needs a GPU; on the CPU use bf16-mixed (or the default 32)"),
-            (self.num_workers == "auto" or (self.num_workers.isdigit() and int(self.num_workers) <= 1024),
+            (self.num_workers == "auto" or (re.fullmatch(r"[0-9]{1,4}", self.num_workers) is not None
+                                            and int(self.num_workers) <= 1024),
              f"--num-workers must be a count from 0 to 1,024 or auto, not {self.num_workers!r}"),
             (self.devices == "auto" or all(p.strip().isdigit() for p in str(self.devices).split(",") if p.strip()),
              f"--devices must be a count, 'auto' or a list such as 0,1, not {self.devices!r}"),
@@ -209,7 +211,8 @@ class FitConfig:
             return 0
         import torch
 
-        return max(1, min(8, (os.cpu_count() or 2) // max(1, torch.cuda.device_count()) - 1))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+        return max(1, min(8, cores // max(1, torch.cuda.device_count()) - 1))
 
     @property
     def data_seed(self) -> int:

@@ -59,12 +59,36 @@ def test_a_store_is_read_not_rebuilt_and_rebuilt_when_damaged(photos: ImageSplit
     assert np.array_equal(np.load(path), expected)
 
 
-def test_no_room_on_the_disk_decodes_every_epoch_as_before(photos: ImageSplit, monkeypatch: pytest.MonkeyPatch,
-                                                           tmp_path: Path) -> None:
+def test_no_room_on_the_disk_decodes_every_read_into_the_same_items(photos: ImageSplit, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    stored = EpochSeeded(split_dataset(photos, PRE, augment=True), seed=1, reseed=True)
     monkeypatch.setenv("TRANSFERLAB_CACHE_DIR", str(tmp_path / "full"))
     monkeypatch.setattr(dec.shutil, "disk_usage", lambda p: type("U", (), {"free": dec.MIN_FREE})())
-    assert isinstance(split_dataset(photos, PRE, augment=True), SplitDataset)
-    assert not list((tmp_path / "full").rglob("*.npy"))
+    unstored = EpochSeeded(split_dataset(photos, PRE, augment=True), seed=1, reseed=True)
+    assert unstored.dataset.path is None and not list((tmp_path / "full").rglob("*.npy"))
+    for i in range(len(photos)):  # the same images and crops: a resume does not depend on the cache
+        (x, crop), y = stored[(i, 4)]
+        (x2, crop2), y2 = unstored[(i, 4)]
+        assert torch.equal(x, x2) and torch.equal(crop, crop2) and y == y2
+
+
+def test_a_disk_that_fills_while_the_store_is_written_leaves_nothing(photos: ImageSplit, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    monkeypatch.setenv("TRANSFERLAB_CACHE_DIR", str(tmp_path / "c"))
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dec.os, "posix_fallocate", full)
+    assert dec.decoded(photos, PRE, 1.0) is None
+    assert [p.name for p in (tmp_path / "c" / "decoded").iterdir() if not p.name.endswith(".lock")] == []
+    (tmp_path / "c" / "decoded" / ".abc.npy.999999999.tmp").write_bytes(b"x")  # a builder killed with -9
+    monkeypatch.undo()
+    monkeypatch.setenv("TRANSFERLAB_CACHE_DIR", str(tmp_path / "c"))
+    assert dec.decoded(photos, PRE, 1.0) is not None
+    assert not list((tmp_path / "c" / "decoded").glob("*.tmp"))
 
 
 def test_training_crops_depend_on_seed_epoch_and_index_only(photos: ImageSplit) -> None:

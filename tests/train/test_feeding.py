@@ -17,13 +17,14 @@ def test_num_workers_auto_is_none_on_a_cpu_and_some_per_gpu(monkeypatch: pytest.
     cfg = FitConfig()
     assert cfg.num_workers == "auto" and cfg.workers(on_gpu=False) == 0
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))  # the cores this process may use
     assert cfg.workers(on_gpu=True) == 7  # 16 cores for 2 GPUs: 8 each, one of them left to the training process
-    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)))
     assert cfg.workers(on_gpu=True) == 8
     assert FitConfig(num_workers=3).workers(on_gpu=True) == 3  # a count from a JSON file (a config, an old run)
-    with pytest.raises(UserError, match="--num-workers must be a count"):
-        FitConfig(num_workers="-1")
+    for bad in ("-1", "²", "2.5", 2.5):
+        with pytest.raises(UserError, match="--num-workers must be a count"):
+            FitConfig(num_workers=bad)
 
 
 def test_the_allocator_from_the_mimalloc_wheel_is_found_where_pip_put_it(monkeypatch: pytest.MonkeyPatch,

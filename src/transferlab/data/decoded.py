@@ -8,17 +8,21 @@ at once on the training device, after the transfer: the loader only copies bytes
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
+from transferlab.errors import UserError
 from transferlab.files import atomic_write, cache_dir, is_disk_full, read_json
 
 if TYPE_CHECKING:
@@ -40,11 +44,22 @@ def store_key(split: Any, pre: Any, crop_pct: float) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _read(path: Path, meta_path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-    """A store whose shape and checksum match its record, or None (rebuilt, with a warning if it was damaged)."""
+_VERIFIED: dict[Path, tuple[int, int, int]] = {}  # stores this process checked: (inode, size, mtime_ns) then
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _read(path: Path, meta_path: Path, shape: tuple[int, ...]) -> bool:
+    """Whether ``path`` is a store whose shape and checksum match its record (checked once per process and file
+    version); a damaged one is rebuilt, with a warning."""
     if not (path.is_file() and meta_path.is_file()):
-        return None
+        return False
     try:
+        if _VERIFIED.get(path) == _identity(path):
+            return True
         meta = read_json(meta_path, "decoded-image record")
         images = np.load(path, mmap_mode="r")
         problem = ("it holds another shape" if tuple(images.shape) != shape or images.dtype != np.uint8 else
@@ -52,58 +67,99 @@ def _read(path: Path, meta_path: Path, shape: tuple[int, ...]) -> np.ndarray | N
     except Exception as e:  # a damaged store is rebuilt, never trusted
         problem = f"it is unreadable: {(str(e).splitlines() or [type(e).__name__])[0][:120]}"
     if problem is None:
-        return images
+        _VERIFIED[path] = _identity(path)
+        return True
     log.warning("decoding the images again into %s: %s", path, problem)
-    return None
+    return False
+
+
+def _sweep(folder: Path) -> None:
+    """Remove the temporary stores of builders that died (``kill -9``): ``.<key>.npy.<pid>.tmp`` of a pid gone."""
+    for tmp in folder.glob(".*.npy.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # alive, another user's: not ours to judge
+                pass
 
 
 def decoded(split: Any, pre: Any, crop_pct: float) -> Path | None:
-    """The store of ``split``'s images at ``pre.input_size`` (centre crop ``crop_pct``): built on first use, then
-    read; None when the cache's disk has no room for it (the caller decodes every epoch instead, as before)."""
+    """The store of ``split``'s images at ``pre.input_size`` (centre crop ``crop_pct``): built on first use (one
+    builder at a time per store; the others wait and read it), then read; None when the cache's disk has no room
+    for it (the caller then decodes every epoch: the same images, see :class:`DecodedDataset`)."""
     n, size = len(split), pre.input_size
     shape = (n, 3, size, size)
     folder = cache_dir("decoded")
     key = store_key(split, pre, crop_pct)
     path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
-    if _read(path, meta_path, shape) is not None:
+    if _read(path, meta_path, shape):
         return path
     folder.mkdir(parents=True, exist_ok=True)
-    if shutil.disk_usage(folder).free < n * 3 * size * size + MIN_FREE:
-        log.info("not storing %d decoded images in %s: its disk lacks room; every epoch decodes them", n, folder)
-        return None
-    view = pre.view(crop_pct)
-    log.info("decoding %d images once at %d px into %s", n, size, path)
-
-    def fill(tmp: Path) -> None:
-        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-
-        def one(i: int) -> None:
-            images[i] = view(split.load(i)).numpy()
-
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            list(pool.map(one, range(n)))
-        images.flush()
-        digest[0] = _digest(images)
-
-    digest = [""]
-    try:
-        atomic_write(path, fill)
-        atomic_write(meta_path, json.dumps({"format": STORE_FORMAT, "shape": list(shape), "sha256": digest[0]}))
-    except OSError as e:
-        if not is_disk_full(e):
-            raise
-        log.info("not storing decoded images in %s: the disk filled up; every epoch decodes them", folder)
-        return None
+    with open(folder / f".{key}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process building this store: wait for it, then read it
+        if _read(path, meta_path, shape):
+            return path
+        _sweep(folder)
+        if shutil.disk_usage(folder).free < n * 3 * size * size + MIN_FREE:
+            log.info("not storing %d decoded images in %s: its disk lacks room; every epoch decodes them", n, folder)
+            return None
+        log.info("decoding %d images once at %d px into %s", n, size, path)
+        tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+        try:
+            _build(tmp, split, pre.view(crop_pct), shape)
+            os.replace(tmp, path)
+            atomic_write(meta_path, json.dumps({"format": STORE_FORMAT, "shape": list(shape),
+                                                "sha256": _digest(np.load(path, mmap_mode="r"))}))
+        except (OSError, UserError) as e:  # UserError: atomic_write's one sentence for a full disk
+            tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError) and not is_disk_full(e):
+                raise
+            path.unlink(missing_ok=True)
+            log.info("not storing decoded images in %s: the disk is full; every epoch decodes them", folder)
+            return None
     return path
 
 
-class DecodedDataset:
-    """A split read from its store. Evaluation items are today's normalised tensors; training items are the uint8
-    image with its crop and flip ``(top, left, height, width, flip)``, drawn from the generators that
-    :class:`~transferlab.train.samplers.EpochSeeded` seeded for this (seed, epoch, index)."""
+def _build(tmp: Path, split: Any, view: Any, shape: tuple[int, ...]) -> None:
+    """Decode every image of ``split`` through ``view`` into a new .npy file ``tmp``, its blocks allocated first
+    (a disk too small is then an ordinary error, not a SIGBUS in the middle of the mapping), in threads."""
+    import torch
 
-    def __init__(self, path: Path, labels: np.ndarray, pre: Any, augment: bool) -> None:
-        self.path, self.labels, self.pre, self.augment = path, labels, pre, augment
+    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    allocate = getattr(os, "posix_fallocate", None)  # not on macOS
+    if allocate is not None:
+        with open(tmp, "r+b") as f:
+            try:
+                allocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+            except OSError as e:  # a file system without it allocates as the pages are written
+                if is_disk_full(e):
+                    raise
+
+    def one(i: int) -> None:
+        images[i] = view(split.load(i)).numpy()
+
+    with warnings.catch_warnings():  # as images._check_all: the filter list is process-global, threads share it
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with ThreadPoolExecutor(max_workers=max(1, min(8, torch.get_num_threads()))) as pool:
+            list(pool.map(one, range(shape[0])))
+    images.flush()
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+
+
+class DecodedDataset:
+    """A split as the stored images (or, with no store, the same images decoded on each read). Evaluation items
+    are today's normalised tensors; training items are the uint8 image with its crop and flip ``(top, left,
+    height, width, flip)``, drawn from the generators that :class:`~transferlab.train.samplers.EpochSeeded` seeded
+    for this (seed, epoch, index): whether the store exists changes nothing but the time."""
+
+    def __init__(self, path: Path | None, split: Any, pre: Any, augment: bool) -> None:
+        self.path, self.split, self.pre, self.augment = path, split, pre, augment
+        self.labels = np.asarray(split.labels)
+        self.view = pre.view(1.0 if augment else pre.crop_pct)
         self._images: np.ndarray | None = None  # opened in each process that reads it (DataLoader workers too)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -117,9 +173,12 @@ class DecodedDataset:
         from torchvision.transforms import RandomResizedCrop
         from torchvision.transforms.v2 import functional as F
 
-        if self._images is None:
-            self._images = np.load(self.path, mmap_mode="r")
-        x = torch.from_numpy(np.array(self._images[i]))
+        if self.path is None:
+            x = self.view(self.split.load(i)).as_subclass(torch.Tensor)
+        else:
+            if self._images is None:
+                self._images = np.load(self.path, mmap_mode="r")
+            x = torch.from_numpy(np.array(self._images[i]))
         label = int(self.labels[i])
         if not self.augment:
             return F.normalize(F.to_dtype(x, torch.float32, scale=True), self.pre.mean, self.pre.std), label
@@ -150,9 +209,8 @@ def augment_batch(images: torch.Tensor, crops: torch.Tensor, mean: Any, std: Any
 
 
 def decoded_dataset(split: Any, pre: Any, augment: bool) -> DecodedDataset | None:
-    """``split`` through its store (training crops come from the whole image, centre-cropped to a square), or None
-    when it cannot be stored (empty, or no room): then the caller decodes every epoch."""
+    """``split`` through its store (training crops come from the whole image, centre-cropped to a square), decoded
+    on each read where the disk has no room for one; None for an empty split."""
     if not len(split):
         return None
-    path = decoded(split, pre, 1.0 if augment else pre.crop_pct)
-    return None if path is None else DecodedDataset(path, np.asarray(split.labels), pre, augment)
+    return DecodedDataset(decoded(split, pre, 1.0 if augment else pre.crop_pct), split, pre, augment)

@@ -42,7 +42,7 @@ from typing import Any
 import lightning as L
 
 from transferlab import catalogue, preflight
-from transferlab.config import LOGREG, FitConfig, parse_strategy
+from transferlab.config import LOGREG, RUNTIME_OPTIONS, FitConfig, parse_strategy
 from transferlab.data.splits import Data
 from transferlab.errors import UserError
 from transferlab.evaluate.logreg import fit_logreg
@@ -318,16 +318,23 @@ def run_trial(ctx: Context, trial: Any, short: list[str], progress: bool) -> flo
     cfg, chosen = trial_config(ctx, trial, short)
     make_strategy(cfg.strategy).check(list(ctx.sources[cfg.source].blocks.values())[:resolve_reuse(
         cfg, ctx.sources[cfg.source])])  # e.g. lora where nothing has attention projections: refused
-    key = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    what = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_OPTIONS}  # not where or how fast it runs
+    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
     run_dir = ctx.out / "trials" / f"{cfg.strategy.replace(':', '_').replace('=', '')}-{key}"
     trial.set_user_attr("run_dir", str(run_dir.relative_to(ctx.out)))
     trial.set_user_attr("chosen", chosen)
     trial.set_user_attr("pid", os.getpid())
     tick = ctx.clock()
     source = ctx.sources[cfg.source] if catalogue.strategy(parse_strategy(cfg.strategy)[0]).pretrained else None
-    with cell_logging():
-        result = fit(cfg, run_dir, resume=True, progress=progress, data=ctx.data, source=source,
-                     modality=ctx.modality, callbacks=(Report(trial, ctx),))
+    import optuna
+
+    try:
+        with cell_logging():
+            result = fit(cfg, run_dir, resume=True, progress=progress, data=ctx.data, source=source,
+                         modality=ctx.modality, callbacks=(Report(trial, ctx),))
+    except optuna.TrialPruned:
+        log.info("trial %d: %s: stopped (%s)", trial.number, run_dir.name, trial.user_attrs.get("stopped", "pruned"))
+        raise
     log.info("trial %d: %s: validation %s", trial.number, run_dir.name, cell_line(result).replace("test ", "", 1))
     trial.set_user_attr("seconds", ctx.clock() - tick)
     trial.set_user_attr("train_seconds", result.wall_seconds)

@@ -3,6 +3,7 @@ features in place of the inputs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import lightning as L
@@ -44,9 +45,25 @@ def make_loader(
                       pin_memory=pin_memory, persistent_workers=workers > 0)
 
 
-def plain_loaders(splits: dict[str, Any], pre: Any, cfg: FitConfig, on_gpu: bool = False) -> dict[str, DataLoader]:
-    """Every split, unaugmented and in order: what a frozen prefix's features are computed from."""
-    return {s: make_loader(split_dataset(d, pre), cfg, False, pre.collate, on_gpu=on_gpu) for s, d in splits.items()}
+class PlainLoaders(Mapping[str, DataLoader]):
+    """Every split, unaugmented and in order: what a frozen prefix's features are computed from. Each loader is
+    built when first read, so a feature-cache hit never decodes an image."""
+
+    def __init__(self, splits: dict[str, Any], pre: Any, cfg: FitConfig, on_gpu: bool = False) -> None:
+        self.splits, self.pre, self.cfg, self.on_gpu = splits, pre, cfg, on_gpu
+        self.built: dict[str, DataLoader] = {}
+
+    def __getitem__(self, split: str) -> DataLoader:
+        if split not in self.built:
+            self.built[split] = make_loader(split_dataset(self.splits[split], self.pre), self.cfg, False,
+                                            self.pre.collate, on_gpu=self.on_gpu)
+        return self.built[split]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.splits)
+
+    def __len__(self) -> int:
+        return len(self.splits)
 
 
 class RunData(L.LightningDataModule):
@@ -79,7 +96,7 @@ class RunData(L.LightningDataModule):
             if self.trainer is not None:
                 self.prefix.to(self.trainer.strategy.root_device)
             self.feats, self.cache_hit, self.feature_seconds = cached_features(
-                self.key, self.prefix, plain_loaders(self.splits, self.pre, self.cfg, self._on_gpu()), self.progress,
+                self.key, self.prefix, PlainLoaders(self.splits, self.pre, self.cfg, self._on_gpu()), self.progress,
                 rank, world, self.channels_last)
             self.prefix.cpu()
 
@@ -134,5 +151,5 @@ def frozen_features(
 ) -> tuple[dict[str, torch.Tensor], bool, float]:
     """Outputs of a frozen ``prefix`` (the first ``reuse`` blocks) on ``splits`` through the on-disk cache, in one
     process (``rank`` uses this; ``fit`` goes through :class:`RunData`, which shards it under DDP)."""
-    return cached_features(feature_key(prefix, source, reuse, splits, pre), prefix, plain_loaders(splits, pre, cfg),
+    return cached_features(feature_key(prefix, source, reuse, splits, pre), prefix, PlainLoaders(splits, pre, cfg),
                            progress, channels_last=channels_last)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def cache_key(**parts: Any) -> str:
 
 
 def cached_features(
-    key: str, prefix: nn.Module, loaders: dict[str, DataLoader], progress: bool, rank: int = 0, world: int = 1,
+    key: str, prefix: nn.Module, loaders: Mapping[str, DataLoader], progress: bool, rank: int = 0, world: int = 1,
     channels_last: bool = False,
 ) -> tuple[dict[str, torch.Tensor], bool, float]:
     """Outputs of the frozen ``prefix`` for every split: read from the cache, or computed once and stored.
@@ -92,7 +93,7 @@ def _cache_digest(feats: dict[str, torch.Tensor]) -> str:
     return tensors_digest(dict(sorted(feats.items())))
 
 
-def _read_cache(path: Path, loaders: dict[str, DataLoader]) -> tuple[dict[str, torch.Tensor], bool, float] | None:
+def _read_cache(path: Path, loaders: Mapping[str, DataLoader]) -> tuple[dict[str, torch.Tensor], bool, float] | None:
     """A cache entry whose payload matches its recorded checksum, or None (then it is recomputed, with a warning
     when the file was there but damaged)."""
     if not path.is_file():
