@@ -150,3 +150,10 @@ def test_lora_trains_the_same_adapters_on_every_process(text_csv: Path, tmp_path
     zero, _ = two_processes(tmp_path, text_csv, "minilm", "lora:r=2", "text_column=sentence", "label_column=topic",
                             "per_class=4", "eval_per_class=2", "batch_size=4")
     assert any("lora_A" in k for k in zero)
+
+
+def test_lpft_probes_one_head_and_trains_the_same_weights_on_every_process(folder: Path, base_run: Path,
+                                                                          tmp_path: Path) -> None:
+    """LP-FT under DDP: rank 0's probed head is broadcast, so every process fine-tunes from the same start."""
+    zero, _ = two_processes(tmp_path, folder, str(base_run), "lpft:wise=0.5")
+    assert any(k.startswith("head.") for k in zero)
