@@ -19,6 +19,7 @@ ALLOCATORS = ("tcmalloc", "mimalloc")  # what TRANSFERLAB_ALLOCATOR may name, be
 # without THP 1.18x / 1.21x and 0.96x training, within the spread of repeated passes (up to 1.6x for glibc). Used
 # when present, so not a dependency: ``pip install 'transferlab[mimalloc]'``.
 AUTO = ("tcmalloc", "mimalloc")
+INSTALL = {"tcmalloc": "apt-get install libtcmalloc-minimal4", "mimalloc": "pip install 'transferlab[mimalloc]'"}
 
 
 def library(name: str) -> str | None:
@@ -44,8 +45,16 @@ def use_fast() -> None:
     preload = os.environ.get("LD_PRELOAD", "")
     if wanted == "system" or any(name in preload for name in ALLOCATORS):
         return
-    lib = next(filter(None, map(library, AUTO if wanted not in ALLOCATORS else (wanted,))), None)
+    if wanted not in ("auto", *ALLOCATORS):
+        sys.stderr.write(f"warning: TRANSFERLAB_ALLOCATOR={wanted!r} is not auto, system, tcmalloc or mimalloc; "
+                         "using auto\n")
+        wanted = "auto"
+    lib = next(filter(None, map(library, AUTO if wanted == "auto" else (wanted,))), None)
     if lib is None:
+        if wanted != "auto":
+            hint = INSTALL[wanted]
+            sys.stderr.write(f"warning: TRANSFERLAB_ALLOCATOR={wanted} but {wanted} is not installed ({hint}); "
+                             "using glibc malloc\n")
         return
     env = {**os.environ, "LD_PRELOAD": " ".join(filter(None, [lib, preload]))}
     os.execve(sys.executable, [sys.executable, "-m", "transferlab", *sys.argv[1:]], env)

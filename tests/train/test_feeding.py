@@ -37,3 +37,16 @@ def test_the_allocator_from_the_mimalloc_wheel_is_found_where_pip_put_it(monkeyp
         (lib / name).touch()
     assert allocator.library("mimalloc") == str(lib / "libmimalloc.so")
     assert allocator.library("jemalloc") is None
+
+
+@pytest.mark.parametrize(("asked", "says"), [
+    ("mimalloc", "mimalloc is not installed (pip install 'transferlab[mimalloc]')"),
+    ("jemalloc", "is not auto, system, tcmalloc or mimalloc"),
+])
+def test_an_allocator_asked_for_but_missing_is_one_warning(asked: str, says: str, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TRANSFERLAB_ALLOCATOR", asked)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setattr(allocator, "library", lambda name: None)  # nothing installed: no re-exec
+    allocator.use_fast()
+    assert says in capsys.readouterr().err
