@@ -54,10 +54,13 @@ TARGET = 0.85
 
 
 def child_fit(per_class: int | None, epochs: int, size: int, accelerator: str, store: bool, source: str,
-              strategy: str, batch: int, precision: str) -> dict[str, Any]:
+              strategy: str, batch: int, precision: str, cudnn_benchmark: bool) -> dict[str, Any]:
+    import torch
+
     from transferlab import api
     from transferlab.sources.base import ImagePreprocessing
 
+    torch.backends.cudnn.benchmark = cudnn_benchmark  # Lightning's Trainer leaves it as set (benchmark=None)
     if not store:  # the path before the store: every epoch decodes and resizes with PIL
         ImagePreprocessing.dataset = lambda self, split, augment=False: None
     out = Path(tempfile.mkdtemp()) / "run"
@@ -79,7 +82,7 @@ def _sizes(per_class: int | None) -> tuple[int, int]:
 
 
 def child_ceiling(per_class: int | None, epochs: int, size: int, accelerator: str, source: str, strategy: str,
-                  batch: int, precision: str) -> dict[str, Any]:
+                  batch: int, precision: str, cudnn_benchmark: bool) -> dict[str, Any]:
     """The model's own speed: fit's network, freezing, layout and autocast over tensors already on the device."""
     import contextlib
 
@@ -92,6 +95,7 @@ def child_ceiling(per_class: int | None, epochs: int, size: int, accelerator: st
     from transferlab.transfer.model import build_model
 
     torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     data = load_images(DATA, seed=0, per_class=per_class, eval_per_class=20)
     src = load_source(source)
@@ -157,6 +161,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--precision", default="32")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense peak at --precision: adds the MFU")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark on (a kernel "
+                        "search per new input shape: the partial last batch, the first evaluation batch)")
     parser.add_argument("--out", type=Path, help="JSON to write (default benchmarks/results/data_path_<device>.json)")
     parser.add_argument("--child")
     args = parser.parse_args()
@@ -174,7 +180,7 @@ def main() -> None:
     foreign = ForeignCPU()
     results: dict[str, dict[str, Any]] = {}
     common = {"epochs": epochs, "accelerator": accelerator, "source": args.source, "strategy": args.strategy,
-              "batch": args.batch, "precision": args.precision}
+              "batch": args.batch, "precision": args.precision, "cudnn_benchmark": args.cudnn_benchmark}
     with tempfile.TemporaryDirectory() as cache:  # a cold cache: the first epoch builds the store
         for size, per_class in sizes.items():
             for kind in ("fit", "fit_decode_every_epoch", "model_ceiling"):
@@ -202,6 +208,7 @@ def main() -> None:
                 "images/s (validation included) from the second epoch on, fit against the same model on tensors "
                 "decoded beforehand",
         "accelerator": accelerator, "epochs": epochs, "per_class": {str(k): v for k, v in sizes.items()},
+        "cudnn_benchmark": args.cudnn_benchmark,
         "fit_over_model_ceiling": ratios[f"fit_over_model_ceiling_{first}px"], "at_px": first, "target": TARGET,
         "met": ratios[f"fit_over_model_ceiling_{first}px"] >= TARGET, "ratios": ratios, "variants": results,
         "machine": machine_info(), "repo": repo_state(), "quiet_start": quiet, "foreign_cpu": foreign.report(),

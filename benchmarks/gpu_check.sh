@@ -31,4 +31,8 @@ if [ "$NAME" = cpu_dryrun ]; then VIT=(--quick --sizes 224 --batch 8 --precision
     VIT=(--device gpu --sizes 224 --batch 128 --precision bf16-mixed --peak-tflops 989); fi
 "$PY" benchmarks/data_path.py --source scratch:timm:vit_base_patch16_224 --strategy scratch "${VIT[@]}" \
     --out "$OUT_DIR/data_path_vit_$NAME.json" 2>&1 | tee -a "$LOG" || status=$?
+# issue 23 part 2 (no shape stalls): the same with cuDNN's kernel search on, its first epoch against a steady one
+[ "$NAME" = cpu_dryrun ] || "$PY" benchmarks/data_path.py --source scratch:timm:vit_base_patch16_224 --strategy scratch \
+    "${VIT[@]}" --cudnn-benchmark --out "$OUT_DIR/data_path_vit_cudnn_benchmark_$NAME.json" 2>&1 | tee -a "$LOG" \
+    || status=$?
 exit $status
