@@ -73,9 +73,10 @@ def linear_head(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0,
     (classes x features) and bias of a linear layer on ``x`` itself, the standardisation folded in (the same
     logits), and its C. Two classes: scikit-learn's one logit ``z`` becomes ``(-z/2, z/2)`` (the same softmax); a
     class absent from ``y`` gets a zero row and a bias 10 below the others'."""
+    from transferlab.data.tabular import column_scale
+
     x = np.asarray(x, dtype=np.float64)
-    mean, std = x.mean(0), x.std(0)
-    std = np.where(std > 0, std, 1.0)
+    mean, std = column_scale(x)  # a constant column (MiniLM has one at std 1e-33) maps to 0, never divides
     model, c, _ = fit_linear((x - mean) / std, np.asarray(y), seed, "accuracy", class_weight)
     coef, intercept = np.asarray(model.coef_, np.float64), np.asarray(model.intercept_, np.float64)
     if coef.shape[0] == 1:  # binary
