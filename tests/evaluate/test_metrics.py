@@ -54,19 +54,20 @@ def test_the_linear_probe_head_gives_the_logistic_regressions_logits_and_probabi
 
 
 def test_a_constant_feature_never_amplifies_the_probe_head() -> None:
-    """MiniLM's sentence embeddings of 80 glosses had a column with std 1e-33: divided by it, the folded head's
-    weight reached 1e30 and the first fine-tuning step, with dropout moving that feature, had a loss of 84. Such a
-    column is constant: its weight stays that of a standardised 0."""
+    """MiniLM's sentence embeddings of 80 glosses had columns at std 1e-33 and 5e-9 (values near 0, float32
+    noise): divided by them, the folded head's weights reached 1e6 and the first fine-tuning step, with dropout
+    moving those features, had a loss of 84. Such columns are constant: their weights stay those of a 0."""
     import numpy as np
 
     from transferlab.evaluate.logreg import linear_head
 
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(40, 3))
+    x = rng.normal(size=(40, 4))
     x[:, 2] = np.where(np.arange(40) % 2, 1e-33, 0.0)  # constant up to float rounding (std 5e-34)
+    x[:, 3] = rng.normal(size=40) * 5e-9 - 2e-8  # float32 noise near 0, next to features of scale 1
     y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0).astype(int)
     weight, bias, _ = linear_head(x, y, 3)
-    assert np.isfinite(weight).all() and np.abs(weight[:, 2]).max() < 1e3
+    assert np.isfinite(weight).all() and np.abs(weight[:, 2:]).max() < 1e3
     moved = x.copy()
-    moved[:, 2] += 0.01  # what dropout does to it
+    moved[:, 2:] += 0.01  # what dropout does to them
     assert np.abs(moved @ weight.T - x @ weight.T).max() < 10

@@ -76,7 +76,11 @@ def linear_head(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0,
     from transferlab.data.tabular import column_scale
 
     x = np.asarray(x, dtype=np.float64)
-    mean, std = column_scale(x)  # a constant column (MiniLM has one at std 1e-33) maps to 0, never divides
+    mean, std = column_scale(x)
+    # A feature that varies less than float32 rounding of the vector it belongs to is constant (MiniLM's sentence
+    # embeddings of 80 glosses had columns at std 1e-33 and 5e-9, values near 0): divided by, it made weights of
+    # 1e6 that dropout turned into a first fine-tuning loss of 84. Unlike a table's columns, features share a scale.
+    std = np.where(std <= 1e-6 * np.abs(x).max(initial=0.0), 1.0, std)
     model, c, _ = fit_linear((x - mean) / std, np.asarray(y), seed, "accuracy", class_weight)
     coef, intercept = np.asarray(model.coef_, np.float64), np.asarray(model.intercept_, np.float64)
     if coef.shape[0] == 1:  # binary
