@@ -9,6 +9,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,20 +24,11 @@ def preload_path(allocator: str | None) -> str | None:
     return library(allocator) if allocator else None
 
 
-def tcmalloc_path() -> str | None:
-    """The tcmalloc library the transferlab CLI would preload, or None when it is not installed."""
-    return preload_path("tcmalloc")
-
-
 def allocator_in_use() -> dict[str, Any]:
     """Which malloc this process really runs with (from /proc/self/maps) and whether THP is requested."""
-    from transferlab.allocator import ALLOCATORS
+    from transferlab.allocator import loaded as loaded_allocator
 
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        maps = ""
-    loaded = next((a for a in ALLOCATORS if a in maps), None)
+    loaded = loaded_allocator()
     thp = os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"
     name = (loaded or "glibc malloc") + (" + THP_MEM_ALLOC_ENABLE=1" if thp else "")
     return {"name": name, "loaded": loaded, "tcmalloc_loaded": loaded == "tcmalloc", "THP_MEM_ALLOC_ENABLE": thp,
@@ -44,19 +36,27 @@ def allocator_in_use() -> dict[str, Any]:
 
 
 def reexec_like_cli(script: str, argv: list[str]) -> None:
-    """Run this script the way ``transferlab`` runs: THP_MEM_ALLOC_ENABLE=1 and the default fast allocator
-    preloaded if installed (``transferlab.allocator.use_fast`` re-execs ``python -m transferlab``, so a script
-    cannot call it). Must run before torch is imported."""
-    from transferlab.allocator import ALLOCATORS, AUTO, library
+    """Run this script the way ``transferlab`` runs (``transferlab.allocator.use_fast``): THP_MEM_ALLOC_ENABLE=1
+    and the default fast allocator preloaded if installed. Must run before torch is imported."""
+    from transferlab.allocator import use_fast
 
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    if any(a in os.environ.get("LD_PRELOAD", "") for a in ALLOCATORS):
-        return
-    lib = next(filter(None, map(library, AUTO)), None)
-    if lib is None:
-        return
-    preload = " ".join(filter(None, [lib, os.environ.get("LD_PRELOAD", "")]))
-    os.execve(sys.executable, [sys.executable, script, *argv], {**os.environ, "LD_PRELOAD": preload})
+    use_fast([script, *argv])
+
+
+def run_json_child(script: str, name: str, spec: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``python SCRIPT --child SPEC`` in its own process; its last line of output, as JSON."""
+    cmd = [sys.executable, script, "--child", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def epoch_throughput(r: dict[str, Any]) -> float:
+    """Training images per second from the second epoch on (the first pays for warm-up): ``epoch_wall_s`` holds
+    the wall time at the end of each epoch."""
+    w = r["epoch_wall_s"]
+    return r["train_images"] * (len(w) - 1) / (w[-1] - w[0])
 
 
 def cpu_model() -> str:
@@ -182,7 +182,6 @@ def wait_until_quiet(max_wait_s: float, threshold: float = 0.1, probe_s: float =
 
 def repo_state() -> dict[str, Any]:
     """The commit the library was measured at and its uncommitted changes (the timings depend on them)."""
-    import subprocess
 
     root = Path(__file__).resolve().parent.parent
 

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,9 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     ForeignCPU,
+    epoch_throughput,
     machine_info,
     reexec_like_cli,
     repo_state,
+    run_json_child,
     table,
     wait_until_quiet,
     write_json,
@@ -136,19 +136,6 @@ def child_ceiling(per_class: int | None, epochs: int, size: int, accelerator: st
     return {"epoch_wall_s": walls, "train_images": len(xt), "forward_flop_per_image": flops.get_total_flops()}
 
 
-def throughput(r: dict[str, Any]) -> float:
-    """Training images per second from the second epoch on."""
-    w = r["epoch_wall_s"]
-    return r["train_images"] * (len(w) - 1) / (w[-1] - w[0])
-
-
-def run_child(name: str, spec: dict[str, Any], cache: str) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
-    env = {**os.environ, "TRANSFERLAB_CACHE_DIR": cache}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -187,8 +174,8 @@ def main() -> None:
                 name = f"{kind}_{size}px"
                 print(f"{name} ...", file=sys.stderr, flush=True)
                 spec = {"kind": kind.removeprefix("model_"), "per_class": per_class, "size": size, **common}
-                results[name] = run_child(name, spec, cache)
-                results[name]["images_per_s"] = throughput(results[name])
+                results[name] = run_json_child(__file__, name, spec, {"TRANSFERLAB_CACHE_DIR": cache})
+                results[name]["images_per_s"] = epoch_throughput(results[name])
                 shutil.rmtree(Path(cache) / "decoded", ignore_errors=True)
     ratios: dict[str, float] = {}
     for size in sizes:

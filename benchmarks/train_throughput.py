@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ForeignCPU, machine_info, reexec_like_cli, repo_state, table, wait_until_quiet, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    ForeignCPU,
+    epoch_throughput,
+    machine_info,
+    reexec_like_cli,
+    repo_state,
+    run_json_child,
+    table,
+    wait_until_quiet,
+    write_json,
+)
 
 DATA = "fashion-mnist:classes=5-9"
 IMAGE_SIZE = 96
@@ -158,18 +167,6 @@ def child_bare(per_class: int | None, epochs: int, accelerator: str, channels_la
             **_peak_memory(accelerator)}
 
 
-def throughput(r: dict[str, Any]) -> float:
-    """Training images per second from the second epoch on (the first pays for warm-up)."""
-    w = r["epoch_wall_s"]
-    return r["train_images"] * (len(w) - 1) / (w[-1] - w[0])
-
-
-def run_child(name: str, args: argparse.Namespace, spec: dict[str, Any]) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -209,8 +206,8 @@ def main() -> None:
     order = main_variants * (1 if args.quick else args.reps) + [n for n in variants if n not in main_variants]
     for name in order:  # the main variants interleaved, the best repetition counts
         print(f"{name} ...", file=sys.stderr, flush=True)
-        r = run_child(name, args, {**variants[name], "accelerator": accelerator})
-        r["images_per_s"] = throughput(r)
+        r = run_json_child(__file__, name, {**variants[name], "accelerator": accelerator})
+        r["images_per_s"] = epoch_throughput(r)
         runs = results.get(name, {}).get("all_images_per_s", []) + [r["images_per_s"]]
         if name not in results or r["images_per_s"] > results[name]["images_per_s"]:
             results[name] = r

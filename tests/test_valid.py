@@ -107,7 +107,6 @@ def test_a_capped_run_says_it_did_not_converge(base_run: Path, tmp_path: Path) -
     assert describe(result.training).startswith("NOT converged: stopped at the cap")
 
 
-
 def test_max_time_stops_a_run_even_before_its_minimum_steps(base_run: Path, tmp_path: Path) -> None:
     """Lightning's max_time waits for min_steps; --max-time (advise's caps) does not: 1 s, not 100,000 steps."""
     import time

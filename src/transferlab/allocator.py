@@ -35,8 +35,9 @@ def library(name: str) -> str | None:
     return None
 
 
-def use_fast() -> None:
-    """Re-exec under a faster allocator when one is installed: ``TRANSFERLAB_ALLOCATOR`` names one (tcmalloc,
+def use_fast(command: list[str] | None = None) -> None:
+    """Re-exec ``python COMMAND`` (default: ``-m transferlab`` with this process's arguments; the benchmark scripts
+    give their own) under a faster allocator when one is installed: ``TRANSFERLAB_ALLOCATOR`` names one (tcmalloc,
     mimalloc), keeps glibc malloc (system), or (auto, the default) takes the first of :data:`AUTO` installed
     (benchmarks/overhead.py measured tcmalloc 1.03-1.84x faster inference, mimalloc above). PyTorch's transparent
     huge pages for large buffers (``THP_MEM_ALLOC_ENABLE=1``) are switched on either way."""
@@ -57,16 +58,22 @@ def use_fast() -> None:
                              "using glibc malloc\n")
         return
     env = {**os.environ, "LD_PRELOAD": " ".join(filter(None, [lib, preload]))}
-    os.execve(sys.executable, [sys.executable, "-m", "transferlab", *sys.argv[1:]], env)
+    command = command if command is not None else ["-m", "transferlab", *sys.argv[1:]]
+    os.execve(sys.executable, [sys.executable, *command], env)
 
 
-def name() -> str:
-    """Which memory allocator this process runs with."""
+def loaded() -> str | None:
+    """The fast allocator this process runs with (from its memory map), or None: glibc malloc."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         maps = ""
-    name = next((a for a in ALLOCATORS if a in maps), "glibc malloc")
+    return next((a for a in ALLOCATORS if a in maps), None)
+
+
+def name() -> str:
+    """Which memory allocator this process runs with."""
+    name = loaded() or "glibc malloc"
     if os.environ.get("THP_MEM_ALLOC_ENABLE") == "1":
         name += " + huge pages (THP_MEM_ALLOC_ENABLE=1)"
     return name

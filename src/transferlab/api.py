@@ -103,7 +103,7 @@ def layers(target_data: str, *, out: str | Path, **options: Any) -> dict[str, An
     out = Path(out)
     preflight.check_out(out, options.get("resume", False), options.get("overwrite", False), "layers")
     with files.locked(out, "the layer sweep folder"):  # one writer, before any data or model loads
-        settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)} and k != "source"}
+        settings = _fit_settings(options)
         cfg = FitConfig.from_dict({"data": target_data, "source": options.get("source") or options.get("arch")
                                    or DEFAULT_ARCH, **settings})
         modality = preflight.decide_modality(cfg.data, [cfg.source])
@@ -226,6 +226,12 @@ def predict(
     if new_bad:
         log.debug("skipped %d of %d files that cannot be read", len(new_bad), n_files)
     return rows
+
+
+def _fit_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The options a FitConfig takes, but ``source``: the commands that read data before any model load set it
+    themselves (the command line passes ``source=None`` when it is not given)."""
+    return {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)} and k != "source"}
 
 
 def _check_top(top: int, classes: Any, model: str | Path) -> None:
@@ -389,7 +395,7 @@ def rank(data: str, *, sources: str | list[str], out: str | Path, **options: Any
     with files.locked(out, "the ranking folder"):  # one writer, before any data or model loads
         dataset = None
         if kind is not None:  # read and checked before torch loads
-            settings = {k: v for k, v in options.items() if k in {f.name for f in fields(FitConfig)} and k != "source"}
+            settings = _fit_settings(options)
             dataset = kind.load(FitConfig.from_dict({"data": data, "source": specs[0], **settings}))
         from transferlab.experiments.rank import rank as run_rank
 

@@ -113,3 +113,30 @@ def test_the_batch_is_augmented_as_torchvision_crops_resizes_and_flips() -> None
         ref = F.normalize((ref.flip(-1) if flip else ref) / 255, PRE.mean, PRE.std)
         assert torch.allclose(got[:, 1:-1, 1:-1], ref[:, 1:-1, 1:-1], atol=1e-4)  # the border reads past the crop
     assert torch.allclose(out[1], F.normalize(images[1].float().flip(-1) / 255, PRE.mean, PRE.std), atol=1e-5)
+
+
+def test_two_builders_of_one_store_decode_each_image_once(photos: ImageSplit, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two readers at once (DDP ranks, compare's worker processes): one builds under the lock, the other waits and
+    reads what it built. Two threads open the lock file separately, so flock keeps them apart as it does two
+    processes."""
+    import threading
+    import time
+
+    monkeypatch.setenv("TRANSFERLAB_CACHE_DIR", str(tmp_path / "shared"))
+    loads, real = [], ImageSplit.load
+
+    def slow(self: ImageSplit, i: int) -> Image.Image:
+        loads.append(i)
+        time.sleep(0.02)
+        return real(self, i)
+
+    monkeypatch.setattr(ImageSplit, "load", slow)
+    paths: list[Path | None] = []
+    workers = [threading.Thread(target=lambda: paths.append(dec.decoded(photos, PRE, 1.0))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(paths) == 2 and paths[0] == paths[1] is not None
+    assert sorted(loads) == list(range(len(photos)))

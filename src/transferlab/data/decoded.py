@@ -113,6 +113,7 @@ def decoded(split: Any, pre: Any, crop_pct: float) -> Path | None:
             os.replace(tmp, path)
             atomic_write(meta_path, json.dumps({"format": STORE_FORMAT, "shape": list(shape),
                                                 "sha256": _digest(np.load(path, mmap_mode="r"))}))
+            _VERIFIED[path] = _identity(path)  # just written and hashed: the next read in this process trusts it
         except (OSError, UserError) as e:  # UserError: atomic_write's one sentence for a full disk
             tmp.unlink(missing_ok=True)
             if isinstance(e, OSError) and not is_disk_full(e):

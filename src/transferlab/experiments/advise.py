@@ -298,13 +298,14 @@ class Report(L.Callback):
         if self.trial.should_prune():
             self.trial.set_user_attr("stopped", f"pruned at step {trainer.global_step}")
             raise optuna.TrialPruned()
-        if self.ctx.clock() >= self.ctx.deadline():
-            self.trial.set_user_attr("stopped", "the budget")
-            raise optuna.TrialPruned()
+        self._stop_at_deadline()
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         """Between validations too: a long epoch (a sentence encoder's on a CPU) overran a 10-minute budget's
         search share by a minute when only validations looked at the clock."""
+        self._stop_at_deadline()
+
+    def _stop_at_deadline(self) -> None:
         import optuna
 
         if self.ctx.clock() >= self.ctx.deadline():
@@ -335,7 +336,7 @@ def run_trial(ctx: Context, trial: Any, short: list[str], progress: bool) -> flo
     except optuna.TrialPruned:
         log.info("trial %d: %s: stopped (%s)", trial.number, run_dir.name, trial.user_attrs.get("stopped", "pruned"))
         raise
-    log.info("trial %d: %s: validation %s", trial.number, run_dir.name, cell_line(result).replace("test ", "", 1))
+    log.info("trial %d: %s: %s", trial.number, run_dir.name, cell_line(result, "validation accuracy"))
     trial.set_user_attr("seconds", ctx.clock() - tick)
     trial.set_user_attr("train_seconds", result.wall_seconds)
     trial.set_user_attr("converged", bool(result.training.get("converged")))

@@ -4,8 +4,9 @@ file that marks it complete, JSON-safe results, and the modality its data and so
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ from transferlab.files import (
 )
 from transferlab.files import locked as locked_folder
 from transferlab.modality import Modality
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     pass
@@ -109,10 +112,22 @@ def other_options(modality: Modality) -> list[str]:
     return sorted({o for m in modalities.all_modalities() if m is not modality for o in m.options} - mine)
 
 
-def cell_line(result: Any) -> str:
-    """A finished cell in a few words: the one line a log file keeps of it."""
+def run_cell(label: str, train: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """One trained cell of an experiment, ``train(*args, **kwargs)`` (``fit``, or ``pretrain`` with its check):
+    its epoch lines at DEBUG, then the one line a log file keeps of it, ``label: ...`` (see :func:`cell_line`)."""
+    from transferlab.train.callbacks import cell_logging
+
+    with cell_logging():
+        ran = train(*args, **kwargs)
+    log.info("%s: %s", label, cell_line(ran[0] if isinstance(ran, tuple) else ran))
+    return ran
+
+
+def cell_line(result: Any, score: str = "test accuracy") -> str:
+    """A finished cell in a few words: the one line a log file keeps of it (``score`` names its accuracy: an advise
+    trial's "test" split is the search's validation split)."""
     t = result.training
     how = (f"best validation at step {t['best_step']} of {t['steps']}" if t.get("converged") else
            "NOT converged" if t.get("converged") is False else "")
-    return ", ".join(filter(None, [f"test accuracy {result.test_accuracy:.4f}", how,
+    return ", ".join(filter(None, [f"{score} {result.test_accuracy:.4f}", how,
                                    f"{result.wall_seconds:.1f} s"]))

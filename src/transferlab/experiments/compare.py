@@ -44,11 +44,11 @@ from transferlab.evaluate import METRIC_NAMES, score
 from transferlab.evaluate.curves import Curve, accuracy_interval, asymptote, benefits, interval, verdict
 from transferlab.evaluate.logreg import fit_logreg
 from transferlab.experiments.common import (
-    cell_line,
     clean_json,
     experiment_folder,
     finish_experiment,
     other_options,
+    run_cell,
 )
 from transferlab.experiments.plan import Plan, is_baseline, plan
 from transferlab.modality import Modality
@@ -56,7 +56,7 @@ from transferlab.report import write_csv
 from transferlab.report.html import write_compare_report
 from transferlab.sources import Source
 from transferlab.train.budget import Budget
-from transferlab.train.callbacks import cell_logging, curve_epoch
+from transferlab.train.callbacks import curve_epoch
 from transferlab.train.fit import (
     RunResult,
     bind_source,
@@ -213,12 +213,10 @@ def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality
             ran = [f.result() for f in futures]
     else:
         ran = []
-        with cell_logging():
-            for i, (size, seed, arm, cell_dir, _, cfg) in enumerate(jobs, 1):
-                ran.append(fit(cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size],
-                               source=sources[arm.name], modality=modality))
-                log.info("cell %d/%d: %s, %s per class, seed %d: %s", i, len(jobs), arm.name, size_key(size), seed,
-                         cell_line(ran[-1]))
+        for i, (size, seed, arm, cell_dir, _, cfg) in enumerate(jobs, 1):
+            ran.append(run_cell(f"cell {i}/{len(jobs)}: {arm.name}, {size_key(size)} per class, seed {seed}", fit,
+                                cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size],
+                                source=sources[arm.name], modality=modality))
     curves: dict[str, dict[str, dict[int, Curve]]] = {size_key(s): {a.name: {} for a in p.arms} for s in p.sizes}
     results: dict[str, dict[str, dict[int, RunResult]]] = {k: {a.name: {} for a in p.arms} for k in curves}
     cells = []
@@ -253,12 +251,8 @@ def _cell(cfg: FitConfig, cell_dir: Path, data: Data, modality_name: str, pretra
     key = (cfg.source, pretrained)
     if key not in _LOADED:
         _LOADED[key] = open_source(cfg, pretrained)
-    with cell_logging():
-        result = fit(cfg, cell_dir, resume=True, progress=False, data=data, source=_LOADED[key],
-                     modality=modalities.get(modality_name))
-    log.info("cell %s: %s", cell_dir, cell_line(result))
-    return result
-
+    return run_cell(f"cell {cell_dir}", fit, cfg, cell_dir, resume=True, progress=False, data=data,
+                    source=_LOADED[key], modality=modalities.get(modality_name))
 
 
 def read_curve(run_dir: Path, final: float) -> Curve:

@@ -22,10 +22,9 @@ from transferlab.config import DEFAULT_ARCH, FitConfig
 from transferlab.errors import UserError
 from transferlab.evaluate.curves import accuracy_interval
 from transferlab.evaluate.logreg import fit_logreg
-from transferlab.experiments.common import cell_line, clean_json, experiment_folder, finish_experiment, recorded_base
+from transferlab.experiments.common import clean_json, experiment_folder, finish_experiment, recorded_base, run_cell
 from transferlab.report.html import write_layers_report
 from transferlab.sources import load_source
-from transferlab.train.callbacks import cell_logging
 from transferlab.train.fit import bind_source, fit, open_source, pretrain, versions
 
 log = logging.getLogger(__name__)
@@ -74,9 +73,8 @@ def sweep(
                     run_dir = out / "base" / f"{task}_seed{seed}"
                     cfg = base.replace(data=task_data, source=arch, seed=seed, split_seed=base.seed, per_class=None,
                                        reuse=None)
-                    with cell_logging():
-                        result, _ = pretrain(cfg, run_dir, resume=True, progress=progress)
-                    log.info("base %s seed %d: %s", task, seed, cell_line(result))
+                    result, _ = run_cell(f"base {task} seed {seed}", pretrain, cfg, run_dir, resume=True,
+                                         progress=progress)
                     if task == "B":
                         base_b.append(result.test_score)
                 sources[task] = load_source(str(out / "base" / f"{task}_seed{base.seed}"))
@@ -90,11 +88,9 @@ def sweep(
         for seed in seed_range:
             cfg = base.replace(strategy="scratch", reuse=None, seed=seed, split_seed=base.seed,
                                source=str(sources["A"].name))
-            with cell_logging():
-                result = fit(cfg, out / "cells" / "scratch" / "all" / f"seed{seed}", resume=True, progress=progress,
-                             data=data, source=sources["A"], modality=modality)
-            log.info("scratch seed %d: %s", seed, cell_line(result))
-            scratch.append(result.test_score)
+            scratch.append(run_cell(f"scratch seed {seed}", fit, cfg, out / "cells" / "scratch" / "all" / f"seed{seed}",
+                                    resume=True, progress=progress, data=data, source=sources["A"],
+                                    modality=modality).test_score)
         logreg = fit_logreg(data, modality, base.seed, base.metric, base.class_weight)["test_score"] if zero else None
         acc: dict[str, dict[int, list[float]]] = {name: {} for name in series}
         for name in series:
@@ -104,10 +100,8 @@ def sweep(
                     cfg = base.replace(strategy=strategy, reuse=n, seed=seed, split_seed=base.seed,
                                        source=str(sources[task].name), backbone_lr_mult=1.0)
                     cell = out / "cells" / name / f"n{n}" / f"seed{seed}"
-                    with cell_logging():
-                        result = fit(cfg, cell, resume=True, progress=progress, data=data, source=sources[task],
-                                     modality=modality)
-                    log.info("%s n=%d seed %d: %s", name, n, seed, cell_line(result))
+                    result = run_cell(f"{name} n={n} seed {seed}", fit, cfg, cell, resume=True, progress=progress,
+                                      data=data, source=sources[task], modality=modality)
                     acc[name].setdefault(n, []).append(result.test_score)
 
         if not zero:
