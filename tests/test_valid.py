@@ -34,8 +34,10 @@ def _data(base_run: Path) -> str:
 def small_data_compare(image_folder: Path, base_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """4 images per class (12 in all: one step per epoch at batch 32): the case where 3 epochs were 3 steps."""
     out = tmp_path_factory.mktemp("valid") / "cmp"
-    return api.compare(str(image_folder), out=out, source=str(base_run), arms="logreg,scratch,finetune", seeds=3,
-                       per_class="4", min_steps=MIN_STEPS, max_steps=MIN_STEPS + 20, patience=2, progress=False)
+    results = api.compare(str(image_folder), out=out, source=str(base_run), arms="logreg,scratch,finetune",
+                          seeds=3, per_class="4", min_steps=MIN_STEPS, max_steps=MIN_STEPS + 20, patience=2,
+                          progress=False)
+    return {**results, "folder": out}
 
 
 def test_small_data_gets_more_epochs_not_fewer_steps(small_data_compare: dict) -> None:
@@ -53,6 +55,19 @@ def test_the_asymptote_is_the_converged_models_test_accuracy(small_data_compare:
         assert all(r["curves"]["4"][arm][str(s)]["final"] == a for s, a in zip((0, 1, 2), finals, strict=True))
         v = r["data_efficiency"][arm]["4"]
         assert 0 <= v["ci_low"] <= v["mean"] <= v["ci_high"] <= 1
+
+
+def test_each_cell_records_the_kept_models_validation_score(small_data_compare: dict) -> None:
+    """What advise chooses by: the validation split scored again after the best weights are restored equals the
+    validation accuracy Lightning logged at the kept epoch (two code paths, one number)."""
+    import csv
+
+    for c in small_data_compare["cells"]:
+        run = small_data_compare["folder"] / c["run_dir"]
+        card = json.loads((run / "model.json").read_text())
+        rows = list(csv.DictReader((run / "metrics.csv").open()))
+        kept = next(r for r in rows if int(r["epoch"]) == card["training"]["best_epoch"])
+        assert c["val_score"] == card["metrics"]["val_score"] == pytest.approx(float(kept["val_accuracy"]))
 
 
 def test_every_arm_stands_beside_a_logistic_regression(small_data_compare: dict) -> None:

@@ -176,23 +176,68 @@ def test_the_recommended_arm_is_the_confirmations_own() -> None:
     transfer = {"kind": "transfer", "source": "s", "strategy": "finetune", "lr": 0.003}
     assert recommended_arm(scratch, confirmed) == "scratch:lr=0.00694"
     assert recommended_arm(transfer, confirmed) == arm_spec(transfer) == "finetune:source=s,lr=0.003"
+    assert arm_spec({**transfer, "lr": None}) == "finetune:source=s"  # the default rate
     assert recommended_arm({"kind": "logreg"}, confirmed) == "logreg"
 
 
-def test_the_confirmation_always_shows_what_transfer_gave() -> None:
-    """When the regression wins the search, frozen of the shortlisted source still stands beside it (an advise on
-    Fashion-MNIST once stopped after 5 minutes because its confirmation had no transfer arm); with no source,
-    the baselines only, scratch of a from-scratch architecture of the data's kind."""
+def test_the_confirmation_weighs_the_best_the_default_frozen_and_scratch_each_once() -> None:
+    """What a user would run without advise (the default strategy at the default rate) always stands beside the
+    search's best, with frozen and scratch; the same configuration once (the enqueued default trial at the
+    default rate is the default). When the regression wins the search, frozen and the default still stand beside
+    it (an advise on Fashion-MNIST once stopped after 5 minutes because its confirmation had no transfer arm);
+    with no source, the baselines only, scratch of a from-scratch architecture of the data's kind."""
     from transferlab import modality
-    from transferlab.experiments.advise import confirm_arms
+    from transferlab.experiments.advise import confirm_arms, contenders
 
+    image = modality.get("image")
     logreg = {"kind": "logreg"}
-    assert confirm_arms(logreg, ["efficientnet_lite0"], modality.get("image")) == (
-        "efficientnet_lite0", ["logreg", "frozen:source=efficientnet_lite0"])
-    assert confirm_arms(logreg, [], modality.get("tabular")) == ("mlp_tiny", ["logreg"])
+    options = contenders(logreg, ["efficientnet_lite0"], image)
+    assert [(o["kind"], o["strategy"], o["lr"]) for o in options] == [
+        ("transfer", "finetune", None), ("transfer", "frozen", None), ("scratch", "scratch", None)]
+    assert confirm_arms(options) == (
+        "efficientnet_lite0", ["logreg", "finetune:source=efficientnet_lite0", "frozen:source=efficientnet_lite0"])
+    assert confirm_arms(contenders(logreg, [], modality.get("tabular"))) == (
+        "mlp_tiny", ["logreg"])
     scratch = {"kind": "scratch", "source": "s", "strategy": "scratch", "lr": 0.01}
-    assert confirm_arms(scratch, ["s"], modality.get("image")) == ("s", ["logreg", "frozen:source=s",
-                                                                         "scratch:lr=0.01"])
+    assert confirm_arms(contenders(scratch, ["s"], image)) == (
+        "s", ["logreg", "finetune:source=s", "frozen:source=s", "scratch:lr=0.01"])
+    default_trial = {"kind": "transfer", "source": "s", "strategy": "finetune", "reuse": None, "lr": 1e-3,
+                     "trial": 1}
+    options = contenders(default_trial, ["s"], image)
+    assert options[0] is default_trial and len(options) == 3  # the enqueued default is the default
+    lpft = {**default_trial, "strategy": "lpft", "lr": 3.6e-4, "trial": 31}
+    assert confirm_arms(contenders(lpft, ["s", "t"], image))[1] == [
+        "logreg", "lpft:source=s,lr=0.00036", "finetune:source=s", "frozen:source=s"]
+
+
+def test_the_recommendation_is_the_best_mean_validation_over_seeds_never_the_test_split() -> None:
+    """The search's best by one seed (LP-FT, 0.949) loses to the default when the default's mean validation over
+    the seeds is higher, even where LP-FT's test score is higher; equal means go to the faster; the regression
+    when its validation score is at least the best mean."""
+    from transferlab.experiments.advise import choose
+
+    lpft = {"kind": "transfer", "source": "s", "strategy": "lpft", "reuse": None, "lr": 3.6e-4, "trial": 31,
+            "validation": 0.949}
+    default = {"kind": "transfer", "source": "s", "strategy": "finetune", "reuse": None, "lr": None, "trial": None}
+    frozen = {**default, "strategy": "frozen"}
+    scratch = {"kind": "scratch", "source": "s", "strategy": "scratch", "reuse": None, "lr": None, "trial": None}
+
+    def cell(arm: str, val: float, test: float, secs: float) -> dict:
+        return {"arm": arm, "per_class": "100", "val_score": val, "test_score": test, "train_wall_seconds": secs}
+
+    arms = {"lpft:source=s,lr=0.00036": (0.930, 0.99, 20.0), "finetune:source=s": (0.940, 0.90, 15.0),
+            "frozen:source=s": (0.920, 0.90, 1.0), "scratch": (0.800, 0.80, 30.0)}
+    confirmed = {"largest_size": "100", "baseline": "scratch", "data_efficiency": {a: {} for a in arms},
+                 "cells": [cell(a, v + d, t, s) for a, (v, t, s) in arms.items() for d in (-0.01, 0.0, 0.01)]}
+    chosen, scored = choose([lpft, default, frozen, scratch], confirmed, logreg_val=0.9)
+    assert chosen["arm"] == "finetune:source=s" and chosen["validation"] == pytest.approx(0.94)
+    assert [o["arm"] for o in scored] == ["finetune:source=s", "lpft:source=s,lr=0.00036", "frozen:source=s",
+                                          "scratch"]
+    assert scored[1]["search_validation"] == 0.949 and len(scored[1]["validation_per_seed"]) == 3
+    arms["frozen:source=s"] = (0.940, 0.90, 1.0)  # a tie on validation: the faster
+    confirmed["cells"] = [cell(a, v + d, t, s) for a, (v, t, s) in arms.items() for d in (-0.01, 0.0, 0.01)]
+    assert choose([lpft, default, frozen, scratch], confirmed, 0.9)[0]["arm"] == "frozen:source=s"
+    assert choose([lpft, default, frozen, scratch], confirmed, 0.94)[0]["kind"] == "logreg"
 
 
 def test_the_confirmation_vetoes_a_pick_the_regression_clearly_beats() -> None:
@@ -217,5 +262,5 @@ def test_the_confirmation_vetoes_a_pick_the_regression_clearly_beats() -> None:
                                                arm: {"all": {"mean": 0.804, "ci_low": 0.79, "ci_high": 0.81}},
                                                "logreg": {"all": {"mean": 0.82}}}}}
     first = advise_lines(advice, Path("out"))[0]
-    assert first.startswith("Use a logistic regression on the raw inputs (test 0.820): the best searched")
+    assert first.startswith("Use a logistic regression on the raw inputs (test 0.820): the best confirmed")
     assert "lpft of s at lr 0.016, scored lower on the test split (0.804" in first

@@ -228,7 +228,7 @@ def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality
         results[key][arm.name][seed] = result
         cells.append({
             "arm": arm.name, "per_class": key, "seed": seed, "run_dir": str(cell_dir.relative_to(out)),
-            "test_accuracy": result.test_accuracy, "test_score": result.test_score,
+            "test_accuracy": result.test_accuracy, "test_score": result.test_score, "val_score": result.val_score,
             "train_wall_seconds": result.wall_seconds,
             "reused": finished, "parameters": result.parameters, "calibration": result.calibration,
             "converged": training.get("converged"), "best_step": training.get("best_step"),

@@ -466,8 +466,8 @@ def advise_lines(advice: dict[str, Any], out: Path) -> list[str]:
                  f"(test {logreg:.3f}) and scratch ({scratch}); give --candidates to weigh transfer")
     elif pick.get("vetoed"):
         v = pick["vetoed"]
-        first = (f"Use a logistic regression on the raw inputs (test {logreg:.3f}): the best searched configuration, "
-                 f"{v['strategy']} of {v['source']} at lr {v['lr']:.2g}, scored lower on the test split "
+        first = (f"Use a logistic regression on the raw inputs (test {logreg:.3f}): the best confirmed configuration, "
+                 f"{v['strategy']} of {v['source']} at {_rate(v.get('lr'))}, scored lower on the test split "
                  f"({acc(v['arm'])}, paired difference {fmt_interval(v['versus_logreg'])}); scratch {scratch}")
     elif pick["kind"] == "logreg":
         tried = max((t["value"] or 0.0 for t in advice["trials"]), default=float("nan"))
@@ -477,15 +477,21 @@ def advise_lines(advice: dict[str, Any], out: Path) -> list[str]:
     else:
         reuse = "all blocks" if pick.get("reuse") is None else f"the first {pick['reuse']} blocks"
         what = "train it from scratch" if pick["kind"] == "scratch" else f"reuse {reuse}, {pick['strategy']}"
-        first = (f"Use {pick['source']}, {what}, lr {pick['lr']:.2g}: test {acc(pick['arm'])} vs scratch {scratch} "
-                 f"and logreg {logreg:.3f}")
+        first = (f"Use {pick['source']}, {what}, {_rate(pick.get('lr'))}: test {acc(pick['arm'])} vs scratch "
+                 f"{scratch} and logreg {logreg:.3f}")
     second = alternative(advice)
     states = [t["state"] for t in advice["trials"]]
     ran = [s for s in states if s != "not started"]
+    chosen = (f", chosen from {len(advice.get('selection', []))} confirmed by mean validation over "
+              f"{advice['config_asked']['seeds']} seeds" if advice.get("selection") else "")
     third = (f"Searched {len(ran)} trials ({states.count('pruned')} pruned) over {len(advice['shortlist'])} "
-             f"shortlisted sources in {advice['seconds'] / 60:.1f} of {advice['budget_seconds'] / 60:.1f} min; "
+             f"shortlisted sources{chosen} in {advice['seconds'] / 60:.1f} of {advice['budget_seconds'] / 60:.1f} min; "
              f"fit DATA --config {out / 'advice.json'} reproduces it; report {out / 'report.html'}")
     return [first, second, third]
+
+
+def _rate(lr: float | None) -> str:
+    return "the default learning rate" if lr is None else f"lr {lr:.2g}"
 
 
 def alternative(advice: dict[str, Any]) -> str:
@@ -517,6 +523,13 @@ def write_advise_report(path: Any, advice: dict[str, Any]) -> None:
         secs = advice["train_seconds"].get(arm)
         conf.append(f"<tr><td class=l>{esc(arm)}</td><td>{fmt_interval(per_size[size])}</td><td>{esc(against)}</td>"
                     f"<td>{'' if secs is None else f'{secs:.1f}'}</td></tr>")
+    chose = [f"<table><tr><th class=l>arm</th><th>mean validation {metric_name(advice['config_asked'])}</th>"
+             "<th>per seed</th><th>its search trial</th></tr>"]
+    for o in advice.get("selection", []):
+        seeds = ", ".join(f"{v:.3f}" for v in o["validation_per_seed"])
+        trial = "" if o["search_validation"] is None else f"{o['search_validation']:.3f}"
+        chose.append(f"<tr><td class=l>{esc(o['arm'])}</td><td>{o['validation']:.4f}</td><td>{seeds}</td>"
+                     f"<td>{trial}</td></tr>")
     timing = {"budget_seconds": advice["budget_seconds"], "seconds": advice["seconds"], **advice["timings"]}
     head = ("number", "source", "strategy", "reuse", "lr", "state", "stopped",
             f"validation {metric_name(advice['config_asked'])}", "seconds")
@@ -534,6 +547,11 @@ def write_advise_report(path: Any, advice: dict[str, Any]) -> None:
         f"<p>{len(ev['data_efficiency'])} arms, {advice['config_asked']['seeds']} seeds each, on the full training "
         f"split; the test split ({ev['test_size'].get(size, '?')} examples) seen here only. Notes: "
         f"{esc('; '.join(ev['notes']) or 'none')}.</p>", "\n".join(conf) + "</table>",
+        "<h2>How the recommendation was chosen</h2>",
+        "<p>By the mean validation score over the seeds above, not by the test split and not by the search's one "
+        "seed (the best of many trials on one validation split is flattered by its luck); the logistic regression "
+        f"scored {advice['logreg_validation']:.4f} on validation. A pick the regression clearly beats on the test "
+        "split gives way to it.</p>", "\n".join(chose) + "</table>",
         "<h2>What was tried</h2>",
         f"<p>Shortlist (by LogME): {esc(', '.join(advice['shortlist']) or 'none')}. Each trial trained to "
         "convergence on the training split and was judged on the validation split; the successive-halving pruner "

@@ -73,6 +73,7 @@ class RunResult:
     test_score: float = float("nan")  # the test split by --metric (accuracy: test_accuracy)
     naive_score: float = float("nan")  # the same of always predicting the commonest training class
     calibration: dict[str, Any] = field(default_factory=dict)  # the temperature and the test ECE before/after it
+    val_score: float | None = None  # the kept model's validation split by --metric (None: no validation split)
 
 
 def versions() -> dict[str, str]:
@@ -345,7 +346,10 @@ def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: b
     logits = run_inference(net, dm.loader("test"), "test", progress, lit.channels_last)
     y = np.asarray(data.test.labels)
     pred = logits.argmax(1).numpy()
-    calibration = calibrate(net, dm, data, logits, y, lit.channels_last)
+    val_y = np.asarray(data.val.labels)
+    val_logits = run_inference(net, dm.loader("val"), channels_last=lit.channels_last) if len(val_y) else None
+    calibration = calibrate(val_logits, val_y, logits, y)
+    val_score = None if val_logits is None else score(cfg.metric, val_y, val_logits.argmax(1).numpy())
     test_loss = float(F.cross_entropy(logits, torch.as_tensor(y, dtype=torch.long)))
     if not (torch.isfinite(logits).all() and np.isfinite(test_loss)):
         raise UserError(f"training diverged: the model's test outputs are NaN or infinite; lower --lr (now "
@@ -379,6 +383,7 @@ def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: b
             "test_recall": report["recall"], "test_confusion": report["confusion"],
             "metric": cfg.metric, "test_score": report[cfg.metric], "naive_score": naive_score,
             "learned": learned(report[cfg.metric], naive_score, len(y)),
+            "val_score": val_score,  # what advise chooses by: the validation split, never the test split
         },
         "training": training,
         "calibration": calibration,
@@ -390,7 +395,7 @@ def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: b
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only an unfinished run needs them
     (out / "INCOMPLETE").unlink()
     return RunResult(out, test_acc, test_loss, wall, cache_hit, data.classes, metrics.rows, majority, len(y),
-                     parameters, training, cfg.metric, report[cfg.metric], naive_score, calibration)
+                     parameters, training, cfg.metric, report[cfg.metric], naive_score, calibration, val_score)
 
 
 def restore_best(trainer: L.Trainer, lit: LitClassifier, budget: Budget, rows: list[dict[str, float]],
@@ -409,20 +414,17 @@ def restore_best(trainer: L.Trainer, lit: LitClassifier, budget: Budget, rows: l
                    float(best.best_model_score), int(stop.wait_count) if stop is not None else 0)
 
 
-def calibrate(net: torch.nn.Module, dm: Any, data: Data, test_logits: torch.Tensor, y: np.ndarray,
-              channels_last: bool) -> dict[str, Any]:
+def calibrate(val_logits: torch.Tensor | None, val_y: np.ndarray, test_logits: torch.Tensor, y: np.ndarray,
+              ) -> dict[str, Any]:
     """Temperature scaling (:mod:`transferlab.evaluate.calibration`) fitted on the validation split, and the test
     split's expected calibration error before and after it. Without a validation split the temperature stays 1."""
     from transferlab.evaluate.calibration import ECE_BINS, ece, fit_temperature, softmax
 
-    val_y = np.asarray(data.val.labels)
-    t = 1.0
-    if len(val_y):
-        val_logits = run_inference(net, dm.loader("val"), channels_last=channels_last)
-        t = fit_temperature(val_logits.numpy(), val_y)
+    t = 1.0 if val_logits is None else fit_temperature(val_logits.numpy(), val_y)
     logits = test_logits.numpy()
-    return {"method": "temperature scaling", "temperature": t, "fitted_on": "validation" if len(val_y) else None,
-            "test_ece": ece(softmax(logits), y), "test_ece_calibrated": ece(softmax(logits, t), y), "bins": ECE_BINS}
+    return {"method": "temperature scaling", "temperature": t, "fitted_on": None if val_logits is None else
+            "validation", "test_ece": ece(softmax(logits), y), "test_ece_calibrated": ece(softmax(logits, t), y),
+            "bins": ECE_BINS}
 
 
 def balanced_weights(labels: Any, num_classes: int) -> torch.Tensor:
@@ -454,7 +456,7 @@ def load_result(out: Path) -> RunResult:
     return RunResult(out, m["test_accuracy"], m["test_loss"], m["train_wall_seconds"], card.get("feature_cache_hit"),
                      card["classes"], rows, m["majority_baseline"], m["test_size"], parameters, training, metric,
                      m.get("test_score", m["test_accuracy"]), m.get("naive_score", m["majority_baseline"]),
-                     card.get("calibration", {}))
+                     card.get("calibration", {}), m.get("val_score"))
 
 
 def pretrain(cfg: FitConfig, out: Path, *, locked: bool = False, **kwargs: Any) -> tuple[RunResult, dict[str, Any]]:

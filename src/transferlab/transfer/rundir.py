@@ -131,8 +131,8 @@ def card_metrics(card: dict[str, Any], card_path: Path) -> dict[str, Any]:
     if m.get("metric", "accuracy") not in METRICS:
         raise card_error(card_path, "metrics.metric", f"must be one of {', '.join(METRICS)}, not "
                                                        f"{show(m.get('metric'))}")
-    for key in ("test_score", "naive_score"):
-        if key in m and not (is_number(m[key]) and 0 <= m[key] <= 1):
+    for key in ("test_score", "naive_score", "val_score"):  # val_score: null without a validation split
+        if key in m and not (is_number(m[key]) and 0 <= m[key] <= 1) and not (key == "val_score" and m[key] is None):
             raise card_error(card_path, f"metrics.{key}", f"must be a number from 0 to 1, not {show(m[key])}")
     return m
 
