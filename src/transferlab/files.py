@@ -35,8 +35,8 @@ LOCK = ".lock"
 # the top of the folder, never ``holiday/2024/beach.png``.
 OWNED: dict[str, tuple[str, ...]] = {
     "run": ("config.json", "metrics.csv", "curve.csv", "model.safetensors", "model.json", "confusion_matrix.png",
-            "skipped_files.csv", "INCOMPLETE", "checkpoints/last.ckpt", "checkpoints/best.safetensors",
-            "tensorboard/events.out.tfevents.*", "tensorboard/hparams.yaml"),
+            "predictions.csv", "skipped_files.csv", "INCOMPLETE", "checkpoints/last.ckpt",
+            "checkpoints/best.safetensors", "tensorboard/events.out.tfevents.*", "tensorboard/hparams.yaml"),
     "compare": ("compare.json", "results.json", "curves.csv", "report.html", "INCOMPLETE", "data_efficiency.png",
                 "curves_*.png"),
     "layers": ("layers.json", "results.json", "report.html", "layers.png", "INCOMPLETE"),

@@ -16,6 +16,7 @@ from transferlab.evaluate.curves import (
     bootstrap,
     early_slope,
     interval,
+    paired_difference,
     start,
     t_interval,
     time_to_threshold,
@@ -156,3 +157,22 @@ def test_curves_of_different_lengths_are_compared_over_the_same_budget() -> None
     b = benefits({0: short, 1: short, 2: short}, {0: long, 1: long, 2: long})
     assert b["transfer_ratio"]["mean"] == pytest.approx(area(short, 300) / area(long))
     assert b["asymptote"]["mean"] == pytest.approx(0.8 - asymptote(long))  # the converged skill, not the tail
+
+
+def test_a_paired_difference_of_two_classifiers_on_the_same_examples_has_its_binomial_interval() -> None:
+    """b wrong on the first 40 of 400 examples, a on none: the difference is 0.1 and, the per-example differences
+    being 0/1 with p = 0.1, its standard error sqrt(0.1 x 0.9 / 400) = 0.015, so about [0.071, 0.129]. Errors on
+    different examples at equal counts: 0, an interval about it. Equal predictions: exactly 0. Other metrics: the
+    same resamples, scored whole."""
+    y = np.array([0, 1] * 200)
+    right = y.copy()
+    wrong = np.where(np.arange(400) < 40, 1 - y, y)
+    d = paired_difference(y, [right], [wrong])
+    assert d.mean == pytest.approx(0.1) and d.n == 400
+    assert d.ci_low == pytest.approx(0.1 - 1.96 * 0.015, abs=0.006) and d.ci_high == pytest.approx(0.129, abs=0.006)
+    elsewhere = np.where((np.arange(400) >= 40) & (np.arange(400) < 80), 1 - y, y)
+    swap = paired_difference(y, [elsewhere, elsewhere], [wrong, wrong])
+    assert swap.mean == 0 and swap.ci_low < -0.03 and swap.ci_high > 0.03
+    same = paired_difference(y, [wrong], [wrong], "macro_f1")
+    assert (same.mean, same.ci_low, same.ci_high) == (0, 0, 0)
+    assert paired_difference(y, [right], [wrong], "balanced_accuracy").ci_low > 0.05

@@ -358,6 +358,7 @@ def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: b
     test_acc, naive_pred = report["accuracy"], np.full_like(y, data.majority_class())  # the commonest before balancing
     majority, naive_score = score("accuracy", y, naive_pred), score(cfg.metric, y, naive_pred)
     plot_confusion(np.asarray(report["confusion"]), data.classes, out / "confusion_matrix.png")
+    write_predictions(out, data.classes, {"val": (val_y, val_logits), "test": (y, logits)})
     wall = metrics.rows[-1]["wall_seconds"] if metrics.rows else 0.0
     parameters = {"trained": sum(p.numel() for p in model.parameters() if p.requires_grad),
                   "total": sum(p.numel() for p in model.parameters())}
@@ -412,6 +413,34 @@ def restore_best(trainer: L.Trainer, lit: LitClassifier, budget: Budget, rows: l
     lit.load_state_dict(ckpt["state_dict"])
     return outcome(budget, steps, epochs, int(ckpt["global_step"]), int(ckpt["epoch"]) + 1,
                    float(best.best_model_score), int(stop.wait_count) if stop is not None else 0)
+
+
+PREDICTIONS = "predictions.csv"
+
+
+def write_predictions(out: Path, classes: list[str], splits: dict[str, tuple[np.ndarray, torch.Tensor | None]],
+                      ) -> None:
+    """``predictions.csv``: each validation and test example's label and the kept model's prediction (what
+    ``advise`` compares configurations by, example by example; what an error analysis starts from)."""
+    rows = [(split, i, classes[label], classes[pred]) for split, (y, logits) in splits.items() if logits is not None
+            for i, (label, pred) in enumerate(zip(y.tolist(), logits.argmax(1).tolist(), strict=True))]
+    write_csv(out / PREDICTIONS, ("split", "index", "label", "prediction"), rows)
+
+
+def read_predictions(run_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A finished run's labels and predictions on ``split`` (class names), from its ``predictions.csv``; an edited
+    file is one sentence naming it."""
+    import csv
+    import io
+
+    path = run_dir / PREDICTIONS
+    reader = csv.reader(io.StringIO(files.read_bounded(path, "predictions file").decode("utf-8", "replace")))
+    if next(reader, None) != ["split", "index", "label", "prediction"]:
+        raise UserError(f"{path} line 1: expected the header split,index,label,prediction (was it edited?)")
+    rows = [row for row in reader if row[:1] == [split]]
+    if any(len(row) != 4 for row in rows):
+        raise UserError(f"{path}: a {split} row without its 4 fields (was it edited?)")
+    return np.asarray([r[2] for r in rows]), np.asarray([r[3] for r in rows])
 
 
 def calibrate(val_logits: torch.Tensor | None, val_y: np.ndarray, test_logits: torch.Tensor, y: np.ndarray,
