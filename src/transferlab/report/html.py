@@ -484,8 +484,8 @@ def advise_lines(advice: dict[str, Any], out: Path) -> list[str]:
     second = alternative(advice)
     states = [t["state"] for t in advice["trials"]]
     ran = [s for s in states if s != "not started"]
-    chosen = (f", {len(advice['selection'])} confirmed with {advice['config_asked']['seeds']} seeds"
-              if advice.get("selection") else "")
+    confirmed = [o for o in advice.get("selection", []) if o["arm"] != "logreg"]
+    chosen = f", {len(confirmed)} confirmed with {advice['config_asked']['seeds']} seeds" if confirmed else ""
     third = (f"Searched {len(ran)} trials ({states.count('pruned')} pruned) over {len(advice['shortlist'])} "
              f"shortlisted sources{chosen} in {advice['seconds'] / 60:.1f} of {advice['budget_seconds'] / 60:.1f} min; "
              f"fit DATA --config {out / 'advice.json'} reproduces it; report {out / 'report.html'}")
