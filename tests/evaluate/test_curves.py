@@ -17,6 +17,7 @@ from transferlab.evaluate.curves import (
     early_slope,
     interval,
     paired_difference,
+    resampled_scores,
     start,
     t_interval,
     time_to_threshold,
@@ -176,3 +177,17 @@ def test_a_paired_difference_of_two_classifiers_on_the_same_examples_has_its_bin
     same = paired_difference(y, [wrong], [wrong], "macro_f1")
     assert (same.mean, same.ci_low, same.ci_high) == (0, 0, 0)
     assert paired_difference(y, [right], [wrong], "balanced_accuracy").ci_low > 0.05
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "balanced_accuracy", "macro_f1"])
+def test_resampled_scores_are_the_metrics_own_definitions(metric: str) -> None:
+    """Each resample's score from its confusion matrix equals scikit-learn's on the same examples, a class absent
+    from a resample included."""
+    from transferlab.evaluate import score
+
+    rng = np.random.default_rng(1)
+    y, pred = rng.integers(0, 4, 60), rng.integers(0, 4, 60)
+    draws = rng.integers(0, 60, (50, 60))
+    draws[0] = np.flatnonzero(y != 3)[rng.integers(0, (y != 3).sum(), 60)]  # class 3 never true here
+    got = resampled_scores(y, pred, draws, 4, metric)
+    assert got == pytest.approx([score(metric, y[d], pred[d]) for d in draws])

@@ -232,18 +232,33 @@ def paired_difference(y: np.ndarray, a: Sequence[np.ndarray], b: Sequence[np.nda
     from transferlab.evaluate import score
 
     y = np.asarray(y)
-
-    def mean_score(preds: Sequence[np.ndarray], idx: np.ndarray) -> float:
-        return float(np.mean([score(metric, y[idx], np.asarray(p)[idx]) for p in preds]))
-
-    everything = np.arange(len(y))
-    diff = mean_score(a, everything) - mean_score(b, everything)
-    draws = np.random.default_rng(seed).integers(0, len(y), (n_resamples, len(y)))
-    if metric == "accuracy":  # a mean over examples: each resample at once
-        per_example = np.mean([np.asarray(p) == y for p in a], 0) - np.mean([np.asarray(p) == y for p in b], 0)
-        diffs = per_example[draws].mean(1)
-    else:
-        diffs = np.array([mean_score(a, idx) - mean_score(b, idx) for idx in draws])
+    diff = float(np.mean([score(metric, y, np.asarray(p)) for p in a]) -
+                 np.mean([score(metric, y, np.asarray(p)) for p in b]))
+    classes, codes = np.unique(np.concatenate([y, *map(np.asarray, a), *map(np.asarray, b)]), return_inverse=True)
+    k, n = len(classes), len(y)
+    truth, preds = codes[:n], codes[n:].reshape(-1, n)
+    draws = np.random.default_rng(seed).integers(0, n, (n_resamples, n))
+    scores = np.array([resampled_scores(truth, p, draws, k, metric) for p in preds])  # (seeds of a and b, resamples)
+    diffs = scores[: len(a)].mean(0) - scores[len(a):].mean(0)
     alpha = (1 - level) / 2
     lo, hi = np.quantile(diffs, [alpha, 1 - alpha])
-    return Interval(diff, max(float(lo), -1.0), min(float(hi), 1.0), "paired bootstrap over examples", len(y))
+    return Interval(diff, max(float(lo), -1.0), min(float(hi), 1.0), "paired bootstrap over examples", n)
+
+
+def resampled_scores(y: np.ndarray, pred: np.ndarray, draws: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """``metric`` of ``pred`` against ``y`` (class codes below ``k``) on each row of example indices ``draws``,
+    from one confusion matrix per row, all at once; :func:`~transferlab.evaluate.score`'s definitions (a test
+    checks them against it)."""
+    rows = len(draws)
+    cells = (np.arange(rows)[:, None] * k * k + y[draws] * k + pred[draws]).ravel()
+    cm = np.bincount(cells, minlength=rows * k * k).reshape(rows, k, k).astype(float)
+    tp, true, predicted = np.diagonal(cm, axis1=1, axis2=2), cm.sum(2), cm.sum(1)
+    if metric == "accuracy":
+        return tp.sum(1) / draws.shape[1]
+    if metric == "balanced_accuracy":  # mean recall over the classes present
+        present = true > 0
+        return np.where(present, tp / np.maximum(true, 1), 0).sum(1) / present.sum(1)
+    if metric == "macro_f1":  # mean F1 over the classes in the truth or the predictions
+        seen = (true + predicted) > 0
+        return np.where(seen, 2 * tp / np.maximum(true + predicted, 1), 0).sum(1) / seen.sum(1)
+    raise ValueError(f"unknown metric {metric!r}")
