@@ -140,3 +140,16 @@ def test_two_builders_of_one_store_decode_each_image_once(photos: ImageSplit, tm
         w.join()
     assert len(paths) == 2 and paths[0] == paths[1] is not None
     assert sorted(loads) == list(range(len(photos)))
+
+
+def test_resident_items_carry_their_index_and_the_same_crops(photos: ImageSplit) -> None:
+    """With the store on the device, an item is its index and its crop, drawn from the same generators as the
+    item with the image; the device's copy at that index is the image."""
+    plain = EpochSeeded(split_dataset(photos, PRE, augment=True), seed=3, reseed=True)
+    ds = split_dataset(photos, PRE, augment=True)
+    assert dec.resident_images(ds, torch.device("cpu")) is None  # not on a CPU unless forced
+    images = dec.resident_images(ds, torch.device("cpu"), force=True)
+    resident = EpochSeeded(ds, seed=3, reseed=True)
+    for i in range(6):
+        ((index, crop), label), ((image, want), label_) = resident[(i, 2)], plain[(i, 2)]
+        assert int(index) == i and label == label_ and torch.equal(crop, want) and torch.equal(images[index], image)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from transferlab import allocator
 from transferlab.config import FitConfig
@@ -50,3 +51,26 @@ def test_an_allocator_asked_for_but_missing_is_one_warning(asked: str, says: str
     monkeypatch.setattr(allocator, "library", lambda name: None)  # nothing installed: no re-exec
     allocator.use_fast()
     assert says in capsys.readouterr().err
+
+
+def test_a_run_whose_images_live_on_the_device_trains_the_same_weights(image_folder: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training split read once onto the device (forced here on the CPU: a GPU does it when the store takes at
+    most a quarter of its free memory) ends bit-identical to the run whose loader carries the images."""
+    from tests.test_trust import _same_weights
+    from transferlab import api
+    from transferlab.data import decoded
+    from transferlab.train import datamodule
+
+    options = dict(source="cnn_tiny", strategy="scratch", epochs=2, image_size=32, progress=False)
+    api.fit(str(image_folder), out=tmp_path / "loader", **options)
+    moved = []
+
+    def forced(ds, device):  # noqa: ANN001, ANN202
+        moved.append(decoded.resident_images(ds, device, force=True))
+        return moved[-1]
+
+    monkeypatch.setattr(datamodule, "resident_images", forced)
+    api.fit(str(image_folder), out=tmp_path / "resident", **options)
+    assert moved and moved[0] is not None and moved[0].dtype == torch.uint8
+    _same_weights(tmp_path / "loader", tmp_path / "resident")

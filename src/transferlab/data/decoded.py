@@ -4,7 +4,8 @@ store (memory-mapped, in the cache, keyed and checksummed like the feature cache
 Evaluation reads the store as today's transform would have made it (resize, centre crop: the same ops on the same
 uint8 tensor, so the same values). Training draws each example's crop and flip from (seed, epoch, index), as
 :class:`~transferlab.train.samplers.EpochSeeded` seeds it, and :func:`augment_batch` applies them to the whole batch
-at once on the training device, after the transfer: the loader only copies bytes."""
+at once on the training device, after the transfer: the loader only copies bytes, and where a training split fits
+on the GPU (:func:`resident_images`) not even those."""
 
 from __future__ import annotations
 
@@ -162,6 +163,12 @@ class DecodedDataset:
         self.labels = np.asarray(split.labels)
         self.view = pre.view(1.0 if augment else pre.crop_pct)
         self._images: np.ndarray | None = None  # opened in each process that reads it (DataLoader workers too)
+        self.resident = False  # training items carry their index: the images already live on the device
+
+    def load(self) -> np.ndarray:
+        """The whole store in memory (what :func:`resident_images` puts on the device)."""
+        assert self.path is not None
+        return np.load(self.path)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_images": None}
@@ -174,6 +181,12 @@ class DecodedDataset:
         from torchvision.transforms import RandomResizedCrop
         from torchvision.transforms.v2 import functional as F
 
+        if self.resident:  # only the crop is drawn here, from the same generators on an image of the same size
+            size = self.pre.input_size
+            top, left, h, w = RandomResizedCrop.get_params(torch.empty(1).expand(3, size, size), list(SCALE),
+                                                           list(RATIO))
+            flip = float(torch.rand(1).item() < 0.5)
+            return (torch.tensor(i), torch.tensor([top, left, h, w, flip], dtype=torch.float32)), int(self.labels[i])
         if self.path is None:
             x = self.view(self.split.load(i)).as_subclass(torch.Tensor)
         else:
@@ -207,6 +220,29 @@ def augment_batch(images: torch.Tensor, crops: torch.Tensor, mean: Any, std: Any
     mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255
     std_t = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1) * 255
     return (x - mean_t) / std_t
+
+
+RESIDENT_SHARE = 0.25  # of the device's free memory that a training split's stored images may take to live there
+
+
+def resident_images(ds: DecodedDataset, device: torch.device, force: bool = False) -> torch.Tensor | None:
+    """A small training split's whole store on the training ``device`` (a GPU: at most :data:`RESIDENT_SHARE` of
+    its free memory), read once: each batch then moves its indices and crops, not its images, and the loader has
+    nothing left to do. None elsewhere (a CPU's store is already in its page cache) unless ``force`` (the tests)."""
+    import torch
+
+    if ds.path is None or not ds.augment:
+        return None
+    if not force:
+        if device.type != "cuda":
+            return None
+        free, _ = torch.cuda.mem_get_info(device)
+        if ds.path.stat().st_size > RESIDENT_SHARE * free:
+            return None
+    images = torch.from_numpy(ds.load()).to(device)
+    ds.resident = True
+    log.info("the %d training images live on %s (%.0f MB)", len(images), device, images.nbytes / 2**20)
+    return images
 
 
 def decoded_dataset(split: Any, pre: Any, augment: bool) -> DecodedDataset | None:

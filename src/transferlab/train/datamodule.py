@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from transferlab.config import FitConfig
-from transferlab.data.decoded import DecodedDataset, augment_batch
+from transferlab.data.decoded import DecodedDataset, augment_batch, resident_images
 from transferlab.data.splits import split_dataset
 from transferlab.sources.base import Source, state_fingerprint
 from transferlab.train.features import cache_key, cached_features
@@ -79,6 +79,7 @@ class RunData(L.LightningDataModule):
         self.cache_hit: bool | None = None
         self.feature_seconds = 0.0
         self.on_device = False  # training batches augmented on the device (see on_after_batch_transfer)
+        self.images: torch.Tensor | None = None  # a small training split's images on the device, read once
 
     def _where(self) -> tuple[int, int, bool]:
         t = self.trainer
@@ -106,10 +107,13 @@ class RunData(L.LightningDataModule):
         return split_dataset(self.splits[split], self.pre, augment)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Training images decoded once arrive as uint8 with their crops: augmented here, on the training device."""
+        """Training images decoded once arrive as uint8 with their crops (or, living on the device already, as their
+        indices): augmented here, on the training device."""
         x, y = batch
         if self.on_device and isinstance(x, list | tuple):
-            x = augment_batch(*x, self.pre.mean, self.pre.std)
+            images, crops = x
+            x = augment_batch(images if self.images is None else self.images[images], crops, self.pre.mean,
+                              self.pre.std)
         return x, y
 
     def _collate(self) -> Any:
@@ -119,6 +123,8 @@ class RunData(L.LightningDataModule):
         rank, world, pin = self._where()
         ds = self.dataset("train", self.augment)
         self.on_device = isinstance(ds, DecodedDataset) and ds.augment
+        if self.on_device and self.trainer is not None:
+            self.images = resident_images(ds, self.trainer.strategy.root_device)
         return make_loader(ds, self.cfg, True, self._collate(), rank, world, pin,
                            augment=self.augment and self.feats is None, labels=self.splits["train"].labels,
                            on_gpu=self._on_gpu())
