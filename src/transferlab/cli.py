@@ -318,8 +318,8 @@ def advise(
     per_class: PerClass = FIT.per_class,
     **options: Any,
 ) -> None:
-    """Which source, how much of it, frozen or tuned, at what rate? Searched within a time budget, confirmed
-    against scratch and a logistic regression."""
+    """Which source, how much of it, frozen or tuned, at what rate? Searched within a time budget; the default kept
+    unless validation clearly favours another; confirmed against scratch and a logistic regression."""
     from transferlab import api
     from transferlab.report.html import advise_lines
 
