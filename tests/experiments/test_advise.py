@@ -43,7 +43,7 @@ def test_advise_on_images_end_to_end_and_fit_config_reproduces_it(base_run: Path
     advice = api.advise(_data(base_run), out=out, budget="5m", candidates=str(base_run), trials=3, **QUICK)
     _check_advice(advice, out)
     ended = [t for t in advice["trials"] if t["state"] in ("complete", "pruned")]
-    assert len(ended) == 3 and advice["timings"]["search"] < 0.45 * 300  # --trials ended the search, not the clock
+    assert len(ended) == 3 and advice["timings"]["search"] < 0.35 * 300  # --trials ended the search, not the clock
     assert advice["shortlist"] == [str(base_run)]
     if advice["config"] is not None:  # fit --config runs exactly the recommended configuration
         run = api.fit(_data(base_run), out=tmp_path / "again", config=out / "advice.json", progress=False)
@@ -97,11 +97,11 @@ def test_the_budget_is_kept_on_a_fake_clock(base_run: Path, tmp_path: Path) -> N
     advice = advise(plan, out=out, progress=False, clock=clock, started=0.0)
     started = [t for t in advice["trials"] if t["state"] != "not started"]
     assert len(started) < len(advice["trials"])  # the clock ran out with trials still queued
-    assert advice["timings"]["search"] <= 0.45 * 60 + 5 * 4  # the search's share, a few clock readings late
+    assert advice["timings"]["search"] <= 0.35 * 60 + 5 * 4  # the search's share, a few clock readings late
     caps = {json.loads(p.read_text())["config"]["max_time"] for p in (out / "confirm").rglob("config.json")}
     cells = 3 * sum(arm != "logreg" for arm in advice["evidence"]["data_efficiency"])  # frozen's included
     left = 60 - advice["timings"]["start_up_and_shortlist"]
-    assert len(caps) == 1 and caps.pop() == pytest.approx(max(1.0, 0.4 * left / cells))  # each cell: its share
+    assert len(caps) == 1 and caps.pop() == pytest.approx(max(1.0, 0.5 * left / cells))  # each cell: its share
 
 
 def test_a_killed_advise_resumes_without_training_a_finished_trial_again(base_run: Path, tmp_path: Path) -> None:
