@@ -18,7 +18,7 @@ from tests.test_hostile import TABLE_OPTS, write_table
 from transferlab import api
 from transferlab.errors import UserError
 
-QUICK = dict(min_steps=5, patience=1, max_steps=30, progress=False)  # tiny trials: what is tested is the plumbing
+QUICK = dict(min_steps=5, patience=1, max_steps=20, progress=False)  # tiny trials: what is tested is the plumbing
 
 
 def _data(base_run: Path) -> str:
@@ -108,7 +108,7 @@ def test_a_killed_advise_resumes_without_training_a_finished_trial_again(base_ru
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "transferlab", "-q", "advise", _data(base_run), "--out", str(out), "--budget",
             "5m", "--trials", "2", "--candidates", str(base_run), "--min-steps", "5", "--patience", "1",
-            "--max-steps", "30"]
+            "--max-steps", "20"]
     env = {**os.environ, "TRANSFERLAB_ALLOCATOR": "system"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
