@@ -136,8 +136,6 @@ def child_ceiling(per_class: int | None, epochs: int, size: int, accelerator: st
     return {"epoch_wall_s": walls, "train_images": len(xt), "forward_flop_per_image": flops.get_total_flops()}
 
 
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")

@@ -167,8 +167,6 @@ def child_bare(per_class: int | None, epochs: int, accelerator: str, channels_la
             **_peak_memory(accelerator)}
 
 
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")

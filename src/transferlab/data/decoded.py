@@ -165,11 +165,6 @@ class DecodedDataset:
         self._images: np.ndarray | None = None  # opened in each process that reads it (DataLoader workers too)
         self.resident = False  # training items carry their index: the images already live on the device
 
-    def load(self) -> np.ndarray:
-        """The whole store in memory (what :func:`resident_images` puts on the device)."""
-        assert self.path is not None
-        return np.load(self.path)
-
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_images": None}
 
@@ -178,27 +173,32 @@ class DecodedDataset:
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
         import torch
-        from torchvision.transforms import RandomResizedCrop
         from torchvision.transforms.v2 import functional as F
 
-        if self.resident:  # only the crop is drawn here, from the same generators on an image of the same size
+        label = int(self.labels[i])
+        if self.resident:  # the crop drawn from the same generators on an image of the same size, the index kept
             size = self.pre.input_size
-            top, left, h, w = RandomResizedCrop.get_params(torch.empty(1).expand(3, size, size), list(SCALE),
-                                                           list(RATIO))
-            flip = float(torch.rand(1).item() < 0.5)
-            return (torch.tensor(i), torch.tensor([top, left, h, w, flip], dtype=torch.float32)), int(self.labels[i])
+            return (torch.tensor(i), _crop(torch.empty(1).expand(3, size, size))), label
         if self.path is None:
             x = self.view(self.split.load(i)).as_subclass(torch.Tensor)
         else:
             if self._images is None:
                 self._images = np.load(self.path, mmap_mode="r")
             x = torch.from_numpy(np.array(self._images[i]))
-        label = int(self.labels[i])
         if not self.augment:
             return F.normalize(F.to_dtype(x, torch.float32, scale=True), self.pre.mean, self.pre.std), label
-        top, left, h, w = RandomResizedCrop.get_params(x, list(SCALE), list(RATIO))
-        flip = float(torch.rand(1).item() < 0.5)  # as v2.RandomHorizontalFlip draws it
-        return (x, torch.tensor([top, left, h, w, flip], dtype=torch.float32)), label
+        return (x, _crop(x)), label
+
+
+def _crop(image: torch.Tensor) -> torch.Tensor:
+    """A training crop and flip ``(top, left, height, width, flip)`` for an image of this size, from the generators
+    :class:`~transferlab.train.samplers.EpochSeeded` seeded."""
+    import torch
+    from torchvision.transforms import RandomResizedCrop
+
+    top, left, h, w = RandomResizedCrop.get_params(image, list(SCALE), list(RATIO))
+    flip = float(torch.rand(1).item() < 0.5)  # as v2.RandomHorizontalFlip draws it
+    return torch.tensor([top, left, h, w, flip], dtype=torch.float32)
 
 
 def augment_batch(images: torch.Tensor, crops: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
@@ -239,7 +239,7 @@ def resident_images(ds: DecodedDataset, device: torch.device, force: bool = Fals
         free, _ = torch.cuda.mem_get_info(device)
         if ds.path.stat().st_size > RESIDENT_SHARE * free:
             return None
-    images = torch.from_numpy(ds.load()).to(device)
+    images = torch.from_numpy(np.load(ds.path)).to(device)
     ds.resident = True
     log.info("the %d training images live on %s (%.0f MB)", len(images), device, images.nbytes / 2**20)
     return images

@@ -229,20 +229,17 @@ def paired_difference(y: np.ndarray, a: Sequence[np.ndarray], b: Sequence[np.nda
     *examples*, paired (each resample scores both on the same examples). Seeds averaged over one evaluation split
     leave that split's sampling noise whole; this interval holds it (the bootstrap as in Efron & Tibshirani 1993,
     ch. 13, on n examples, where it is well-behaved, not on a handful of seeds)."""
-    from transferlab.evaluate import score
-
     y = np.asarray(y)
-    diff = float(np.mean([score(metric, y, np.asarray(p)) for p in a]) -
-                 np.mean([score(metric, y, np.asarray(p)) for p in b]))
     classes, codes = np.unique(np.concatenate([y, *map(np.asarray, a), *map(np.asarray, b)]), return_inverse=True)
     k, n = len(classes), len(y)
     truth, preds = codes[:n], codes[n:].reshape(-1, n)
-    draws = np.random.default_rng(seed).integers(0, n, (n_resamples, n))
-    scores = np.array([resampled_scores(truth, p, draws, k, metric) for p in preds])  # (seeds of a and b, resamples)
+    rows = np.random.default_rng(seed).integers(0, n, (n_resamples + 1, n))
+    rows[0] = np.arange(n)  # the first row: the examples themselves, the point estimate
+    scores = np.array([resampled_scores(truth, p, rows, k, metric) for p in preds])  # (seeds of a and b, rows)
     diffs = scores[: len(a)].mean(0) - scores[len(a):].mean(0)
     alpha = (1 - level) / 2
-    lo, hi = np.quantile(diffs, [alpha, 1 - alpha])
-    return Interval(diff, max(float(lo), -1.0), min(float(hi), 1.0), "paired bootstrap over examples", n)
+    lo, hi = np.quantile(diffs[1:], [alpha, 1 - alpha])
+    return Interval(float(diffs[0]), max(float(lo), -1.0), min(float(hi), 1.0), "paired bootstrap over examples", n)
 
 
 def resampled_scores(y: np.ndarray, pred: np.ndarray, draws: np.ndarray, k: int, metric: str) -> np.ndarray:

@@ -50,10 +50,9 @@ from transferlab.data.splits import Data
 from transferlab.errors import UserError
 from transferlab.evaluate.curves import paired_difference
 from transferlab.evaluate.logreg import fit_logreg
-from transferlab.experiments.common import cell_line, clean_json, experiment_folder, finish_experiment
+from transferlab.experiments.common import clean_json, experiment_folder, finish_experiment, run_cell
 from transferlab.experiments.plan import AdvisePlan
 from transferlab.modality import Modality
-from transferlab.train.callbacks import cell_logging
 from transferlab.train.fit import bind_source, fit, open_source, read_predictions, resolve_reuse, versions
 from transferlab.transfer.strategies import make_strategy
 
@@ -345,13 +344,12 @@ def run_trial(ctx: Context, trial: Any, short: list[str], progress: bool) -> flo
     import optuna
 
     try:
-        with cell_logging():
-            result = fit(cfg, run_dir, resume=True, progress=progress, data=ctx.data, source=source,
-                         modality=ctx.modality, callbacks=(Report(trial, ctx),))
+        result = run_cell(f"trial {trial.number}: {run_dir.name}", fit, cfg, run_dir, resume=True, progress=progress,
+                          data=ctx.data, source=source, modality=ctx.modality, callbacks=(Report(trial, ctx),),
+                          score="validation accuracy")
     except optuna.TrialPruned:
         log.info("trial %d: %s: stopped (%s)", trial.number, run_dir.name, trial.user_attrs.get("stopped", "pruned"))
         raise
-    log.info("trial %d: %s: %s", trial.number, run_dir.name, cell_line(result, "validation accuracy"))
     trial.set_user_attr("seconds", ctx.clock() - tick)
     trial.set_user_attr("train_seconds", result.wall_seconds)
     trial.set_user_attr("converged", bool(result.training.get("converged")))

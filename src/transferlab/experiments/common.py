@@ -8,7 +8,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -29,9 +29,6 @@ from transferlab.files import locked as locked_folder
 from transferlab.modality import Modality
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    pass
 
 EXPERIMENTS = {"compare": "comparison", "layers": "layer sweep", "rank": "ranking", "advise": "advice"}
 RESULTS = {"advise": "advice.json"}  # the file that marks an experiment complete (default: results.json)
@@ -112,14 +109,14 @@ def other_options(modality: Modality) -> list[str]:
     return sorted({o for m in modalities.all_modalities() if m is not modality for o in m.options} - mine)
 
 
-def run_cell(label: str, train: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def run_cell(label: str, train: Callable[..., Any], *args: Any, score: str = "test accuracy", **kwargs: Any) -> Any:
     """One trained cell of an experiment, ``train(*args, **kwargs)`` (``fit``, or ``pretrain`` with its check):
     its epoch lines at DEBUG, then the one line a log file keeps of it, ``label: ...`` (see :func:`cell_line`)."""
     from transferlab.train.callbacks import cell_logging
 
     with cell_logging():
         ran = train(*args, **kwargs)
-    log.info("%s: %s", label, cell_line(ran[0] if isinstance(ran, tuple) else ran))
+    log.info("%s: %s", label, cell_line(ran[0] if isinstance(ran, tuple) else ran, score))
     return ran
 
 
