@@ -116,6 +116,7 @@ class FitConfig:
     image_size: int | None = opt(None, "Input size in px (default: the model's own).")
     seed: int = opt(0, "Random seed (weights, order, augmentation; also the split); with --seeds N, the first of N.")
     split_seed: int | None = None  # seed of the train/val/test split; None = seed
+    fold: str | None = None  # "i/k": train and validate on fold i of k over train+val (advise's confirmation)
     per_class: int | None = opt(None, "Training examples per class.")
     eval_per_class: int | None = opt(None, "Cap on val and test examples per class.")
     val_fraction: float = 0.15
@@ -165,6 +166,10 @@ class FitConfig:
                     not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
                 raise UserError(f"--{f.name.replace('_', '-')} must be {_KIND_WORD[kind]}, not {value!r}")
         parse_strategy(self.strategy)
+        if self.fold is not None:
+            from transferlab.data.splits import parse_fold
+
+            parse_fold(self.fold)
         for name, (low, high) in RANGES.items():
             check_range(f"--{name.replace('_', '-')}", getattr(self, name), low, high)
         checks = [
@@ -245,7 +250,7 @@ _KIND_WORD = {str: "a string", bool: "true or false", int: "a whole number", (in
 
 # --- experiments --------------------------------------------------------------------------------------------------
 
-SET_BY_COMPARE = ("data", "source", "strategy", "per_class", "curve", "split_seed")  # not options of **options
+SET_BY_COMPARE = ("data", "source", "strategy", "per_class", "curve", "split_seed", "fold")  # not options of **options
 DEFAULT_ARCH = "cnn_small"  # pretrain and layers: the architecture trained from scratch
 LOGREG = "logreg"  # compare's simple baseline: a logistic regression on the raw inputs (no source, no torch)
 DEFAULT_ARMS = (LOGREG, "scratch", "frozen", "finetune")

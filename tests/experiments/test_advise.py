@@ -45,6 +45,11 @@ def test_advise_on_images_end_to_end_and_fit_config_reproduces_it(base_run: Path
     ended = [t for t in advice["trials"] if t["state"] in ("complete", "pruned")]
     assert len(ended) == 3 and advice["timings"]["search"] < 0.35 * 300  # --trials ended the search, not the clock
     assert advice["shortlist"] == [str(base_run)]
+    folds = {json.loads(p.read_text())["config"]["fold"] for p in (out / "confirm" / "cells").rglob("config.json")}
+    assert folds == {"0/3", "1/3", "2/3"}  # seed i on fold i; the choice weighs every train and val example once
+    sizes = json.loads((base_run / "config.json").read_text())["resolved"]["sizes"]
+    assert {o["versus_default"]["n"] for o in advice["selection"] if o["versus_default"]} == {
+        sizes["train"] + sizes["val"]}
     if advice["config"] is not None:  # fit --config runs exactly the recommended configuration
         run = api.fit(_data(base_run), out=tmp_path / "again", config=out / "advice.json", progress=False)
         recorded = json.loads((run.out / "config.json").read_text())["config"]
@@ -100,8 +105,8 @@ def test_the_budget_is_kept_on_a_fake_clock(base_run: Path, tmp_path: Path) -> N
     assert advice["timings"]["search"] <= 0.35 * 60 + 5 * 4  # the search's share, a few clock readings late
     caps = {json.loads(p.read_text())["config"]["max_time"] for p in (out / "confirm").rglob("config.json")}
     cells = 3 * sum(arm != "logreg" for arm in advice["evidence"]["data_efficiency"])  # frozen's included
-    left = 60 - advice["timings"]["start_up_and_shortlist"]
-    assert len(caps) == 1 and caps.pop() == pytest.approx(max(1.0, 0.5 * left / cells))  # each cell: its share
+    share = 0.5 * (60 - advice["timings"]["start_up_and_shortlist"]) - 3 * advice["logreg_seconds"]  # 3 regressions
+    assert len(caps) == 1 and caps.pop() == pytest.approx(max(1.0, share / cells))  # each cell: its share
 
 
 def test_a_killed_advise_resumes_without_training_a_finished_trial_again(base_run: Path, tmp_path: Path) -> None:
@@ -212,9 +217,10 @@ def test_the_confirmation_weighs_the_best_the_default_frozen_and_scratch_each_on
 
 
 def test_the_default_stands_unless_a_contender_is_clearly_better_on_validation(tmp_path: Path) -> None:
-    """Each cell's validation predictions are read from its run directory. The search's best (LP-FT, 0.949 on one
-    seed) and a frozen arm with higher means but errors elsewhere do not displace the default; a contender right
-    where the default errs does, and so does the regression; never by the test split."""
+    """Each cell's validation predictions are read from its run directory, seed i's on fold i (here the thirds of
+    400 examples), and pooled. The search's best (LP-FT, 0.949 on one seed) and a frozen arm with a higher score
+    but errors elsewhere do not displace the default; a contender right where the default errs does, and so does
+    the regression; never by the test split. A cell whose examples are not its fold's is refused."""
     import numpy as np
     import torch
 
@@ -222,18 +228,21 @@ def test_the_default_stands_unless_a_contender_is_clearly_better_on_validation(t
     from transferlab.train.fit import write_predictions
 
     y = np.array([0, 1] * 200)
-    names = np.array(["a", "b"])[y]
+    names = np.array(["a", "b"])
+    folds = np.array_split(np.arange(400), 3)
 
     def wrong_on(lo: int, hi: int) -> np.ndarray:
         return np.where((np.arange(400) >= lo) & (np.arange(400) < hi), 1 - y, y)
 
     def cells(arm: str, pred: np.ndarray, secs: float) -> list[dict]:
         out = []
-        for seed in range(3):
+        for seed, fold in enumerate(folds):
             run = tmp_path / f"{arm.replace(':', '_')}-{seed}"
             run.mkdir(exist_ok=True)
-            write_predictions(run, ["a", "b"], {"val": (y, torch.nn.functional.one_hot(torch.as_tensor(pred), 2))})
-            out.append({"arm": arm, "per_class": "100", "run_dir": run.name, "val_score": float((pred == y).mean()),
+            write_predictions(run, ["a", "b"], {"val": (y[fold], torch.nn.functional.one_hot(
+                torch.as_tensor(pred[fold]), 2))})
+            out.append({"arm": arm, "per_class": "100", "seed": seed, "run_dir": run.name,
+                        "val_score": float((pred[fold] == y[fold]).mean()),
                         "test_score": 0.99 if arm.startswith("lpft") else 0.5, "train_wall_seconds": secs})
         return out
 
@@ -252,17 +261,21 @@ def test_the_default_stands_unless_a_contender_is_clearly_better_on_validation(t
             *cells("scratch", wrong_on(0, 120), 30.0)], "data_efficiency": dict.fromkeys(
                 ["lpft:source=s,lr=0.00036", "finetune:source=s", "frozen:source=s", "scratch"], {})}
 
-    logreg = (0.75, np.array(["a", "b"])[wrong_on(0, 100)])
-    chosen, scored = choose(options, confirmed(wrong_on(10, 46)), tmp_path, names, logreg, "accuracy")
+    def regression(pred: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(names[y[fold]], names[pred[fold]]) for fold in folds]
+
+    chosen, scored = choose(options, confirmed(wrong_on(10, 46)), tmp_path, regression(wrong_on(0, 100)), "accuracy")
     assert chosen["arm"] == "finetune:source=s" and chosen["versus_default"] is None  # 0.91 > 0.90, not clearly
     assert [o["arm"] for o in scored][:3] == ["frozen:source=s", "lpft:source=s,lr=0.00036", "finetune:source=s"]
     lp = next(o for o in scored if o["arm"].startswith("lpft"))
     assert lp["search_validation"] == 0.949 and lp["validation"] == pytest.approx(0.91)
+    assert lp["validation_per_seed"] == pytest.approx([98 / 134, 1.0, 1.0])  # its errors all in the first fold
     assert lp["versus_default"]["ci_low"] < 0 < lp["versus_default"]["ci_high"]
-    chosen, _ = choose(options, confirmed(wrong_on(100, 116)), tmp_path, names, logreg, "accuracy")
+    chosen, _ = choose(options, confirmed(wrong_on(100, 116)), tmp_path, regression(wrong_on(0, 100)), "accuracy")
     assert chosen["arm"] == "frozen:source=s" and chosen["versus_default"]["ci_low"] > 0  # right where it errs
-    clearly = (0.99, np.array(["a", "b"])[y])
-    assert choose(options, confirmed(wrong_on(10, 46)), tmp_path, names, clearly, "accuracy")[0]["kind"] == "logreg"
+    assert choose(options, confirmed(wrong_on(10, 46)), tmp_path, regression(y), "accuracy")[0]["kind"] == "logreg"
+    with pytest.raises(UserError, match="not its fold's"):
+        choose(options, confirmed(wrong_on(10, 46)), tmp_path, regression(y)[::-1], "accuracy")
 
 
 def test_the_confirmation_vetoes_a_pick_the_regression_clearly_beats() -> None:

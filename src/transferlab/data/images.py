@@ -201,6 +201,12 @@ class ImageSplit:
             return ImageSplit(self.labels[idx], paths=[self.paths[i] for i in idx])
         return ImageSplit(self.labels[idx], arrays=self.arrays[idx])
 
+    def join(self, other: ImageSplit) -> ImageSplit:
+        labels = np.concatenate([self.labels, other.labels])
+        if self.paths is not None and other.paths is not None:
+            return ImageSplit(labels, paths=[*self.paths, *other.paths])
+        return ImageSplit(labels, arrays=np.concatenate([self.arrays, other.arrays]))
+
     def fingerprint(self) -> str:
         """SHA-256 of the split's content identity (file path, size and mtime, or array bytes) and labels."""
         digest = hashlib.sha256()

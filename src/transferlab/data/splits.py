@@ -1,16 +1,19 @@
 """The split rules every modality shares: stratified train / val / test, ``--per-class`` and evaluation caps.
 
 A *split* is any object with ``labels`` (int64 array), ``len()``, ``load(i)`` (one raw example: an image, a text,
-a row), ``subset(idx)`` and ``fingerprint()``; :class:`Data` holds three of them. Readers (images, texts, tables)
-turn a data spec into splits as given (``None``: not split yet, or the ``train``/``val``/``test`` the data name)
-and hand them to :func:`build_data`, which applies the rules below once for every modality. No torch here.
+a row), ``subset(idx)``, ``join(other)`` (its examples, then the other's) and ``fingerprint()``; :class:`Data`
+holds three of them. Readers (images, texts, tables) turn a data spec into splits as given (``None``: not split
+yet, or the ``train``/``val``/``test`` the data name) and hand them to :func:`build_data`, which applies the rules
+below once for every modality; :func:`fold_data` re-splits training and validation for cross-validation. No torch here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +32,7 @@ class Split(Protocol):
     def __len__(self) -> int: ...
     def load(self, i: int) -> Any: ...
     def subset(self, idx: np.ndarray) -> Split: ...
+    def join(self, other: Any) -> Split: ...
     def fingerprint(self) -> str: ...
 
 
@@ -181,6 +185,35 @@ def cap_evaluation(data: Data, eval_per_class: int | None, seed: int) -> Data:
         data.val = data.val.subset(first_per_class(data.val.labels, eval_per_class, seed))
         data.test = data.test.subset(first_per_class(data.test.labels, eval_per_class, seed))
     return data
+
+
+def parse_fold(fold: str) -> tuple[int, int]:
+    """``"i/k"`` (fold i of k, from 0) as ``(i, k)``; one sentence otherwise."""
+    m = re.fullmatch(r"([0-9]{1,3})/([0-9]{1,3})", fold)
+    if m is None or not 2 <= int(m[2]) <= 100 or int(m[1]) >= int(m[2]):
+        raise UserError(f"fold must be i/k, fold i of k folds (0 <= i < k, 2 <= k <= 100), not {fold!r}")
+    return int(m[1]), int(m[2])
+
+
+def fold_data(data: Data, fold: str, seed: int) -> Data:
+    """Fold ``i/k`` of a cross-validation over the training and validation splits together: the validation split
+    is the i-th of k stratified parts of them, the training split the rest, at most as many per class as the
+    training split had (so a fold never trains on more than the run it stands for); the test split is unchanged.
+    Over i = 0..k-1 every training and validation example is validated once, which is what ``advise``'s
+    confirmation pools. A class with fewer than two of them stays in training. Seeded by ``seed``."""
+    i, k = parse_fold(fold)
+    pool = data.train.join(data.val)
+    labels = np.asarray(pool.labels)
+    cap = np.bincount(data.train.labels, minlength=len(data.classes))
+    train, val = [], []
+    for c in np.unique(labels):
+        members = np.random.default_rng([seed, int(c), 3]).permutation(np.flatnonzero(labels == c))
+        held = np.array_split(members, k)[i] if len(members) >= 2 else members[:0]
+        rest = np.setdiff1d(members, held)  # sorted
+        train.append(np.random.default_rng([seed, int(c), 4]).permutation(rest)[: max(int(cap[c]), 1)])
+        val.append(held)
+    return dataclasses.replace(data, train=pool.subset(np.sort(np.concatenate(train))),
+                               val=pool.subset(np.sort(np.concatenate(val))))
 
 
 def warn_if_empty(data: Data, val_fraction: float, test_fraction: float, word: str = "examples") -> None:

@@ -69,6 +69,10 @@ class TableSplit:
         idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64)
         return TableSplit(self.features[idx], self.labels[idx], self.columns)
 
+    def join(self, other: TableSplit) -> TableSplit:
+        return TableSplit(np.concatenate([self.features, other.features]),
+                          np.concatenate([self.labels, other.labels]), self.columns)
+
     def fingerprint(self) -> str:
         digest = hashlib.sha256(b"table\0")
         digest.update(f"{self.features.shape}\0".encode())

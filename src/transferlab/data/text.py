@@ -47,6 +47,9 @@ class TextSplit:
         idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64)
         return TextSplit([self.texts[i] for i in idx], self.labels[idx])
 
+    def join(self, other: TextSplit) -> TextSplit:
+        return TextSplit([*self.texts, *other.texts], np.concatenate([self.labels, other.labels]))
+
     def fingerprint(self) -> str:
         digest = hashlib.sha256(b"texts\0")
         for text in self.texts:

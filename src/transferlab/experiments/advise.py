@@ -13,10 +13,12 @@ The recipe, one function per phase:
    test split is never seen. Beside the trials: scratch (a trial) and the logistic regression (on the validation
    split). The study lives in ``OUT/study.db`` (or ``--storage``: several processes or machines share one);
 4. :func:`confirm`: the search's best beside what ``fit`` does by default, the frozen alternative, scratch and
-   the logistic regression (:func:`contenders`), through ``compare`` with ``--seeds`` on the full training
-   split; :func:`choose` keeps the default unless another is clearly better on the validation split (a paired
-   bootstrap over its examples). The test split gives the intervals, the benefits over scratch and the verdict
-   against the regression, never the choice (but for :func:`veto`, towards the simpler model only);
+   the logistic regression (:func:`contenders`), through ``compare`` with ``--seeds``, seed i trained on fold i
+   of a cross-validation over the training and validation splits; :func:`choose` keeps the default unless
+   another is clearly better on the folds' validation parts pooled (a paired bootstrap over those examples: every
+   training and validation example, not the validation split's alone). The test split gives the intervals, the
+   benefits over scratch and the verdict against the regression, never the choice (but for :func:`veto`,
+   towards the simpler model only);
 5. :func:`write_advice`: ``advice.json`` (the configuration in the form ``fit --config`` reads, and the
    evidence), ``report.html`` and three lines.
 
@@ -46,7 +48,7 @@ import numpy as np
 
 from transferlab import catalogue, preflight
 from transferlab.config import LOGREG, RUNTIME_OPTIONS, FitConfig, parse_strategy
-from transferlab.data.splits import Data
+from transferlab.data.splits import Data, fold_data
 from transferlab.errors import UserError
 from transferlab.evaluate.curves import paired_difference
 from transferlab.evaluate.logreg import fit_logreg
@@ -118,13 +120,15 @@ def advise(
         timings["search"] = clock() - started - timings["start_up_and_shortlist"]
         best = recommend(study, logreg_val)
         options = contenders(best, short, modality)
-        confirmed = confirm(plan, out, options, data, modality, progress, CONFIRM_SHARE * left)
+        # the regression of each fold is fitted after the cells: its time (the search's, per fold) is set aside
+        confirmed = confirm(plan, out, options, data, modality, progress,
+                            max(0.0, CONFIRM_SHARE * left - plan.seeds * logreg["seconds"]))
+        chosen, scored = choose(options, confirmed, out / "confirm", logreg_folds(plan, data, modality),
+                                plan.base.metric)
         timings["confirm"] = clock() - started - timings["search"] - timings["start_up_and_shortlist"]
-        names = np.asarray(data.classes)
-        chosen, scored = choose(options, confirmed, out / "confirm", names[np.asarray(data.val.labels)],
-                                (logreg_val, names[np.asarray(logreg["predictions"])]), plan.base.metric)
         advice = write_advice(plan, out, best, chosen, scored, short, study, confirmed, logreg_val, timings,
                               clock() - started)
+        advice["logreg_seconds"] = logreg["seconds"]
         if zero:
             finish_experiment(out, advice, "advice.json")
         return advice
@@ -421,11 +425,12 @@ def confirm_arms(options: list[dict[str, Any]]) -> tuple[str, list[str]]:
 
 def confirm(plan: AdvisePlan, out: Path, options: list[dict[str, Any]], data: Data, modality: Modality,
             progress: bool, seconds: float) -> dict[str, Any]:
-    """The contenders and the logistic regression through ``compare`` with ``--seeds`` on the full training split
-    (in ``OUT/confirm``): the test split, seen once. Its cells share ``seconds`` equally (each stops at its share,
-    flagged as not converged if it had not); a frozen cell trains a head in seconds and leaves its share to the
-    others' loading and evaluation, which the cap does not count (with frozen's share given to the tuned cells,
-    an advise on WordNet took 663 s of a 600 s budget: each MiniLM cell spent about 10 s beyond its cap)."""
+    """The contenders and the logistic regression through ``compare`` with ``--seeds``, seed i of each on fold i
+    of the training and validation splits (in ``OUT/confirm``): the test split, seen once. Its cells share
+    ``seconds`` equally (each stops at its share, flagged as not converged if it had not); a frozen cell trains a
+    head in seconds and leaves its share to the others' loading and evaluation, which the cap does not count (with
+    frozen's share given to the tuned cells, an advise on WordNet took 663 s of a 600 s budget: each MiniLM cell
+    spent about 10 s beyond its cap)."""
     from transferlab.experiments.compare import compare
 
     source, arms = confirm_arms(options)
@@ -437,35 +442,65 @@ def confirm(plan: AdvisePlan, out: Path, options: list[dict[str, Any]], data: Da
     settings["max_time"] = max(1.0, seconds / (len(options) * plan.seeds))
     return compare(plan.data, out=out / "confirm", source=source, arms=",".join(arms), seeds=plan.seeds,
                    per_class=None if plan.base.per_class is None else str(plan.base.per_class), resume=True,
-                   progress=progress, data_by_size={plan.base.per_class: data}, modality=modality, **settings)
+                   progress=progress, data_by_size={plan.base.per_class: data}, modality=modality, folds=True,
+                   **settings)
 
 
-def choose(options: list[dict[str, Any]], confirmed: dict[str, Any], folder: Path, y_val: np.ndarray,
-           logreg: tuple[float, np.ndarray], metric: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def logreg_folds(plan: AdvisePlan, data: Data, modality: Modality) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The logistic regression on each fold of the confirmation (trained on its training part, C by
+    cross-validation there): the labels and predictions of its validation part, as class names."""
+    names, found = np.asarray(data.classes), []
+    for i in range(plan.seeds):
+        part = fold_data(data, f"{i}/{plan.seeds}", plan.base.data_seed)
+        r = fit_logreg(dataclasses.replace(part, test=part.val), modality, plan.base.seed, plan.base.metric,
+                       plan.base.class_weight)
+        found.append((names[np.asarray(part.val.labels)], names[np.asarray(r["predictions"])]))
+    return found
+
+
+def choose(options: list[dict[str, Any]], confirmed: dict[str, Any], folder: Path,
+           logreg: list[tuple[np.ndarray, np.ndarray]], metric: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The recommendation: what ``fit`` does by default (scratch where there is no source), unless another
-    contender or the logistic regression (``logreg``: its validation score and predictions) is *clearly* better on
-    the validation split: its mean score over the seeds minus the default's, with a paired bootstrap interval over
-    the validation examples (:func:`~transferlab.evaluate.curves.paired_difference`), above zero. Of several, the
-    best mean (ties: the faster). Means alone are not enough: on Fashion-MNIST's 375 validation images, frozen's
-    mean over 3 seeds beat the default's by 0.007 and then scored 0.017 below it on the test split; the interval
-    of that difference was [-0.01, +0.02]. Returns the choice and every contender scored, best mean first."""
+    contender or the logistic regression is *clearly* better on validation, cross-validated: seed i of every
+    contender validated on fold i of the training and validation splits together, so every one of their examples
+    is validated once, and ``logreg`` holds the regression's (labels, predictions) per fold. A contender's score is
+    that of its predictions pooled over the folds; its difference from the default's has a paired bootstrap
+    interval over the pooled examples (:func:`~transferlab.evaluate.curves.paired_difference`), which must lie
+    above zero. Of several, the best score (ties: the faster). Why folds and an interval: on Fashion-MNIST's 375
+    validation images, frozen's mean over 3 seeds on that one split beat the default's by 0.007 and then scored
+    0.017 below it on the test split; the interval of that difference was [-0.01, +0.02], and pooling the folds
+    gives the interval every training and validation example instead of the validation split's. Returns the
+    choice and every contender scored, best first."""
+    from transferlab.evaluate import score
+
     size = confirmed["largest_size"]
+    y = np.concatenate([labels for labels, _ in logreg])
     scored = []
     for o in options:
         arm = recommended_arm(o, confirmed)
-        cells = [c for c in confirmed["cells"] if c["arm"] == arm and c["per_class"] == size]
+        cells = sorted((c for c in confirmed["cells"] if c["arm"] == arm and c["per_class"] == size),
+                       key=lambda c: c["seed"])
         if cells:
-            values = [c["val_score"] for c in cells]
-            scored.append({**o, "arm": arm, "validation": sum(values) / len(values), "validation_per_seed": values,
+            pooled = []
+            for c, (labels, _) in zip(cells, logreg, strict=True):
+                truth, pred = read_predictions(folder / c["run_dir"], "val")
+                if not np.array_equal(truth, labels):
+                    raise UserError(f"{folder / c['run_dir']}: its validation examples are not its fold's "
+                                    "(was it edited, or run before the confirmation was cross-validated?)")
+                pooled.append(pred)
+            pred = np.concatenate(pooled)
+            scored.append({**o, "arm": arm, "validation": score(metric, y, pred),
+                           "validation_per_seed": [c["val_score"] for c in cells],
                            "search_validation": o.get("validation"), "train_seconds": _mean_train(confirmed, arm),
-                           "predictions": [read_predictions(folder / c["run_dir"], "val")[1] for c in cells]})
-    scored.append({"kind": "logreg", "arm": LOGREG, "trial": None, "validation": logreg[0],
-                   "validation_per_seed": [logreg[0]], "search_validation": None, "train_seconds": None,
-                   "predictions": [logreg[1]]})
+                           "predictions": pred})
+    pred = np.concatenate([p for _, p in logreg])
+    scored.append({"kind": "logreg", "arm": LOGREG, "trial": None, "validation": score(metric, y, pred),
+                   "validation_per_seed": [score(metric, t, p) for t, p in logreg], "search_validation": None,
+                   "train_seconds": None, "predictions": pred})
     default = next((o for o in scored if o.get("default")), None) or next(o for o in scored if o["kind"] == "scratch")
     for o in scored:
         o["versus_default"] = None if o is default else dataclasses.asdict(
-            paired_difference(y_val, o["predictions"], default["predictions"], metric))
+            paired_difference(y, [o["predictions"]], [default["predictions"]], metric))
     scored.sort(key=lambda o: (-round(o["validation"], 9), o["train_seconds"] or 0.0))
     clear = [o for o in scored if o["versus_default"] is not None and o["versus_default"]["ci_low"] > 0]
     chosen = clear[0] if clear else default

@@ -98,6 +98,7 @@ def compare(
     locked: bool = False,
     planned: Plan | None = None,
     workers: int = 1,
+    folds: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Run the comparison and write ``results.json``, ``curves.csv`` and ``report.html`` to ``out``.
@@ -106,7 +107,8 @@ def compare(
     (``data_by_size``: already read, with their ``modality``, by the caller that holds the lock, ``locked``), every
     arm's options, source,
     ``--reuse`` and input size. ``planned``: the options already checked by :func:`plan` (the other arguments are
-    then ignored)."""
+    then ignored). ``folds``: seed i of k trains and validates on fold i of a cross-validation over the training
+    and validation splits (:func:`~transferlab.data.splits.fold_data`; ``advise``'s confirmation)."""
     p = planned or plan(data, source, arms, seeds, per_class, threshold, options)
     out = Path(out)
     with contextlib.nullcontext() if locked else files.locked(out, "the comparison folder"):
@@ -115,7 +117,8 @@ def compare(
         with experiment_folder(out, p.config, resume, "compare", overwrite, locked=True) as zero:
             estimate = announce(p, modality, sources, data_by_size) if zero and not resume else None
             simple = simple_baseline(p, modality, data_by_size) if zero and p.logreg else {}
-            cells, curves, results = run_cells(p, out, sources, modality, data_by_size, progress, zero, workers)
+            cells, curves, results = run_cells(p, out, sources, modality, data_by_size, progress, zero, workers,
+                                               folds)
             if not zero:
                 return {}
             summary = summarise(curves, p.arms, p.sizes, p.threshold, results, simple, data_by_size, p.base.metric)
@@ -191,6 +194,7 @@ def simple_baseline(p: Plan, modality: Modality, data_by_size: dict[int | None, 
 
 def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality,
               data_by_size: dict[int | None, Data], progress: bool, zero: bool, workers: int = 1,
+              folds: bool = False,
               ) -> tuple[list[dict[str, Any]], dict[str, dict[str, dict[int, Curve]]], dict[str, dict[str, dict]]]:
     """Train every cell (or reuse it): the cells' records, their curves and their results, by size and arm. With
     ``workers`` > 1 the cells (independent: each its own seed, run directory and lock) train in that many
@@ -201,8 +205,9 @@ def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality
             for arm in p.arms:
                 cell_dir = out / "cells" / size_key(size) / re.sub(r"[^\w.=+-]+", "_", arm.name) / f"seed{seed}"
                 finished = (cell_dir / "model.json").is_file() and not (cell_dir / "INCOMPLETE").exists()
+                fold = f"{seed - p.base.seed}/{p.seeds}" if folds else None
                 jobs.append((size, seed, arm, cell_dir, finished,
-                             arm.config(p.base, seed=seed, split_seed=p.base.seed, per_class=size)))
+                             arm.config(p.base, seed=seed, split_seed=p.base.seed, per_class=size, fold=fold)))
     if workers > 1 and len(jobs) > 1:
         from concurrent.futures import ProcessPoolExecutor
 

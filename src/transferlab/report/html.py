@@ -525,8 +525,9 @@ def write_advise_report(path: Any, advice: dict[str, Any]) -> None:
         secs = advice["train_seconds"].get(arm)
         conf.append(f"<tr><td class=l>{esc(arm)}</td><td>{fmt_interval(per_size[size])}</td><td>{esc(against)}</td>"
                     f"<td>{'' if secs is None else f'{secs:.1f}'}</td></tr>")
-    chose = [f"<table><tr><th class=l>arm</th><th>mean validation {metric_name(advice['config_asked'])}</th>"
-             "<th>per seed</th><th>minus the default's [95% paired bootstrap]</th><th>its search trial</th></tr>"]
+    chose = [f"<table><tr><th class=l>arm</th><th>validation {metric_name(advice['config_asked'])}, the folds "
+             "pooled</th><th>per fold</th><th>minus the default's [95% paired bootstrap]</th><th>its search trial"
+             "</th></tr>"]
     for o in advice.get("selection", []):
         seeds = ", ".join(f"{v:.3f}" for v in o["validation_per_seed"])
         trial = "" if o["search_validation"] is None else f"{o['search_validation']:.3f}"
@@ -547,15 +548,18 @@ def write_advise_report(path: Any, advice: dict[str, Any]) -> None:
         f"<!doctype html><html><head><meta charset=utf-8><title>transferlab advise</title><style>{_CSS}</style>",
         f"</head><body><h1>Advice for {esc(advice['config_asked']['data'])}</h1><ul>{lines}</ul>",
         "<h2>Confirmed on the test split</h2>",
-        f"<p>{len(ev['data_efficiency'])} arms, {advice['config_asked']['seeds']} seeds each, on the full training "
-        f"split; the test split ({ev['test_size'].get(size, '?')} examples) seen here only. Notes: "
+        f"<p>{len(ev['data_efficiency'])} arms, {advice['config_asked']['seeds']} seeds each, seed i trained on "
+        "fold i: the training and validation splits together less the i-th of as many parts (at most as many "
+        "examples per class as the training split), validated on that part; the test split "
+        f"({ev['test_size'].get(size, '?')} examples) the same for all, and seen here only. Notes: "
         f"{esc('; '.join(ev['notes']) or 'none')}.</p>", "\n".join(conf) + "</table>",
         "<h2>How the recommendation was chosen</h2>",
-        "<p>What <code>fit</code> does by default, unless another contender is clearly better on the validation "
-        "split: its mean score over the seeds minus the default's, with a 95% bootstrap interval over the validation "
-        "examples (paired: both scored on the same resamples), above zero; of several, the best mean. Never by the "
-        "test split, and not by the search's one seed (the best of many trials on one validation split is flattered "
-        "by its luck). A pick the regression clearly beats on the test split gives way to it.</p>",
+        "<p>What <code>fit</code> does by default, unless another contender is clearly better on validation, "
+        "cross-validated: its score on its folds' validation parts pooled (every training and validation example "
+        "validated once) minus the default's, with a 95% bootstrap interval over those examples (paired: both "
+        "scored on the same resamples), above zero; of several, the best score. Never by the test split, and not "
+        "by the search's one seed (the best of many trials on one validation split is flattered by its luck). A "
+        "pick the regression clearly beats on the test split gives way to it.</p>",
         "\n".join(chose) + "</table>",
         "<h2>What was tried</h2>",
         f"<p>Shortlist (by LogME): {esc(', '.join(advice['shortlist']) or 'none')}. Each trial trained to "

@@ -23,7 +23,7 @@ from transferlab import catalogue, files, preflight
 from transferlab import modality as modalities
 from transferlab._version import __version__
 from transferlab.config import RUNTIME_OPTIONS, FitConfig, parse_strategy
-from transferlab.data.splits import Data, SplitDataset
+from transferlab.data.splits import Data, SplitDataset, fold_data
 from transferlab.errors import UserError
 from transferlab.evaluate import METRICS, classification_report, score
 from transferlab.files import (
@@ -247,6 +247,8 @@ def prepare(cfg: FitConfig, out: Path, resume: bool, data: Data | None, source: 
         source = source or open_source(cfg, pretrained)
         modality = preflight.decide_modality(cfg.data, [], {cfg.source: source.modality})
     data = data if data is not None else modality.load(cfg)
+    if cfg.fold is not None:
+        data = fold_data(data, cfg.fold, cfg.data_seed)
     if len(data.test) == 0:
         raise UserError(f"the test split of {data.name} is empty: transferlab measures every run on held-out data; "
                         "raise --test-fraction or give a test split")
