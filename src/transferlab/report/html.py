@@ -471,21 +471,21 @@ def advise_lines(advice: dict[str, Any], out: Path) -> list[str]:
                  f"({acc(v['arm'])}, paired difference {fmt_interval(v['versus_logreg'])}); scratch {scratch}")
     elif pick["kind"] == "logreg":
         default = next((o["arm"] for o in advice.get("selection", []) if o["versus_default"] is None), "the default")
-        first = (f"Use a logistic regression on the raw inputs (test {logreg:.3f}): on validation it was clearly "
-                 f"better than {default}, by {fmt_interval(pick['versus_default'])}; scratch {scratch}")
+        first = (f"Use a logistic regression on the raw inputs (test {logreg:.3f}): cross-validated it was "
+                 f"clearly better than {default}, by {fmt_interval(pick['versus_default'])}; scratch {scratch}")
     else:
         reuse = "all blocks" if pick.get("reuse") is None else f"the first {pick['reuse']} blocks"
         what = "train it from scratch" if pick["kind"] == "scratch" else f"reuse {reuse}, {pick['strategy']}"
-        why = ("what fit does by default; nothing else was clearly better on validation" if
+        why = ("what fit does by default; nothing else was clearly better cross-validated" if
                pick.get("versus_default") is None else
-               f"clearly better than the default on validation, by {fmt_interval(pick['versus_default'])}")
+               f"clearly better than the default cross-validated, by {fmt_interval(pick['versus_default'])}")
         first = (f"Use {pick['source']}, {what}, {_rate(pick.get('lr'))} ({why}): test {acc(pick['arm'])} vs "
                  f"scratch {scratch} and logreg {logreg:.3f}")
     second = alternative(advice)
     states = [t["state"] for t in advice["trials"]]
     ran = [s for s in states if s != "not started"]
     confirmed = [o for o in advice.get("selection", []) if o["arm"] != "logreg"]
-    chosen = f", {len(confirmed)} confirmed with {advice['config_asked']['seeds']} seeds" if confirmed else ""
+    chosen = f", {len(confirmed)} confirmed on {advice['config_asked']['seeds']} folds" if confirmed else ""
     third = (f"Searched {len(ran)} trials ({states.count('pruned')} pruned) over {len(advice['shortlist'])} "
              f"shortlisted sources{chosen} in {advice['seconds'] / 60:.1f} of {advice['budget_seconds'] / 60:.1f} min; "
              f"fit DATA --config {out / 'advice.json'} reproduces it; report {out / 'report.html'}")
