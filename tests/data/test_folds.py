@@ -66,3 +66,37 @@ def test_a_fold_trains_on_at_most_the_training_splits_size_per_class() -> None:
 def test_a_bad_fold_is_one_sentence(fold: str) -> None:
     with pytest.raises(UserError, match="fold must be i/k"):
         FitConfig(data="d", fold=fold)
+
+
+def test_the_folds_of_a_frozen_run_share_one_extraction_of_their_pool(base_run, tmp_path, monkeypatch) -> None:
+    """Three frozen folds extract their pool's features once (one cache entry); a fold's training and validation
+    features gathered from it are those its own splits give when extracted by themselves."""
+    import dataclasses
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from transferlab import api, modality
+    from transferlab.train import fit as training
+
+    monkeypatch.setenv("TRANSFERLAB_CACHE_DIR", str(tmp_path / "c"))
+    spec = json.loads((base_run / "model.json").read_text())["data"]
+    opts = dict(source=str(base_run), strategy="frozen", max_steps=5, progress=False)
+    for i in range(3):
+        api.fit(spec, out=tmp_path / f"fold{i}", fold=f"{i}/3", **opts)
+    (pooled,) = (tmp_path / "c" / "features").glob("*.safetensors")
+    real = training.fold_data
+    monkeypatch.setattr(training, "fold_data", lambda *a: dataclasses.replace(real(*a), fold_of=None))
+    api.fit(spec, out=tmp_path / "alone", fold="1/3", **opts)  # the same fold, its splits extracted as they are
+    (alone,) = set((tmp_path / "c" / "features").glob("*.safetensors")) - {pooled}
+    pool, own = load_file(str(pooled)), load_file(str(alone))
+    assert set(pool) == {"pool", "test"} and set(own) == {"train", "val", "test"}
+    fold = real(modality.get("image").load(FitConfig(data=spec)), "1/3", 0)
+    _, train, val = fold.fold_of
+    for name, idx in (("train", train), ("val", val)):
+        torch.testing.assert_close(pool["pool"][torch.as_tensor(idx)], own[name], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(pool["test"], own["test"], atol=1e-5, rtol=1e-4)
+    gathered, extracted = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("fold1", "alone"))
+    for k in gathered:  # and the head trained on the gathered features is the one trained on its own
+        torch.testing.assert_close(gathered[k], extracted[k], atol=1e-4, rtol=1e-3)

@@ -52,6 +52,7 @@ class Data:
     name: str
     train_counts: list[int] = field(default_factory=list)
     corpus: list[str] = field(default_factory=list)
+    fold_of: tuple[Any, np.ndarray, np.ndarray] | None = None  # a fold's pool, its train and val positions there
 
     def majority_class(self) -> int:
         """The commonest training class as the data came (before balancing): the naive model's prediction."""
@@ -200,7 +201,8 @@ def fold_data(data: Data, fold: str, seed: int) -> Data:
     is the i-th of k stratified parts of them, the training split the rest, at most as many per class as the
     training split had (so a fold never trains on more than the run it stands for); the test split is unchanged.
     Over i = 0..k-1 every training and validation example is validated once, which is what ``advise``'s
-    confirmation pools. A class with fewer than two of them stays in training. Seeded by ``seed``."""
+    confirmation pools. A class with fewer than two of them stays in training. Seeded by ``seed``. ``fold_of``
+    keeps the pool and the positions, so that a frozen source's features are extracted once for every fold."""
     i, k = parse_fold(fold)
     pool = data.train.join(data.val)
     labels = np.asarray(pool.labels)
@@ -212,8 +214,9 @@ def fold_data(data: Data, fold: str, seed: int) -> Data:
         rest = np.setdiff1d(members, held)  # sorted
         train.append(np.random.default_rng([seed, int(c), 4]).permutation(rest)[: max(int(cap[c]), 1)])
         val.append(held)
-    return dataclasses.replace(data, train=pool.subset(np.sort(np.concatenate(train))),
-                               val=pool.subset(np.sort(np.concatenate(val))))
+    train_idx, val_idx = np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    return dataclasses.replace(data, train=pool.subset(train_idx), val=pool.subset(val_idx),
+                               fold_of=(pool, train_idx, val_idx))
 
 
 def warn_if_empty(data: Data, val_fraction: float, test_fraction: float, word: str = "examples") -> None:

@@ -28,16 +28,17 @@ MAX_ITER = 2000
 
 
 def fit_logreg(data: Data, modality: Any, seed: int = 0, metric: str = "accuracy",
-               class_weight: str = "none") -> dict[str, Any]:
-    """Train on ``data.train`` (C by cross-validation there, judged by ``metric``; ``class_weight="balanced"``
-    weights the classes as the networks' loss then does) and score ``data.test``: ``test_score`` by ``metric``,
-    every metric's ``test_<metric>``, the predictions, the chosen C, the folds and the seconds it took."""
+               class_weight: str = "none", c: float | None = None) -> dict[str, Any]:
+    """Train on ``data.train`` (C by cross-validation there, judged by ``metric``, unless ``c`` is given;
+    ``class_weight="balanced"`` weights the classes as the networks' loss then does) and score ``data.test``:
+    ``test_score`` by ``metric``, every metric's ``test_<metric>``, the predictions, the C, the folds and the seconds
+    it took."""
     from transferlab.evaluate import METRICS, score
 
     tick = time.perf_counter()
     x_train, x_test = modality.raw_features([data.train, data.test])
     y_test = np.asarray(data.test.labels)
-    model, c, folds = fit_linear(x_train, np.asarray(data.train.labels), seed, metric, class_weight)
+    model, c, folds = fit_linear(x_train, np.asarray(data.train.labels), seed, metric, class_weight, c)
     pred = model.predict(x_test)
     scores = {f"test_{m}": score(m, y_test, pred) for m in METRICS}
     return {**scores, "test_score": scores[f"test_{metric}"], "metric": metric, "predictions": pred, "C": c,
@@ -45,14 +46,15 @@ def fit_logreg(data: Data, modality: Any, seed: int = 0, metric: str = "accuracy
 
 
 def fit_linear(x: Any, y: np.ndarray, seed: int = 0, metric: str = "accuracy",
-               class_weight: str = "none") -> tuple[Any, float, int]:
+               class_weight: str = "none", c: float | None = None) -> tuple[Any, float, int]:
     """A multinomial logistic regression fitted on ``(x, y)``, C chosen by stratified cross-validation there (see
-    the module docstring); returns it, its C and the number of folds. Also LP-FT's linear probe."""
+    the module docstring) unless given as ``c``; returns it, its C and the number of folds (0: C was given). Also
+    LP-FT's linear probe."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
 
-    folds = min(MAX_FOLDS, int(np.bincount(y).min()) if len(y) else 0)
+    folds = 0 if c is not None else min(MAX_FOLDS, int(np.bincount(y).min()) if len(y) else 0)
     weight = "balanced" if class_weight == "balanced" else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the extreme C values of the grid may not converge
@@ -62,9 +64,9 @@ def fit_linear(x: Any, y: np.ndarray, seed: int = 0, metric: str = "accuracy",
                                          scoring="f1_macro" if metric == "macro_f1" else metric,
                                          class_weight=weight, use_legacy_attributes=False)
         else:
-            model = LogisticRegression(C=1.0, max_iter=MAX_ITER, class_weight=weight)
+            model = LogisticRegression(C=1.0 if c is None else c, max_iter=MAX_ITER, class_weight=weight)
         model.fit(x, y)
-    return model, float(model.C_) if folds >= 2 else 1.0, folds
+    return model, float(model.C_) if folds >= 2 else model.C, folds
 
 
 def linear_head(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int = 0,

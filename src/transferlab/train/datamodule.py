@@ -71,10 +71,11 @@ class RunData(L.LightningDataModule):
     are extracted here (shard by shard under DDP, through the cache) and the loaders then serve them."""
 
     def __init__(self, splits: dict[str, Any], pre: Any, cfg: FitConfig, augment: bool, progress: bool,
-                 prefix: torch.nn.Module | None = None, key: str | None = None, channels_last: bool = False) -> None:
+                 prefix: torch.nn.Module | None = None, key: str | None = None, channels_last: bool = False,
+                 fold_of: tuple[Any, np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
         self.splits, self.pre, self.cfg, self.augment, self.progress = splits, pre, cfg, augment, progress
-        self.prefix, self.key, self.channels_last = prefix, key, channels_last
+        self.prefix, self.key, self.channels_last, self.fold_of = prefix, key, channels_last, fold_of
         self.feats: dict[str, torch.Tensor] | None = None
         self.cache_hit: bool | None = None
         self.feature_seconds = 0.0
@@ -97,9 +98,13 @@ class RunData(L.LightningDataModule):
             if self.trainer is not None:
                 self.prefix.to(self.trainer.strategy.root_device)
             self.feats, self.cache_hit, self.feature_seconds = cached_features(
-                self.key, self.prefix, PlainLoaders(self.splits, self.pre, self.cfg, self._on_gpu()), self.progress,
-                rank, world, self.channels_last)
+                self.key, self.prefix, PlainLoaders(extracted(self.splits, self.fold_of), self.pre, self.cfg,
+                                                    self._on_gpu()), self.progress, rank, world, self.channels_last)
             self.prefix.cpu()
+            if self.fold_of is not None:  # a fold's examples, gathered from its pool's
+                _, train, val = self.fold_of
+                pool = self.feats.pop("pool")
+                self.feats.update(train=pool[torch.as_tensor(train)], val=pool[torch.as_tensor(val)])
 
     def dataset(self, split: str, augment: bool = False) -> torch.utils.data.Dataset:
         if self.feats is not None:
@@ -138,6 +143,12 @@ class RunData(L.LightningDataModule):
         """The whole split (or the positions ``keep`` of it) in one process: test curves and the final test."""
         ds = self.dataset(split)
         return make_loader(ds if keep is None else Subset(ds, keep.tolist()), self.cfg, False, self._collate())
+
+
+def extracted(splits: dict[str, Any], fold_of: tuple[Any, np.ndarray, np.ndarray] | None) -> dict[str, Any]:
+    """The splits whose features a frozen run extracts: its own, or for a fold (``fold_of``, see
+    :func:`~transferlab.data.splits.fold_data`) the pool it was cut from and the test split, shared by every fold."""
+    return splits if fold_of is None else {"pool": fold_of[0], "test": splits["test"]}
 
 
 def feature_key(prefix: torch.nn.Module, source: Source, reuse: int | str, splits: dict[str, Any], pre: Any) -> str:

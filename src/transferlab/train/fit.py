@@ -43,7 +43,7 @@ from transferlab.report import plot_confusion, write_csv
 from transferlab.sources import Source, load_source
 from transferlab.train.budget import Budget, outcome
 from transferlab.train.callbacks import Interrupted, MetricsCSV, StopFlag, StopOnNonFinite, TestCurve, read_rows
-from transferlab.train.datamodule import RunData, feature_key
+from transferlab.train.datamodule import RunData, extracted, feature_key
 from transferlab.train.module import LitClassifier
 from transferlab.train.trainer import make_trainer, quiet_lightning, read_checkpoint, runs_on_cpu
 from transferlab.transfer.model import build_model, run_inference
@@ -305,8 +305,8 @@ def _train(run: Prepared, resume: bool, overwrite: bool, progress: bool, zero: b
     images = cfg.channels_last and run.modality.channels_last  # the memory layout is the modality's to ask for
     if strategy.frozen_prefix and cfg.cache and (reuse == len(source.blocks) or source.cache_partial):
         prefix = model.prefix(reuse)
-        dm = RunData(splits, pre, cfg, False, progress, prefix, feature_key(prefix, source, reuse, splits, pre),
-                     channels_last=images)
+        key = feature_key(prefix, source, reuse, extracted(splits, data.fold_of), pre)
+        dm = RunData(splits, pre, cfg, False, progress, prefix, key, channels_last=images, fold_of=data.fold_of)
         net = model.tail(reuse)
         maps = reuse < len(source.blocks)  # a partial prefix's cached outputs are feature maps, a whole one's vectors
     else:
