@@ -406,8 +406,9 @@ def advise(data: str, *, out: str | Path, budget: str | float = "30m", **options
     """Which source, how much of it, frozen or tuned, at what learning rate, within ``budget`` (``30m``, ``90s``;
     start-up included): candidates shortlisted by LogME, an Optuna search of trials trained to convergence and
     judged on the validation split, then the search's best, the default fit, the frozen alternative, scratch and a
-    logistic regression confirmed with ``seeds`` seeds; the default fit is recommended unless another is clearly
-    better on validation (a paired bootstrap over its examples), and reported on the test split. Writes
+    logistic regression confirmed with ``seeds`` seeds, seed i on fold i of the training and validation splits;
+    the default fit is recommended unless another is clearly better on the folds' validation parts pooled (a
+    paired bootstrap over those examples), and reported on the test split. Writes
     ``advice.json`` (the configuration ``fit --config`` reads, and the evidence) and ``report.html`` to ``out``.
 
     >>> advise("fashion-mnist:classes=5-9,per_class=100", budget="10m", out="runs/advice")  # doctest: +SKIP

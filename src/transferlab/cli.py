@@ -310,7 +310,7 @@ def advise(
     budget: Annotated[str, typer.Option(help="Wall time for everything, start-up included: 30m, 90s, 1.5h.")] = "30m",
     candidates: Annotated[str | None, typer.Option(help="Comma-separated sources to choose from (default: every "
                                                    "source of the data's kind whose weights are here).")] = None,
-    seeds: Annotated[int, typer.Option(help="Seeds of the confirmation on the test split (3 or more).")] = 3,
+    seeds: Annotated[int, typer.Option(help="Seeds of the confirmation, seed i on fold i (3 or more).")] = 3,
     workers: Annotated[int, typer.Option(help="Processes searching at once (one per GPU, or per core group).")] = 1,
     trials: Annotated[int | None, typer.Option(help="Stop the search after N trials (default: by the budget).")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL shared by several advise processes "
@@ -319,7 +319,7 @@ def advise(
     **options: Any,
 ) -> None:
     """Which source, how much of it, frozen or tuned, at what rate? Searched within a time budget; the default kept
-    unless validation clearly favours another; confirmed against scratch and a logistic regression."""
+    unless cross-validation clearly favours another; confirmed against scratch and a logistic regression."""
     from transferlab import api
     from transferlab.report.html import advise_lines
 
