@@ -120,7 +120,7 @@ def advise(
         timings["search"] = clock() - started - timings["start_up_and_shortlist"]
         best = recommend(study, logreg_val)
         options = contenders(best, short, modality)
-        confirmed = confirm(plan, out, options, data, modality, progress, CONFIRM_SHARE * left)
+        confirmed = confirm(plan, out, options, data, modality, progress, CONFIRM_SHARE * left, clock)
         chosen, scored = choose(options, confirmed, out / "confirm", logreg_folds(plan, data, modality, logreg["C"]),
                                 plan.base.metric)
         timings["confirm"] = clock() - started - timings["search"] - timings["start_up_and_shortlist"]
@@ -421,13 +421,13 @@ def confirm_arms(options: list[dict[str, Any]]) -> tuple[str, list[str]]:
 
 
 def confirm(plan: AdvisePlan, out: Path, options: list[dict[str, Any]], data: Data, modality: Modality,
-            progress: bool, seconds: float) -> dict[str, Any]:
+            progress: bool, seconds: float, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
     """The contenders and the logistic regression through ``compare`` with ``--seeds``, seed i of each on fold i
     of the training and validation splits (in ``OUT/confirm``): the test split, seen once. Its cells share
-    ``seconds`` equally (each stops at its share, flagged as not converged if it had not); a frozen cell trains a
-    head in seconds and leaves its share to the others' loading and evaluation, which the cap does not count (with
-    frozen's share given to the tuned cells, an advise on WordNet took 663 s of a 600 s budget: each MiniLM cell
-    spent about 10 s beyond its cap)."""
+    ``seconds``: each stops at its equal share, or at an equal share of what is left when its turn comes if that
+    is less (flagged as not converged if it had not); a cell's loading and evaluation, which its cap does not
+    count, so come out of the later cells' (with the caps fixed up front, an advise on WordNet took 653 s of a
+    600 s budget: each MiniLM cell spent 20-30 s beyond its cap evaluating a fold's 1,133 validation glosses)."""
     from transferlab.experiments.compare import compare
 
     source, arms = confirm_arms(options)
@@ -436,11 +436,12 @@ def confirm(plan: AdvisePlan, out: Path, options: list[dict[str, Any]], data: Da
         "deterministic", "accelerator", "devices", "precision", "text_model", "max_vectors", "text_column",
         "label_column", "encoding_errors", "impute", "eval_per_class", "min_steps", "patience", "epochs",
         "max_steps", "seed"}}
-    settings["max_time"] = max(1.0, seconds / (len(options) * plan.seeds))
+    settings["max_time"] = share = max(1.0, seconds / (len(options) * plan.seeds))
+    end = clock() + seconds
     return compare(plan.data, out=out / "confirm", source=source, arms=",".join(arms), seeds=plan.seeds,
                    per_class=None if plan.base.per_class is None else str(plan.base.per_class), resume=True,
                    progress=progress, data_by_size={plan.base.per_class: data}, modality=modality, folds=True,
-                   **settings)
+                   cap=lambda left: max(1.0, min(share, (end - clock()) / left)), **settings)
 
 
 def logreg_folds(plan: AdvisePlan, data: Data, modality: Modality, c: float,

@@ -24,6 +24,7 @@ import math
 import multiprocessing
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ def compare(
     planned: Plan | None = None,
     workers: int = 1,
     folds: bool = False,
+    cap: Callable[[int], float] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Run the comparison and write ``results.json``, ``curves.csv`` and ``report.html`` to ``out``.
@@ -108,7 +110,9 @@ def compare(
     arm's options, source,
     ``--reuse`` and input size. ``planned``: the options already checked by :func:`plan` (the other arguments are
     then ignored). ``folds``: seed i of k trains and validates on fold i of a cross-validation over the training
-    and validation splits (:func:`~transferlab.data.splits.fold_data`; ``advise``'s confirmation)."""
+    and validation splits (:func:`~transferlab.data.splits.fold_data`; ``advise``'s confirmation). ``cap``: each
+    cell's ``--max-time``, given how many cells are left to train, asked when its turn comes (``advise`` shares
+    what is left of its budget this way; in one process only)."""
     p = planned or plan(data, source, arms, seeds, per_class, threshold, options)
     out = Path(out)
     with contextlib.nullcontext() if locked else files.locked(out, "the comparison folder"):
@@ -118,7 +122,7 @@ def compare(
             estimate = announce(p, modality, sources, data_by_size) if zero and not resume else None
             simple = simple_baseline(p, modality, data_by_size) if zero and p.logreg else {}
             cells, curves, results = run_cells(p, out, sources, modality, data_by_size, progress, zero, workers,
-                                               folds)
+                                               folds, cap)
             if not zero:
                 return {}
             summary = summarise(curves, p.arms, p.sizes, p.threshold, results, simple, data_by_size, p.base.metric)
@@ -194,7 +198,7 @@ def simple_baseline(p: Plan, modality: Modality, data_by_size: dict[int | None, 
 
 def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality,
               data_by_size: dict[int | None, Data], progress: bool, zero: bool, workers: int = 1,
-              folds: bool = False,
+              folds: bool = False, cap: Callable[[int], float] | None = None,
               ) -> tuple[list[dict[str, Any]], dict[str, dict[str, dict[int, Curve]]], dict[str, dict[str, dict]]]:
     """Train every cell (or reuse it): the cells' records, their curves and their results, by size and arm. With
     ``workers`` > 1 the cells (independent: each its own seed, run directory and lock) train in that many
@@ -219,6 +223,8 @@ def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality
     else:
         ran = []
         for i, (size, seed, arm, cell_dir, _, cfg) in enumerate(jobs, 1):
+            if cap is not None:
+                cfg = cfg.replace(max_time=cap(max(1, sum(not job[4] for job in jobs[i - 1:]))))
             ran.append(run_cell(f"cell {i}/{len(jobs)}: {arm.name}, {size_key(size)} per class, seed {seed}", fit,
                                 cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size],
                                 source=sources[arm.name], modality=modality))
