@@ -85,8 +85,8 @@ def test_advise_on_texts_and_tables(text_csv: Path, tmp_path: Path) -> None:
 
 def test_the_budget_is_kept_on_a_fake_clock(base_run: Path, tmp_path: Path) -> None:
     """Each reading of the clock is 5 s later: the search's share runs out after a few readings, so no trial
-    starts after it (those queued stay 'not started'), and each of the confirmation's cells is capped at an equal
-    share of what is left of the confirmation's when its turn comes (one reading each)."""
+    starts after it (those queued stay 'not started'), and the cells of each fold of the confirmation are capped
+    at an equal share of what is left of the confirmation's when the fold starts (one reading each)."""
     from transferlab.experiments.advise import advise
     from transferlab.experiments.plan import plan_advise
 
@@ -107,10 +107,12 @@ def test_the_budget_is_kept_on_a_fake_clock(base_run: Path, tmp_path: Path) -> N
     order = [c["run_dir"] for c in json.loads((out / "confirm" / "results.json").read_text())["cells"]]
     caps = [json.loads((out / "confirm" / d / "config.json").read_text())["config"]["max_time"] for d in order]
     seconds = 0.5 * (60 - advice["timings"]["start_up_and_shortlist"])  # the confirmation's share
-    n = len(order)  # frozen's cells included
-    assert n == 3 * sum(arm != "logreg" for arm in advice["evidence"]["data_efficiency"])
-    for k, cap in enumerate(caps):  # each cell: an equal share of what is left when its turn comes (a reading later)
-        assert cap == pytest.approx(max(1.0, min(seconds / n, (seconds - 5 * (k + 1)) / (n - k)))), k
+    arms = sum(arm != "logreg" for arm in advice["evidence"]["data_efficiency"])  # frozen's included
+    n = len(order)
+    assert n == 3 * arms
+    for k, cap in enumerate(caps):  # a fold's cells: an equal share of what is left when it starts (a reading later)
+        r = k // arms
+        assert cap == pytest.approx(max(1.0, min(seconds / n, (seconds - 5 * (r + 1)) / (n - r * arms)))), k
 
 
 def test_a_killed_advise_resumes_without_training_a_finished_trial_again(base_run: Path, tmp_path: Path) -> None:

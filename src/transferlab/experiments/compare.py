@@ -110,9 +110,9 @@ def compare(
     arm's options, source,
     ``--reuse`` and input size. ``planned``: the options already checked by :func:`plan` (the other arguments are
     then ignored). ``folds``: seed i of k trains and validates on fold i of a cross-validation over the training
-    and validation splits (:func:`~transferlab.data.splits.fold_data`; ``advise``'s confirmation). ``cap``: each
-    cell's ``--max-time``, given how many cells are left to train, asked when its turn comes (``advise`` shares
-    what is left of its budget this way; in one process only)."""
+    and validation splits (:func:`~transferlab.data.splits.fold_data`; ``advise``'s confirmation). ``cap``: the
+    ``--max-time`` of every cell of a seed, given how many cells are left to train, asked when the seed's first
+    cell starts (``advise`` shares what is left of its budget this way; in one process only)."""
     p = planned or plan(data, source, arms, seeds, per_class, threshold, options)
     out = Path(out)
     with contextlib.nullcontext() if locked else files.locked(out, "the comparison folder"):
@@ -222,9 +222,12 @@ def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality
             ran = [f.result() for f in futures]
     else:
         ran = []
+        round_cap = {}  # a seed's cells share one cap: every arm of a fold (or seed) gets the same time
         for i, (size, seed, arm, cell_dir, _, cfg) in enumerate(jobs, 1):
             if cap is not None:
-                cfg = cfg.replace(max_time=cap(max(1, sum(not job[4] for job in jobs[i - 1:]))))
+                if (size, seed) not in round_cap:
+                    round_cap[size, seed] = cap(max(1, sum(not job[4] for job in jobs[i - 1:])))
+                cfg = cfg.replace(max_time=round_cap[size, seed])
             ran.append(run_cell(f"cell {i}/{len(jobs)}: {arm.name}, {size_key(size)} per class, seed {seed}", fit,
                                 cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size],
                                 source=sources[arm.name], modality=modality))
