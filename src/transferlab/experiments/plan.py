@@ -151,8 +151,7 @@ def plan_advise(data: str, budget: str | float, candidates: str | list[str] | No
         raise UserError(f"--trials {trials}: give from 1 to 100000 trials, or leave it out to search until the budget")
     if options.pop("lr", None) is not None:
         raise UserError("--lr: advise searches the learning rate (from a tenth to three times the default)")
-    names = {f.name for f in fields(FitConfig)} - {"data", "source", "strategy", "reuse", "lr", "curve", "split_seed",
-                                                   "fold"}
+    names = {f.name for f in fields(FitConfig)} - (set(SET_BY_COMPARE) - {"per_class"}) - {"reuse", "lr"}
     for key in options:
         if key not in names:
             raise UserError(f"unknown option {key!r}{did_you_mean(key, names)}")
