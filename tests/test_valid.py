@@ -70,6 +70,34 @@ def test_each_cell_records_the_kept_models_validation_score(small_data_compare: 
         assert c["val_score"] == card["metrics"]["val_score"] == pytest.approx(float(kept["val_accuracy"]))
 
 
+def test_the_kept_model_is_scored_not_the_last(image_folder: Path, tmp_path: Path) -> None:
+    """The test above cannot fail where the last model scores as the kept one (the small comparison's cells all
+    keep their last epoch). Here the weights in memory are wrecked after the last checkpoint, so only the restored
+    best validation's weights give the kept epoch's validation accuracy."""
+    import csv
+
+    import lightning as L
+    import torch
+
+    from transferlab.config import FitConfig
+    from transferlab.train.fit import fit
+
+    class Wreck(L.Callback):
+        def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+            with torch.no_grad():
+                for p in module.parameters():
+                    p.zero_()  # every logit 0: the first class for every image, a third of them right
+
+    cfg = FitConfig(data=str(image_folder), source="cnn_tiny", strategy="scratch", lr=3e-3, min_steps=8,
+                    max_steps=12, curve=False)
+    r = fit(cfg, tmp_path / "run", progress=False, callbacks=(Wreck(),))
+    card = json.loads((r.out / "model.json").read_text())
+    kept = next(row for row in csv.DictReader((r.out / "metrics.csv").open())
+                if row["val_accuracy"] and int(row["epoch"]) == card["training"]["best_epoch"])
+    assert r.val_score == pytest.approx(float(kept["val_accuracy"])) and r.val_score > 0.5
+    assert r.test_accuracy > 0.5  # the test split too was scored with the kept weights
+
+
 def test_every_arm_stands_beside_a_logistic_regression(small_data_compare: dict) -> None:
     r = small_data_compare
     logreg = r["logreg"]["4"]
