@@ -368,7 +368,9 @@ for _strategy in (
                  summary="LP-FT: a linear probe of the head first, then finetune; wise<1 averages the weights with "
                          "the probe's (WiSE-FT)"),
     StrategyKind("lora", f"{S}:LoRA", {"r": Option(int, 8, 1, 4096), "alpha": Option(float, 16.0, 0, 1e6),
-                                       "dropout": Option(float, 0.0, 0, 1, open="high")},
-                 summary="low-rank adapters on the reused blocks' attention projections (PEFT)"),
+                                       "dropout": Option(float, 0.0, 0, 1, open="high"),
+                                       "backbone_lr_mult": _RUN["backbone_lr_mult"]},
+                 summary="low-rank adapters on the reused blocks' attention projections (PEFT), trained at lr x "
+                         "backbone_lr_mult"),
 ):
     register_strategy(_strategy)

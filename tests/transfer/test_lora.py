@@ -33,3 +33,17 @@ def test_lora_trains_adapters_only_and_saves_merged_weights(text_csv: Path, tmp_
     rows = api.predict(tmp_path / "lora", [], texts=["the striker scored a late goal"])
     assert rows[0][1] in card["classes"]
     assert run.test_accuracy >= 0
+
+
+def test_the_adapters_train_at_the_reused_blocks_rate() -> None:
+    """At the head's rate (text: 1e-2) LoRA's training loss rose again after 3 epochs on WordNet."""
+    from transferlab.transfer import strategies
+    from transferlab.transfer.model import build_model
+
+    model = build_model(load_source("minilm"), 3, reuse=7, pretrained=True)
+    groups = strategies.make_strategy("lora", backbone_lr_mult=0.01).attach(model, 7, lr=1e-2)
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    adapters = [p for n, p in model.blocks.named_parameters() if "lora_" in n]
+    assert adapters and {rate[id(p)] for p in adapters} == {1e-2 * 0.01}
+    assert {rate[id(p)] for p in model.head.parameters()} == {1e-2}
+    assert set(rate) == {id(p) for p in model.parameters() if p.requires_grad}  # every trained weight, once

@@ -309,12 +309,17 @@ class LoRA(Strategy):
     """Low-rank adapters (Hu et al. 2021) through Hugging Face PEFT on the attention projections of the reused
     blocks (``query``/``key``/``value`` of sentence-transformers encoders, ``qkv`` of timm ViTs): the reused
     weights stay fixed, ``r``-rank updates scaled by ``alpha / r`` train, with the head and any new blocks. The
-    run directory stores the merged weights, so ``predict`` and reusing the run as a source are unchanged."""
+    run directory stores the merged weights, so ``predict`` and reusing the run as a source are unchanged.
+
+    The adapters are reused-block parameters and train at the reused blocks' rate, ``lr * backbone_lr_mult`` (1e-4
+    by default for text and images; the LoRA paper tuned 2e-4 to 5e-4 on RoBERTa-base and GPT-2). At the head's
+    rate (text: 1e-2) the training loss on WordNet rose again after 3 epochs and accuracy fell to half."""
 
     name = "lora"
     r: int
     alpha: float
     dropout: float
+    backbone_lr_mult: float
 
     @staticmethod
     def targets(blocks: list[nn.Module]) -> list[str]:
@@ -338,6 +343,11 @@ class LoRA(Strategy):
         inject_adapter_in_model(config, reused)
         for name, p in reused.named_parameters():
             p.requires_grad_("lora_" in name)
+
+    def param_groups(self, model: TransferModel, reuse: int, lr: float) -> list[dict[str, Any]]:
+        blocks = list(model.blocks)
+        return [{"params": trainable(blocks[:reuse]), "lr": lr * self.backbone_lr_mult},  # the adapters
+                {"params": trainable([*blocks[reuse:], model.pool, model.head]), "lr": lr}]
 
     def finalize(self, model: TransferModel) -> None:
         """Merge every adapter into its base layer and put the base layer back (PEFT's merge_and_unload)."""
