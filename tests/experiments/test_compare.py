@@ -75,6 +75,9 @@ def test_resume_reuses_finished_cells_and_gives_the_same_numbers(comparison, tmp
     (copy / "results.json").unlink()
     (copy / "INCOMPLETE").write_text("killed")
     shutil.rmtree(copy / "cells" / "all" / "frozen" / "seed1")  # a cell that had not started
+    record = json.loads((copy / "compare.json").read_text())
+    del record["base"]["fold"]  # written before transferlab had --fold: an option added since, off, is no difference
+    (copy / "compare.json").write_text(json.dumps(record))
     data = opts.pop("data")
     with pytest.raises(UserError, match="--resume"):
         compare(data, out=copy, **opts)
@@ -87,6 +90,16 @@ def test_resume_reuses_finished_cells_and_gives_the_same_numbers(comparison, tmp
     assert ("frozen", "all", 1) not in reused and len(reused) == len(again["cells"]) - 1
     assert again["benefits"] == results["benefits"]
     assert again["data_efficiency"] == results["data_efficiency"]
+
+
+def test_a_changed_option_is_named_where_it_lies() -> None:
+    from transferlab.experiments.common import first_difference
+
+    old = {"arms": ["scratch"], "base": {"lr": 0.01, "seed": 0}}
+    assert first_difference(old, {**old, "base": {"lr": 0.01, "seed": 0, "fold": None}}) is None
+    assert first_difference(old, {**old, "base": {"lr": 0.01, "seed": 0, "fold": "1/3"}}) == ("fold", None, "1/3")
+    assert first_difference(old, {**old, "base": {"lr": 0.001, "seed": 0}}) == ("lr", 0.01, 0.001)
+    assert first_difference(old, {"arms": ["scratch"]}) == ("base", old["base"], None)  # a key gone is a difference
 
 
 def test_bad_input(comparison, tmp_path: Path) -> None:

@@ -63,12 +63,11 @@ def _prepare(out: Path, config: dict[str, Any], resume: bool, kind: str, overwri
             if not isinstance(old, dict):
                 raise UserError(f"{path} is not a transferlab {what} record (was it edited?): --overwrite starts the "
                                 f"{what} over")
-            if old != config:
-                diff = next((k for k in config if old.get(k) != config[k]), "configuration")
-                raise UserError(
-                    f"--out {out} holds another experiment (its {diff} is {old.get(diff)!r}, now "
-                    f"{config.get(diff)!r}); choose another --out or pass --overwrite"
-                )
+            diff = first_difference(old, config)
+            if diff is not None:
+                key, was, now = diff
+                raise UserError(f"--out {out} holds another experiment (its {key} is {was!r}, now {now!r}); choose "
+                                "another --out or pass --overwrite")
             if not resume:
                 raise UserError(f"--out {out} already holds this {what}: pass --resume to continue or reuse "
                                 "it, or --overwrite to start over")
@@ -76,6 +75,21 @@ def _prepare(out: Path, config: dict[str, Any], resume: bool, kind: str, overwri
     if not (out / RESULTS.get(kind, "results.json")).is_file():
         atomic_write(out / "INCOMPLETE", f"this {what} has not finished; `--resume` continues it\n")
     write_json(path, config)
+
+
+def first_difference(old: Any, new: Any, key: str = "configuration") -> tuple[str, Any, Any] | None:
+    """Where a recorded experiment configuration and this one differ: ``(key, old, new)``, or None. An option added
+    to transferlab after the record was written is no difference while it is None (off, as it was then), so an
+    upgrade does not make finished experiments unresumable."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in {**old, **new}:
+            if k not in old and new[k] is None:
+                continue
+            diff = first_difference(old.get(k), new.get(k), k)
+            if diff is not None:
+                return diff
+        return None
+    return None if old == new else (key, old, new)
 
 
 def finish_experiment(out: Path, results: dict[str, Any], name: str = "results.json") -> None:
