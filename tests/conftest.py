@@ -24,6 +24,18 @@ def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     monkeypatch.setenv("TRANSFERLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread, as every test has under xdist: a forked child (``tests/test_trust.py::_kill_9``) runs on
+    one, and a run it is compared with bit for bit must sum in the same order."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_folder(root: Path, n_per_class: int = 16, size: int = 24, seed: int = 0) -> Path:
     """Three easily separable classes: mostly-red, mostly-green and mostly-blue noisy squares."""
     rng = np.random.default_rng(seed)

@@ -9,7 +9,6 @@ import signal
 import stat
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from transferlab import api
 from transferlab.api import compare, fit
 from transferlab.errors import UserError
 from transferlab.files import DirLock, check_overwritable
@@ -194,29 +194,33 @@ def test_a_full_disk_is_one_sentence_and_leaves_the_run_incomplete(base_run: Pat
 
 # --- 4. exact resume after kill -9 in the middle of an epoch -------------------------------------------------------
 
-KILLER = textwrap.dedent("""
-    import json, os, signal, sys
-    from transferlab.train.module import LitClassifier
-    real = LitClassifier.training_step
-    epoch = int(sys.argv[4]) if len(sys.argv) > 4 else 1  # counted from 0: by default the second epoch
-    def step(self, batch, batch_idx):
-        if self.current_epoch == epoch and batch_idx == 2 and self.seed == int(sys.argv[3]):
-            os.kill(os.getpid(), signal.SIGKILL)   # kill -9 in the middle of an epoch
-        return real(self, batch, batch_idx)
-    LitClassifier.training_step = step
-    from transferlab import api
-    options = json.loads(sys.argv[2])
-    getattr(api, options.pop("command"))(out=sys.argv[1], progress=False, **options)
-""")
-
 
 def _kill_9(out: Path, kill_seed: int, kill_epoch: int = 1, **options) -> None:
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(out), json.dumps(options), str(kill_seed),
-                           str(kill_epoch)],
-                          capture_output=True, text=True, env={**os.environ, "TRANSFERLAB_ALLOCATOR": "system"})
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    """Run ``api.<command>`` in a forked child that sends itself SIGKILL at the third step of epoch ``kill_epoch``
+    (counted from 0) of seed ``kill_seed``: a kill -9 in the middle of an epoch, without a new interpreter's
+    imports. The child runs on one thread, as PyTorch's DataLoader workers do: an OpenMP pool the parent used
+    does not survive a fork."""
+    command = getattr(api, options.pop("command"))
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        try:
+            torch.set_num_threads(1)
+            real = LitClassifier.training_step
+
+            def step(self, batch, batch_idx):  # noqa: ANN001, ANN202
+                if self.current_epoch == kill_epoch and batch_idx == 2 and self.seed == kill_seed:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real(self, batch, batch_idx)
+
+            LitClassifier.training_step = step
+            command(out=out, progress=False, **options)
+        finally:
+            os._exit(3)  # finished (or failed) without being killed: the assertion below says so
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"the child exited with {status}"
 
 
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("strategy", ["scratch", "frozen", "finetune", "lpft:wise=0.5"])
 def test_resume_after_kill_9_mid_epoch_gives_the_same_weights(base_run: Path, tmp_path: Path, strategy: str) -> None:
     opts = dict(source=str(base_run), strategy=strategy, epochs=3, batch_size=4, reuse=2, seed=3)
@@ -230,6 +234,7 @@ def test_resume_after_kill_9_mid_epoch_gives_the_same_weights(base_run: Path, tm
     assert [r["epoch"] for r in resumed.epochs] == [1, 2, 3]
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_compare_resumes_a_cell_killed_mid_epoch_to_the_same_results(base_run: Path, tmp_path: Path) -> None:
     opts = dict(source=str(base_run), arms="scratch,finetune", seeds=2, epochs=2, batch_size=4)
     full = compare(_data(base_run), out=tmp_path / "full", progress=False, **opts)

@@ -110,6 +110,7 @@ def test_every_arm_stands_beside_a_logistic_regression(small_data_compare: dict)
             "yes", "no", "inconclusive")
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_early_stopping_resumed_after_kill_9_gives_the_same_weights(base_run: Path, tmp_path: Path) -> None:
     opts = dict(source=str(base_run), strategy="finetune", batch_size=4, reuse=2, seed=3, min_steps=20, patience=2)
     full = api.fit(_data(base_run), out=tmp_path / "full", progress=False, **opts)
