@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from tests.conftest import stopped_at_epoch_end
 from transferlab import catalogue, config
 from transferlab.api import fit
+from transferlab.errors import UserError
 from transferlab.transfer import strategies
 from transferlab.transfer.model import TransferModel
 
@@ -65,6 +66,14 @@ def test_strategy_parameters_are_recorded(base_run: Path, tmp_path: Path) -> Non
     assert resolved["strategy"] == {"name": "finetune", "backbone_lr_mult": 0.5, "freeze_bn": False, "decay": None,
                                     "reg": "none", "alpha": 0.1, "beta": 0.01, "eta": 0.001, "k": 1}
     assert resolved["modality"] == "image"
+    opts = dict(source=str(base_run), strategy="finetune", epochs=1, backbone_lr_mult=0.5, freeze_bn=False,
+                progress=False, resume=True)
+    assert fit(_data(base_run), out=run.out, **opts).test_accuracy == run.test_accuracy  # reused as it is
+    record = json.loads((run.out / "config.json").read_text())
+    del record["resolved"]["strategy"]["decay"]  # as an earlier transferlab, without that option, wrote it
+    (run.out / "config.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match="earlier transferlab whose finetune had no decay option"):
+        fit(_data(base_run), out=run.out, **opts)  # its numbers are not this version's: not reused
 
 
 def test_every_strategy_in_the_catalogue_is_a_strategy_of_that_name() -> None:
@@ -97,7 +106,6 @@ def test_layer_wise_decay_gives_every_block_its_rate(base_run: Path) -> None:
 
 def test_strategy_specs_are_checked_before_anything_loads() -> None:
     from transferlab.config import FitConfig, parse_strategy
-    from transferlab.errors import UserError
 
     assert parse_strategy("gradual:every=2,decay=0.8,reg=l2sp") == ("gradual", {"every": 2, "decay": 0.8,
                                                                                  "reg": "l2sp"})
@@ -148,7 +156,6 @@ def test_gradual_opens_one_block_per_epoch_from_the_top_and_resumes(base_run: Pa
 
 
 def test_bss_and_lora_refusal_run_through_fit(base_run: Path, tmp_path: Path) -> None:
-    from transferlab.errors import UserError
 
     run = fit(_data(base_run), out=tmp_path / "bss", source=str(base_run), strategy="bss", epochs=1, progress=False)
     assert run.parameters["trained"] == run.parameters["total"]

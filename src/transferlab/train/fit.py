@@ -121,12 +121,25 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool, config: dict[str, An
         if diff:
             raise UserError(f"--resume: {out} was run with a different --{diff[0].replace('_', '-')} "
                             f"({old.get(diff[0])!r}, now {config[diff[0]]!r})")
+        check_strategy_record(out, recorded["resolved"].get("strategy"), config["strategy"])
         mark(out, "run")  # a run directory written before markers existed
         return not (out / "INCOMPLETE").exists()
     if not overwrite:
         raise UserError(f"--out {out} already holds files: pass --resume to continue that run or --overwrite")
     check_overwritable(out, "run")
     return False
+
+
+def check_strategy_record(out: Path, recorded: Any, spec: str) -> None:
+    """A run whose recorded strategy lacks an option the strategy declares now was trained by an earlier
+    transferlab that did without it (LoRA's adapters trained at the head's rate before ``backbone_lr_mult``): its
+    numbers are not this version's, so resuming or reusing it is refused."""
+    name = catalogue.parse_strategy(spec)[0]
+    if isinstance(recorded, dict) and recorded.get("name") == name:
+        missing = [o for o in catalogue.strategy(name).options if o not in recorded]
+        if missing:
+            raise UserError(f"--resume: {out} was trained by an earlier transferlab whose {name} had no {missing[0]} "
+                            "option and trained otherwise; --overwrite trains it again")
 
 
 def resolve_reuse(cfg: FitConfig, source: Source) -> int:
