@@ -19,6 +19,9 @@ METRIC_NAMES = dict(zip(METRICS, ("accuracy", "balanced accuracy", "macro-F1"), 
 # Where and how fast a run trains, not what it trains: a run may be resumed with other values (other devices).
 RUNTIME_OPTIONS = ("num_workers", "pin_memory", "channels_last", "compile", "accelerator", "devices", "num_nodes",
                    "distributed", "precision", "deterministic", "max_time", "logger")
+# Options added after experiment records were first written, with the value that means what a record without them
+# did: resuming such a record (an upgrade) is no difference while the option holds that value.
+ADDED_OPTIONS = {"fold": None}
 LOGGERS = {"csv": None, "tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}  # and their packages
 DISTRIBUTED = ("auto", "ddp", "ddp_find_unused_parameters_true")  # replicated models, launched as subprocesses
 MAX_SEED = 2**32 - 1  # NumPy's and Lightning's seeds are 32-bit
@@ -109,8 +112,8 @@ class FitConfig:
     batch_size: int = opt(32, "Training examples per step.")
     lr: float | None = opt(None, "Learning rate of the head and new blocks. Default: 1e-3 for images, 1e-2 for text "
                            "and tables.")
-    backbone_lr_mult: float | None = opt(None, "finetune: the reused blocks train at lr x this. Default: 0.1 for "
-                                         "images and tables, 0.01 for text.")
+    backbone_lr_mult: float | None = opt(None, "The reused blocks (lora: its adapters) train at lr x this. "
+                                         "Default: 0.1 for images and tables, 0.01 for text.")
     freeze_bn: bool = True  # finetune: reused BatchNorm layers keep the source's statistics
     weight_decay: float = 1e-4
     image_size: int | None = opt(None, "Input size in px (default: the model's own).")

@@ -93,13 +93,16 @@ def test_resume_reuses_finished_cells_and_gives_the_same_numbers(comparison, tmp
 
 
 def test_a_changed_option_is_named_where_it_lies() -> None:
-    from transferlab.experiments.common import first_difference
+    from transferlab.experiments.common import ABSENT, first_difference
 
     old = {"arms": ["scratch"], "base": {"lr": 0.01, "seed": 0}}
-    assert first_difference(old, {**old, "base": {"lr": 0.01, "seed": 0, "fold": None}}) is None
-    assert first_difference(old, {**old, "base": {"lr": 0.01, "seed": 0, "fold": "1/3"}}) == ("fold", None, "1/3")
-    assert first_difference(old, {**old, "base": {"lr": 0.001, "seed": 0}}) == ("lr", 0.01, 0.001)
-    assert first_difference(old, {"arms": ["scratch"]}) == ("base", old["base"], None)  # a key gone is a difference
+    assert first_difference(old, {**old, "base": {"lr": 0.01, "seed": 0, "fold": None}}) is None  # added since
+    assert first_difference(old, {**old, "base": {"lr": 0.01, "seed": 0, "fold": "1/3"}}) == (
+        "base.fold", ABSENT, "1/3")
+    assert repr(ABSENT) == "not set"  # in the sentence: "its base.fold is not set, now '1/3'"
+    assert first_difference(old, {**old, "base": {"lr": 0.01, "seed": 0, "cap": None}}) == ("base.cap", ABSENT, None)
+    assert first_difference(old, {**old, "base": {"lr": 0.001, "seed": 0}}) == ("base.lr", 0.01, 0.001)
+    assert first_difference(old, {"arms": ["scratch"]}) == ("base", old["base"], ABSENT)  # a key gone differs
 
 
 def test_bad_input(comparison, tmp_path: Path) -> None:
