@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -213,11 +214,19 @@ def _kill_9(out: Path, kill_seed: int, kill_epoch: int = 1, **options) -> None:
                 return real(self, batch, batch_idx)
 
             LitClassifier.training_step = step
-            command(out=out, progress=False, **options)
+            command(out=out, progress=False, accelerator="cpu", **options)
+        except BaseException:
+            traceback.print_exc()  # why it was not killed, into the test's captured output
         finally:
-            os._exit(3)  # finished (or failed) without being killed: the assertion below says so
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"the child exited with {status}"
+            os._exit(3)  # finished or failed without being killed: the assertion below says so
+    status = None
+    try:
+        status = os.waitpid(pid, 0)[1]
+    finally:
+        if status is None:  # the wait was interrupted (a timeout, Ctrl-C): no child left running
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL, f"the child exited with {status}"
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -152,15 +152,6 @@ def test_check_standardize_dict_names_the_card_and_field(change: dict, field: st
         TABULAR.check_card(CARD, {**GOOD, **change})
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train fastest on one thread (and do not fight other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_a_standardized_mlp_learns_separable_blobs() -> None:
     rng = np.random.default_rng(0)

@@ -40,10 +40,12 @@ def test_the_adapters_train_at_the_reused_blocks_rate() -> None:
     from transferlab.transfer import strategies
     from transferlab.transfer.model import build_model
 
-    model = build_model(load_source("minilm"), 3, reuse=7, pretrained=True)
-    groups = strategies.make_strategy("lora", backbone_lr_mult=0.01).attach(model, 7, lr=1e-2)
+    model = build_model(load_source("minilm"), 3, reuse=5, pretrained=True)  # the last 2 layers new
+    groups = strategies.make_strategy("lora", backbone_lr_mult=0.01).attach(model, 5, lr=1e-2)
     rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(rate)  # no weight in two groups
     adapters = [p for n, p in model.blocks.named_parameters() if "lora_" in n]
     assert adapters and {rate[id(p)] for p in adapters} == {1e-2 * 0.01}
-    assert {rate[id(p)] for p in model.head.parameters()} == {1e-2}
-    assert set(rate) == {id(p) for p in model.parameters() if p.requires_grad}  # every trained weight, once
+    new = [*model.blocks[5].parameters(), *model.blocks[6].parameters(), *model.head.parameters()]
+    assert {rate[id(p)] for p in new} == {1e-2}
+    assert set(rate) == {id(p) for p in model.parameters() if p.requires_grad}  # every trained weight
