@@ -49,3 +49,18 @@ def test_the_adapters_train_at_the_reused_blocks_rate() -> None:
     new = [*model.blocks[5].parameters(), *model.blocks[6].parameters(), *model.head.parameters()]
     assert {rate[id(p)] for p in new} == {1e-2}
     assert set(rate) == {id(p) for p in model.parameters() if p.requires_grad}  # every trained weight
+
+
+def test_the_adapters_dropout_trains_while_the_reused_blocks_stay_in_eval_mode() -> None:
+    from transferlab.transfer import strategies
+    from transferlab.transfer.model import build_model
+
+    model = build_model(load_source("minilm"), 3, reuse=7, pretrained=True)
+    strategies.make_strategy("lora:dropout=0.5", backbone_lr_mult=0.01).attach(model, 7, lr=1e-2)
+    drops = [m for n, m in model.blocks.named_modules() if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]
+    base = [m for n, m in model.blocks.named_modules() if "lora_" not in n and isinstance(m, torch.nn.Dropout)]
+    assert len(drops) == 6 * 3 and base  # query, key and value of 6 layers; the encoder's own dropout
+    model.train()
+    assert all(m.training for m in drops) and not any(m.training for m in base)
+    model.eval()
+    assert not any(m.training for m in drops)

@@ -17,7 +17,8 @@ class TransferModel(nn.Module):
     """``head(pool(blocks(x)))``. The first ``frozen`` blocks take no gradient and stay in eval mode.
 
     Keeping frozen blocks in eval mode matters for BatchNorm: in train mode it would keep updating its running
-    statistics even with ``requires_grad=False`` (pytorch/pytorch#86590).
+    statistics even with ``requires_grad=False`` (pytorch/pytorch#86590). ``trains_in_frozen`` lists modules inside
+    them that follow the model's mode all the same (LoRA's adapter dropout).
     """
 
     def __init__(self, blocks: OrderedDict[str, nn.Module], pool: nn.Module, num_features: int, num_classes: int):
@@ -27,6 +28,7 @@ class TransferModel(nn.Module):
         self.head = nn.Linear(num_features, num_classes)
         self.frozen = 0
         self.bn_frozen = 0
+        self.trains_in_frozen: list[nn.Module] = []
 
     def freeze(self, n: int, bn: int | None = None) -> None:
         """Freeze the first ``n`` blocks (and unfreeze the rest); keep the BatchNorm statistics of the first ``bn``
@@ -44,6 +46,8 @@ class TransferModel(nn.Module):
                     m.eval()
         for block in list(self.blocks)[: self.frozen]:
             block.eval()
+        for m in self.trains_in_frozen:
+            m.train(mode)
         return self
 
     def prefix(self, n: int) -> nn.Sequential:

@@ -343,6 +343,9 @@ class LoRA(Strategy):
         inject_adapter_in_model(config, reused)
         for name, p in reused.named_parameters():
             p.requires_grad_("lora_" in name)
+        # the reused blocks stay in eval mode (their own dropout off), the adapters' dropout follows the model's mode
+        model.trains_in_frozen = [m for name, m in reused.named_modules() if name.endswith("lora_dropout")]
+        model.train(model.training)
 
     def param_groups(self, model: TransferModel, reuse: int, lr: float) -> list[dict[str, Any]]:
         blocks = list(model.blocks)
