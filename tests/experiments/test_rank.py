@@ -29,11 +29,14 @@ def test_a_trained_source_outranks_random_weights_and_validation_runs(base_run: 
             assert -1 <= tau <= 1 if tau is not None else len(set(results["finetune_accuracy"].values())) == 1 or (
                 results["scores"][str(base_run)][score] == results["scores"]["scratch:cnn_tiny"][score])
     assert results["validation"]["leep"]["sources"] == 1 and results["validation"]["leep"]["kendall_tau"] is None
+    assert results["validation"]["leep"]["top_is_best"] is None  # one source picks nothing: n/a, not "no"
+    assert all(isinstance(results["validation"][s]["top_is_best"], bool) for s in ("logme", "hscore", "knn"))
     assert results["speedup"] > 0 and set(results["finetune_seconds"]) == set(results["sources"])
     saved = json.loads((out / "results.json").read_text())
     assert isinstance(saved["scores"][str(base_run)]["logme"], float)
     assert "kendall_tau" in saved["validation"]["logme"] and "weighted_tau" in saved["validation"]["logme"]
     assert (out / "report.html").is_file() and (out / "rank.png").is_file() and not (out / "INCOMPLETE").exists()
+    assert "<td class=l>LEEP</td><td>n/a</td><td>n/a</td><td>n/a</td>" in (out / "report.html").read_text()
 
 
 def test_features_come_through_the_frozen_cache(base_run: Path, image_folder: Path, tmp_path: Path) -> None:

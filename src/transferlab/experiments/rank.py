@@ -195,7 +195,8 @@ def _validate(data: str, out: Path, specs: list[str], results: dict[str, dict[st
             "kendall_tau": float(stats.kendalltau(x, y).statistic) if enough else float("nan"),
             "weighted_tau": tr.weighted_tau(np.array(x), np.array(y)) if enough else float("nan"),
             "sources": len(have),
-            "top_is_best": bool(enough and max(have, key=lambda h: results[h][s]) == max(have, key=accuracy.get)),
+            "top_is_best": (max(have, key=lambda h: results[h][s]) == max(have, key=accuracy.get)) if enough
+            else None,  # a score that applies to fewer than 2 sources picks nothing
         }
     rank_total = sum(v["total"] for v in seconds.values())
     finetune_total = sum(train_seconds.values())

@@ -338,6 +338,9 @@ SCORE_LABELS = {
 }
 
 
+YES_NO = {True: "yes", False: "no", None: "n/a"}  # a yes/no question that may not apply (rank's top pick)
+
+
 def fmt_number(x: float | None, digits: int = 3) -> str:
     """A number, or n/a where it is undefined (None after JSON cleaning; e.g. tau when every accuracy ties)."""
     return "n/a" if x is None else f"{x:.{digits}f}"
@@ -400,7 +403,7 @@ def write_rank_report(path: Any, results: dict[str, Any]) -> None:
                  f"{extra}</tr>{timing}</table>")
     if "validation" in results:
         rows = "".join(f"<tr><td class=l>{SCORE_LABELS[s]}</td><td>{fmt_number(v['kendall_tau'])}</td>"
-                       f"<td>{fmt_number(v['weighted_tau'])}</td><td>{'yes' if v['top_is_best'] else 'no'}</td></tr>"
+                       f"<td>{fmt_number(v['weighted_tau'])}</td><td>{YES_NO[v['top_is_best']]}</td></tr>"
                        for s, v in results["validation"].items())
         accs = "".join(f"<tr><td class=l>{esc(spec)}</td><td>{a:.4f}</td></tr>"
                        for spec, a in sorted(results["finetune_accuracy"].items(), key=lambda kv: -kv[1]))

@@ -14,6 +14,7 @@ from transferlab.report.html import (
     MEASURE_LABELS,
     SCORE_LABELS,
     SHORT_SCORE_LABELS,
+    YES_NO,
     fmt_interval,
     fmt_number,
     measure_labels,
@@ -143,7 +144,7 @@ def rank_tables(results: dict[str, Any], data: str, out: Path) -> Out:
             vt.add_column(col)
         for s, v in results["validation"].items():
             vt.add_row(SCORE_LABELS[s], fmt_number(v["kendall_tau"]), fmt_number(v["weighted_tau"]),
-                       "yes" if v["top_is_best"] else "no")
+                       YES_NO[v["top_is_best"]])
         stdout.append(vt)
     stderr = [f"skipped {spec}: {reason}" for spec, reason in results["skipped"].items()]
     stdout.append(f"report: {out / 'report.html'}")
