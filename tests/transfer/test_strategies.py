@@ -156,7 +156,6 @@ def test_gradual_opens_one_block_per_epoch_from_the_top_and_resumes(base_run: Pa
 
 
 def test_bss_and_lora_refusal_run_through_fit(base_run: Path, tmp_path: Path) -> None:
-
     run = fit(_data(base_run), out=tmp_path / "bss", source=str(base_run), strategy="bss", epochs=1, progress=False)
     assert run.parameters["trained"] == run.parameters["total"]
     with pytest.raises(UserError, match="lora adapts the attention projections"):

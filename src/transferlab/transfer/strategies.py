@@ -112,6 +112,13 @@ def trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
     return [p for m in modules for p in m.parameters() if p.requires_grad]
 
 
+def two_rates(model: TransferModel, reuse: int, lr: float, mult: float) -> list[dict[str, Any]]:
+    """The reused blocks' trainable weights at ``lr * mult``, the new blocks and the head at ``lr``."""
+    blocks = list(model.blocks)
+    return [{"params": trainable(blocks[:reuse]), "lr": lr * mult},
+            {"params": trainable([*blocks[reuse:], model.pool, model.head]), "lr": lr}]
+
+
 class Scratch(Strategy):
     """The same architecture with random weights, all trained: the no-transfer baseline."""
 
@@ -164,15 +171,11 @@ class Finetune(Strategy):
         return [lr * self.backbone_lr_mult if i < reuse else lr for i in range(n)]
 
     def param_groups(self, model: TransferModel, reuse: int, lr: float) -> list[dict[str, Any]]:
-        blocks, head = list(model.blocks), [model.pool, model.head]
         if self.decay is None:  # two groups, as before layer-wise rates existed (the same numbers, bit for bit)
-            return [
-                {"params": trainable(blocks[:reuse]), "lr": lr * self.backbone_lr_mult},
-                {"params": trainable([*blocks[reuse:], *head]), "lr": lr},
-            ]
+            return two_rates(model, reuse, lr, self.backbone_lr_mult)
         rates = self.rates(model, reuse, lr)
-        return [*({"params": trainable([b]), "lr": r} for b, r in zip(blocks, rates, strict=True)),
-                {"params": trainable(head), "lr": lr}]
+        return [*({"params": trainable([b]), "lr": r} for b, r in zip(model.blocks, rates, strict=True)),
+                {"params": trainable([model.pool, model.head]), "lr": lr}]
 
     def attach(self, model: TransferModel, reuse: int, lr: float, world: int = 1) -> list[dict[str, Any]]:
         groups = super().attach(model, reuse, lr, world)
@@ -348,9 +351,7 @@ class LoRA(Strategy):
         model.train(model.training)
 
     def param_groups(self, model: TransferModel, reuse: int, lr: float) -> list[dict[str, Any]]:
-        blocks = list(model.blocks)
-        return [{"params": trainable(blocks[:reuse]), "lr": lr * self.backbone_lr_mult},  # the adapters
-                {"params": trainable([*blocks[reuse:], model.pool, model.head]), "lr": lr}]
+        return two_rates(model, reuse, lr, self.backbone_lr_mult)  # the reused blocks' trainable weights: adapters
 
     def finalize(self, model: TransferModel) -> None:
         """Merge every adapter into its base layer and put the base layer back (PEFT's merge_and_unload)."""
