@@ -2,7 +2,7 @@
 # Rerun the README's evidence, one experiment after the other, each timed, into runs/ (or $1).
 #
 #   scripts/readme_evidence.sh [OUT] [STEP...]     # steps: compare strategies-images text blobs strategies-text
-#                                                  #        rank layers (default: all, in that order)
+#                                                  #        rank px layers (default: all, in that order)
 #
 # Needs Debian's dataset-fashion-mnist (the full set) and wordnet-base (the word2vec corpus), or their paths in
 # TRANSFERLAB_FASHION_MNIST_DIR / TRANSFERLAB_WORDNET_DIR. Several hours on 2 CPU cores: every cell trains to
@@ -10,7 +10,7 @@
 set -euo pipefail
 OUT=${1:-runs}
 shift || true
-STEPS=${*:-compare strategies-images text blobs strategies-text rank layers}
+STEPS=${*:-compare strategies-images text blobs strategies-text rank px layers}
 TL=${TRANSFERLAB:-transferlab}
 PY=${PYTHON:-python}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -73,6 +73,16 @@ run_rank() {
         --validate --seeds 2 --out readme-rank --resume
     step rank-text $TL rank wordnet --per-class 50 --sources minilm,w2v-wordnet,scratch:w2v-wordnet \
         --validate --seeds 2 --out readme-rank-text --resume
+}
+
+run_px() {  # what 64 px instead of 224 costs, frozen and fine-tuned (one seed; paired over the test images)
+    for s in frozen finetune; do
+        for px in 64 224; do
+            step "px-$s-$px" $TL fit "fashion-mnist:classes=5-9,per_class=100" --source efficientnet_lite0 \
+                --strategy $s --image-size $px --out "px-$s-$px" --resume
+        done
+        $PY "$HERE/paired_runs.py" "px-$s-224" "px-$s-64" | tee -a px.log
+    done
 }
 
 run_layers() {
