@@ -39,6 +39,30 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+class _Absent:
+    def __repr__(self) -> str:
+        return "not set"
+
+
+ABSENT = _Absent()  # a key one of two configurations lacks
+
+
+def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """Where a recorded configuration (a run's or an experiment's) and this one differ: ``(dotted key, old, new)``,
+    or None. A key one side lacks differs (``ABSENT``), except an option added to transferlab since the record was
+    written (``ADDED_OPTIONS``) while it holds the value that means what the record did, so an upgrade does not
+    make finished runs unresumable, nor resume one whose missing option may have meant something else."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in {**old, **new}:
+            if k not in old and k in ADDED_OPTIONS and new[k] == ADDED_OPTIONS[k]:
+                continue
+            diff = first_difference(old.get(k, ABSENT), new.get(k, ABSENT), f"{key}.{k}" if key else k)
+            if diff is not None:
+                return diff
+        return None
+    return None if old == new else (key or "configuration", old, new)
+
+
 def check_range(option: str, value: Any, low: float, high: float) -> None:
     """One sentence unless ``value`` (None: unset) is a finite number within [low, high]."""
     if value is None:

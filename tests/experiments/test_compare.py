@@ -93,7 +93,7 @@ def test_resume_reuses_finished_cells_and_gives_the_same_numbers(comparison, tmp
 
 
 def test_a_changed_option_is_named_where_it_lies() -> None:
-    from transferlab.experiments.common import ABSENT, first_difference
+    from transferlab.config import ABSENT, first_difference
 
     old = {"arms": ["scratch"], "base": {"lr": 0.01, "seed": 0}}
     assert first_difference(old, {**old, "base": {"lr": 0.01, "seed": 0, "fold": None}}) is None  # added since

@@ -125,6 +125,18 @@ def test_resume_with_other_options_is_refused(base_run: Path, tmp_path: Path) ->
     with pytest.raises(UserError, match="different --epochs"):
         fit(_data(base_run), out=tmp_path / "r", source=str(base_run), strategy="frozen", epochs=2,
             resume=True, progress=False)
+    # a record written before an option existed: an option listed as added resumes at its old meaning, any other
+    # one (here --max-steps, whose None now means "the convergence cap") may have meant something else
+    path = tmp_path / "r" / "config.json"
+    record = json.loads(path.read_text())
+    del record["config"]["fold"]
+    path.write_text(json.dumps(record))
+    again = dict(source=str(base_run), strategy="frozen", epochs=1, resume=True, progress=False)
+    assert fit(_data(base_run), out=tmp_path / "r", **again).test_accuracy >= 0
+    del record["config"]["max_steps"]
+    path.write_text(json.dumps(record))
+    with pytest.raises(UserError, match=r"different --max-steps \(not set, now None\); it was trained by an earlier"):
+        fit(_data(base_run), out=tmp_path / "r", **again)
 
 
 def test_reuse_beyond_blocks_and_unknown_options_are_user_errors(base_run: Path, tmp_path: Path) -> None:

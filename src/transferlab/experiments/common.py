@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from transferlab import modality as modalities
-from transferlab.config import ADDED_OPTIONS, RUNTIME_OPTIONS, FitConfig
+from transferlab.config import RUNTIME_OPTIONS, FitConfig, first_difference
 from transferlab.errors import UserError
 from transferlab.files import (
     LOCK,
@@ -75,29 +75,6 @@ def _prepare(out: Path, config: dict[str, Any], resume: bool, kind: str, overwri
     if not (out / RESULTS.get(kind, "results.json")).is_file():
         atomic_write(out / "INCOMPLETE", f"this {what} has not finished; `--resume` continues it\n")
     write_json(path, config)
-
-
-class _Absent:
-    def __repr__(self) -> str:
-        return "not set"
-
-
-ABSENT = _Absent()  # a key one of two configurations lacks
-
-
-def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:
-    """Where a recorded experiment configuration and this one differ: ``(dotted key, old, new)``, or None. An option
-    added to transferlab since the record was written (``ADDED_OPTIONS``) is no difference while it holds the value
-    that means what the record did, so an upgrade does not make finished experiments unresumable."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for k in {**old, **new}:
-            if k not in old and k in ADDED_OPTIONS and new[k] == ADDED_OPTIONS[k]:
-                continue
-            diff = first_difference(old.get(k, ABSENT), new.get(k, ABSENT), f"{key}.{k}" if key else k)
-            if diff is not None:
-                return diff
-        return None
-    return None if old == new else (key or "configuration", old, new)
 
 
 def finish_experiment(out: Path, results: dict[str, Any], name: str = "results.json") -> None:

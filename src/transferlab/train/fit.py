@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from transferlab import catalogue, files, preflight
 from transferlab import modality as modalities
 from transferlab._version import __version__
-from transferlab.config import RUNTIME_OPTIONS, FitConfig, parse_strategy
+from transferlab.config import ABSENT, RUNTIME_OPTIONS, FitConfig, first_difference, parse_strategy
 from transferlab.data.splits import Data, SplitDataset, fold_data
 from transferlab.errors import UserError
 from transferlab.evaluate import METRICS, classification_report, score
@@ -116,11 +116,14 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool, config: dict[str, An
                 check_overwritable(out, "run")
                 return False
             raise UserError(f"--resume: {out} holds no transferlab run (no config.json)")
-        old = recorded["config"]
-        diff = [k for k in config if old.get(k) != config[k] and k not in RUNTIME_OPTIONS]
-        if diff:
-            raise UserError(f"--resume: {out} was run with a different --{diff[0].replace('_', '-')} "
-                            f"({old.get(diff[0])!r}, now {config[diff[0]]!r})")
+        what = [{k: v for k, v in c.items() if k not in RUNTIME_OPTIONS} for c in (recorded["config"], config)]
+        diff = first_difference(*what)
+        if diff is not None:
+            key, was, now = diff
+            option = "--" + key.split(".")[0].replace("_", "-")
+            raise UserError(f"--resume: {out} was run with a different {option} ({was!r}, now {now!r})"
+                            + ("; it was trained by an earlier transferlab without that option, --overwrite trains "
+                               "it again" if was is ABSENT else ""))
         check_strategy_record(out, recorded["resolved"].get("strategy"), config["strategy"])
         mark(out, "run")  # a run directory written before markers existed
         return not (out / "INCOMPLETE").exists()
