@@ -24,6 +24,9 @@ def test_sweep_on_tiny_tasks(image_folder: Path, tmp_path: Path) -> None:
             cell = results["series"][name][n]
             assert cell["ci_low"] <= cell["mean"] <= cell["ci_high"] and len(cell["values"]) == 2
     assert len(results["base"]["values"]) == 2
+    refs = results["references"]  # the cells train on every target row, as base B did: base B is the scratch arm
+    assert refs["scratch"] == results["base"] and not (out / "cells" / "scratch").exists()
+    assert 0 <= refs["logreg"] <= 1 and refs["per_class"] is None
     assert (out / "report.html").is_file() and (out / "layers.png").is_file()
     assert json.loads((out / "results.json").read_text())["series"] == results["series"]
     again = layers(str(target), out=out, source_data=str(image_folder), arch="cnn_tiny", seeds=2, epochs=1,
@@ -44,3 +47,4 @@ def test_sweep_over_a_ready_source(base_run: Path, tmp_path: Path) -> None:
     results = layers(data, out=tmp_path / "s", source=str(base_run), seeds=2, epochs=1, progress=False)
     assert set(results["series"]) == {"AnB", "AnB+"} and results["base"] is None
     assert set(results["series"]["AnB"]) == {"1", "2", "3"}
+    assert len(results["references"]["scratch"]["values"]) == 2 and (tmp_path / "s" / "cells" / "scratch").is_dir()

@@ -84,8 +84,10 @@ def sweep(
             series = ["AnB", "AnB+"]
         n_blocks = sources["A"].default_reuse
 
-        scratch = []  # the reference at the cells' size: the architecture from random weights, on the same rows
-        for seed in seed_range:
+        # the reference at the cells' size: the architecture from random weights, on the same rows; base B is that
+        # reference when the cells train on every target row as it did (the same seeds, the same numbers)
+        scratch = list(base_b) if base_b and base.per_class is None else []
+        for seed in seed_range[len(scratch):]:
             cfg = base.replace(strategy="scratch", reuse=None, seed=seed, split_seed=base.seed,
                                source=str(sources["A"].name))
             scratch.append(run_cell(f"scratch seed {seed}", fit, cfg, out / "cells" / "scratch" / "all" / f"seed{seed}",
