@@ -64,3 +64,5 @@ def test_the_adapters_dropout_trains_while_the_reused_blocks_stay_in_eval_mode()
     assert all(m.training for m in drops) and not any(m.training for m in base)
     model.eval()
     assert not any(m.training for m in drops)
+    strategies.make_strategy("lora").finalize(model)  # merged: no adapter, and nothing left that follows the mode
+    assert not any("lora_" in n for n, _ in model.named_modules()) and model.trains_in_frozen == []

@@ -26,7 +26,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -196,6 +196,15 @@ def simple_baseline(p: Plan, modality: Modality, data_by_size: dict[int | None, 
     return found
 
 
+class _Job(NamedTuple):
+    size: int | None
+    seed: int
+    arm: Arm
+    cell_dir: Path
+    finished: bool  # trained before this call (reused, not trained again)
+    cfg: FitConfig
+
+
 def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality,
               data_by_size: dict[int | None, Data], progress: bool, zero: bool, workers: int = 1,
               folds: bool = False, cap: Callable[[int], float] | None = None,
@@ -210,8 +219,8 @@ def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality
                 cell_dir = out / "cells" / size_key(size) / re.sub(r"[^\w.=+-]+", "_", arm.name) / f"seed{seed}"
                 finished = (cell_dir / "model.json").is_file() and not (cell_dir / "INCOMPLETE").exists()
                 fold = f"{seed - p.base.seed}/{p.seeds}" if folds else None
-                jobs.append((size, seed, arm, cell_dir, finished,
-                             arm.config(p.base, seed=seed, split_seed=p.base.seed, per_class=size, fold=fold)))
+                jobs.append(_Job(size, seed, arm, cell_dir, finished,
+                                 arm.config(p.base, seed=seed, split_seed=p.base.seed, per_class=size, fold=fold)))
     if workers > 1 and len(jobs) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -226,7 +235,7 @@ def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality
         for i, (size, seed, arm, cell_dir, _, cfg) in enumerate(jobs, 1):
             if cap is not None:
                 if (size, seed) not in round_cap:
-                    round_cap[size, seed] = cap(max(1, sum(not job[4] for job in jobs[i - 1:])))
+                    round_cap[size, seed] = cap(max(1, sum(not job.finished for job in jobs[i - 1:])))
                 cfg = cfg.replace(max_time=round_cap[size, seed])
             ran.append(run_cell(f"cell {i}/{len(jobs)}: {arm.name}, {size_key(size)} per class, seed {seed}", fit,
                                 cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size],

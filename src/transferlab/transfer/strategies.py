@@ -362,6 +362,7 @@ class LoRA(Strategy):
                 if isinstance(child, LoraLayer):
                     child.merge()
                     setattr(parent, child_name, child.get_base_layer())
+        model.trains_in_frozen = []  # the adapters' dropout went with them
 
 
 def make_strategy(spec: str, **defaults: Any) -> Strategy:
