@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from tests.conftest import make_folder
 from transferlab.api import layers
 from transferlab.errors import UserError
+from transferlab.report.tables import layers_tables
 
 
 def test_sweep_on_tiny_tasks(image_folder: Path, tmp_path: Path) -> None:
@@ -17,7 +20,7 @@ def test_sweep_on_tiny_tasks(image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     results = layers(str(target), out=out, source_data=str(image_folder), source=None, arch="cnn_tiny", seeds=2,
                      epochs=1, lr=3e-3, progress=False)  # source=None: what the command line passes
-    assert results["schema"] == "transferlab.layers/2"
+    assert results["schema"] == "transferlab.layers/3"
     assert results["blocks"] == ["conv1", "conv2", "conv3"]
     for name in ("AnB", "AnB+", "BnB", "BnB+"):
         for n in ("1", "2", "3"):
@@ -27,6 +30,17 @@ def test_sweep_on_tiny_tasks(image_folder: Path, tmp_path: Path) -> None:
     refs = results["references"]  # the cells train on every target row, as base B did: base B is the scratch arm
     assert refs["scratch"] == results["base"] and not (out / "cells" / "scratch").exists()
     assert 0 <= refs["logreg"] <= 1 and refs["per_class"] is None
+    vs = results["series"]["AnB"]["3"]["vs_scratch"]  # paired by seed; 2 seeds decide nothing
+    diffs = [v - r for v, r in zip(results["series"]["AnB"]["3"]["values"], refs["scratch"]["values"], strict=True)]
+    assert vs["mean"] == pytest.approx(sum(diffs) / 2) and vs["verdict"] == "too few seeds"
+    assert -1 <= vs["ci_low"] <= vs["mean"] <= vs["ci_high"] <= 1
+    shown = copy.deepcopy(results)
+    shown["series"]["AnB"]["3"]["vs_scratch"]["verdict"] = "no"  # as 3 seeds all below scratch would say
+    console = Console(record=True, width=240)
+    for part in layers_tables(shown, out)[0]:
+        console.print(part)
+    text = console.export_text()
+    assert text.count("▼") == 2 and text.count("▲") == 1 and "paired by seed" in text  # the cell and the legend
     assert (out / "report.html").is_file() and (out / "layers.png").is_file()
     assert json.loads((out / "results.json").read_text())["series"] == results["series"]
     again = layers(str(target), out=out, source_data=str(image_folder), arch="cnn_tiny", seeds=2, epochs=1,

@@ -6,8 +6,10 @@ n = 1..L, AnB reuses the first n blocks of base A frozen (the rest re-initialise
 fine-tuned, and BnB / BnB+ are the selffer controls from base B. With a ready ``source`` instead, only AnB and AnB+
 are swept. Base B trains on every training row of the target (as in the paper: the selffer network is the target
 task learned in full); the cells on ``--per-class`` of them, so beside them stand two references trained on exactly
-the cells' rows: the architecture from scratch and a logistic regression on the raw inputs. Every cell is a ``fit``
-run directory trained to convergence, so the sweep is resumable like ``compare``.
+the cells' rows: the architecture from scratch (base B itself when the cells use every row) and a logistic
+regression on the raw inputs. Each cell's difference from scratch is paired by seed (the same split and rows, the
+same seed), which resolves far smaller differences than two intervals over seeds side by side. Every cell is a
+``fit`` run directory trained to convergence, so the sweep is resumable like ``compare``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from transferlab import modality as modalities
 from transferlab import preflight
 from transferlab.config import DEFAULT_ARCH, FitConfig
 from transferlab.errors import UserError
-from transferlab.evaluate.curves import accuracy_interval
+from transferlab.evaluate.curves import accuracy_interval, interval, verdict
 from transferlab.evaluate.logreg import fit_logreg
 from transferlab.experiments.common import clean_json, experiment_folder, finish_experiment, recorded_base, run_cell
 from transferlab.report.html import write_layers_report
@@ -28,7 +30,7 @@ from transferlab.sources import load_source
 from transferlab.train.fit import bind_source, fit, open_source, pretrain, versions
 
 log = logging.getLogger(__name__)
-SCHEMA = "transferlab.layers/2"  # 2: cells trained to convergence; scratch and logreg at the cells' size
+SCHEMA = "transferlab.layers/3"  # 2: cells trained to convergence, scratch and logreg at the cells' size; 3: vs_scratch
 SERIES = {"AnB": ("A", "frozen"), "AnB+": ("A", "finetune"), "BnB": ("B", "frozen"), "BnB+": ("B", "finetune")}
 
 
@@ -114,13 +116,19 @@ def sweep(
             return {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "interval_method": iv.method,
                     "values": values}
 
+        def cell(values: list[float]) -> dict[str, Any]:
+            """With the paired difference from scratch: seed by seed, the same split and rows."""
+            iv = interval([v - r for v, r in zip(values, scratch, strict=True)], bounds=(-1.0, 1.0))
+            return {**summary(values), "vs_scratch": {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high,
+                                                      "interval_method": iv.method, "verdict": verdict(iv)}}
+
         results = clean_json({
             "schema": SCHEMA,
             "config": config,
             "versions": versions(),
             "metric": base.metric,
             "blocks": list(sources["A"].blocks),
-            "series": {name: {str(n): summary(v) for n, v in per_n.items()} for name, per_n in acc.items()},
+            "series": {name: {str(n): cell(v) for n, v in per_n.items()} for name, per_n in acc.items()},
             "base": summary(base_b) if base_b else None,
             "base_trained_on": "every training row of the target" if base_b else None,
             "references": {"scratch": summary(scratch), "logreg": logreg,

@@ -307,6 +307,11 @@ def write_layers_report(path: Any, results: dict[str, Any]) -> None:
                     + "</tr>")
     if results.get("base"):
         rows.append(f"<tr><td class=l>base B</td><td colspan={len(ns)}>{fmt_interval(results['base'])}</td></tr>")
+    diffs = [f"<table><tr><th class=l>minus scratch, paired by seed</th>{head}</tr>"]
+    for name, per_n in results["series"].items():
+        diffs.append(f"<tr><td class=l>{name}</td>" + "".join(
+            f"<td>{fmt_interval(per_n[n]['vs_scratch'])}{VS_SCRATCH.get(per_n[n]['vs_scratch']['verdict'], '')}</td>"
+            for n in ns) + "</tr>")
     ref = results.get("references")
     if ref:
         rows.append(f"<tr><td class=l>scratch (cells' rows)</td><td colspan={len(ns)}>"
@@ -325,6 +330,8 @@ def write_layers_report(path: Any, results: dict[str, Any]) -> None:
         "references (the architecture from scratch, a logistic regression on the raw inputs) on "
         f"{(results.get('references') or {}).get('rows', '?')} training rows.</p>",
         figure, "\n".join(rows) + "</table>",
+        "<h2>Each cell against the architecture from scratch</h2>", "\n".join(diffs) + "</table>",
+        f"<p>{VS_SCRATCH_LEGEND}; no mark: no difference shown.</p>",
         "<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(cfg, indent=1))}</pre>", "</body></html>",
     ]
     atomic_write(path, "\n".join(parts))
@@ -339,6 +346,9 @@ SCORE_LABELS = {
 
 
 YES_NO = {True: "yes", False: "no", None: "n/a"}  # a yes/no question that may not apply (rank's top pick)
+VS_SCRATCH = {"yes": " ▲", "no": " ▼"}  # a layer cell's paired difference from scratch, when its interval decides
+VS_SCRATCH_LEGEND = ("▲ / ▼: above / below the architecture from scratch on the cells' rows, paired by seed (the 95% "
+                     "interval of the difference excludes 0)")
 
 
 def fmt_number(x: float | None, digits: int = 3) -> str:

@@ -14,6 +14,8 @@ from transferlab.report.html import (
     MEASURE_LABELS,
     SCORE_LABELS,
     SHORT_SCORE_LABELS,
+    VS_SCRATCH,
+    VS_SCRATCH_LEGEND,
     YES_NO,
     fmt_interval,
     fmt_number,
@@ -159,8 +161,9 @@ def layers_tables(results: dict[str, Any], out: Path) -> Out:
     for n, name in zip(ns, results["blocks"], strict=True):
         table.add_column(f"n={n} ({name})")
     for name, per_n in results["series"].items():
-        table.add_row(name, *[fmt_interval(per_n[n]) for n in ns])
-    stdout: list[Any] = [table, *layers_references(results), f"report: {out / 'report.html'}"]
+        table.add_row(name, *[fmt_interval(per_n[n]) + VS_SCRATCH.get(per_n[n]["vs_scratch"]["verdict"], "")
+                              for n in ns])
+    stdout: list[Any] = [table, VS_SCRATCH_LEGEND, *layers_references(results), f"report: {out / 'report.html'}"]
     return stdout, []
 
 
