@@ -268,7 +268,7 @@ def layers_figure(results: dict[str, Any]) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = plt.subplots(figsize=(8.5, 4.6))
     styles = {"AnB": ("C3", "o", "-"), "AnB+": ("C3", "s", "--"), "BnB": ("C0", "o", "-"), "BnB+": ("C0", "s", "--")}
     for name, per_n in results["series"].items():
         color, marker, ls = styles[name]
@@ -277,13 +277,16 @@ def layers_figure(results: dict[str, Any]) -> Any:
         ax.plot([int(n) for n in ns], m, color=color, marker=marker, ls=ls, label=name)
         ax.fill_between([int(n) for n in ns], [per_n[n]["ci_low"] for n in ns], [per_n[n]["ci_high"] for n in ns],
                         color=color, alpha=0.12)
+    ref = results.get("references")
     if results.get("base"):
         b = results["base"]
-        ax.axhline(b["mean"], color="black", lw=1, label="base B (every target row)")
+        same = ref is not None and ref["scratch"] == b  # the cells train on every target row: base B is scratch
+        ax.axhline(b["mean"], color="black", lw=1, label="base B = scratch" if same else "base B (every target row)")
         ax.axhspan(b["ci_low"], b["ci_high"], color="black", alpha=0.08)
-    ref = results.get("references")
+        ref = {**ref, "scratch": None} if same and ref is not None else ref
     if ref:
-        ax.axhline(ref["scratch"]["mean"], color="C2", lw=1, ls=":", label="scratch (cells' rows)")
+        if ref["scratch"] is not None:
+            ax.axhline(ref["scratch"]["mean"], color="C2", lw=1, ls=":", label="scratch (cells' rows)")
         if ref.get("logreg") is not None:
             ax.axhline(ref["logreg"], color="C4", lw=1, ls="-.", label="logreg (cells' rows)")
     ax.set_xticks(range(1, len(results["blocks"]) + 1),
@@ -292,7 +295,7 @@ def layers_figure(results: dict[str, Any]) -> Any:
     ax.set_ylabel(f"target test {metric_name(results)}")
     ax.set_title("layer transfer (Yosinski et al. 2014): frozen (AnB, BnB) and fine-tuned (+)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside the curves, not over them
     return fig
 
 
