@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -177,6 +178,14 @@ def verdict(iv: Interval, null: float = 0.0, higher_is_better: bool = True) -> s
     return "yes" if above else "no" if below else "inconclusive"
 
 
+def paired(values: Sequence[float], null: float = 0.0, bounds: tuple[float, float] = (-1.0, 1.0)) -> dict[str, Any]:
+    """A difference measured seed by seed, as results record it: its mean, :func:`interval` (inside ``bounds``)
+    and :func:`verdict`."""
+    iv = interval(values, bounds=bounds)
+    return {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "verdict": verdict(iv, null),
+            "interval_method": iv.method}
+
+
 def benefits(
     arm: Mapping[int, Curve], scratch: Mapping[int, Curve], threshold_fraction: float = 0.9, last: int = 3
 ) -> dict[str, dict]:
@@ -196,9 +205,7 @@ def benefits(
     out: dict[str, dict] = {}
 
     def record(name: str, values: list[float], null: float = 0.0, bounds=(-1.0, 1.0), **extra) -> None:
-        iv = interval(values, bounds=bounds)
-        out[name] = {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "verdict": verdict(iv, null),
-                     "interval_method": iv.method, "per_seed": dict(zip(seeds, values, strict=True)), **extra}
+        out[name] = {**paired(values, null, bounds), "per_seed": dict(zip(seeds, values, strict=True)), **extra}
 
     record("jumpstart", [start(arm[s]) - start(scratch[s]) for s in seeds])
     record("early_slope", [early_slope(arm[s]) - early_slope(scratch[s]) for s in seeds], bounds=(-math.inf, math.inf))

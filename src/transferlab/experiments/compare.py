@@ -42,7 +42,7 @@ from transferlab.config import (
 from transferlab.data.splits import Data
 from transferlab.errors import UserError
 from transferlab.evaluate import METRIC_NAMES, score
-from transferlab.evaluate.curves import Curve, accuracy_interval, asymptote, benefits, interval, verdict
+from transferlab.evaluate.curves import Curve, accuracy_interval, asymptote, benefits, interval, paired
 from transferlab.evaluate.logreg import fit_logreg
 from transferlab.experiments.common import (
     clean_json,
@@ -226,20 +226,21 @@ def run_cells(p: Plan, out: Path, sources: dict[str, Source], modality: Modality
 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_threads,
                                  initargs=(max(1, (os.cpu_count() or 1) // workers),)) as pool:
-            futures = [pool.submit(_cell, cfg, cell_dir, data_by_size[size], modality.name, arm.kind.pretrained)
-                       for size, _, arm, cell_dir, _, cfg in jobs]
+            futures = [pool.submit(_cell, job.cfg, job.cell_dir, data_by_size[job.size], modality.name,
+                                   job.arm.kind.pretrained) for job in jobs]
             ran = [f.result() for f in futures]
     else:
         ran = []
         round_cap = {}  # a seed's cells share one cap: every arm of a fold (or seed) gets the same time
-        for i, (size, seed, arm, cell_dir, _, cfg) in enumerate(jobs, 1):
+        for i, job in enumerate(jobs, 1):
+            cfg, key = job.cfg, (job.size, job.seed)
             if cap is not None:
-                if (size, seed) not in round_cap:
-                    round_cap[size, seed] = cap(max(1, sum(not job.finished for job in jobs[i - 1:])))
-                cfg = cfg.replace(max_time=round_cap[size, seed])
-            ran.append(run_cell(f"cell {i}/{len(jobs)}: {arm.name}, {size_key(size)} per class, seed {seed}", fit,
-                                cfg, cell_dir, resume=True, progress=progress, data=data_by_size[size],
-                                source=sources[arm.name], modality=modality))
+                if key not in round_cap:
+                    round_cap[key] = cap(max(1, sum(not later.finished for later in jobs[i - 1:])))
+                cfg = cfg.replace(max_time=round_cap[key])
+            ran.append(run_cell(f"cell {i}/{len(jobs)}: {job.arm.name}, {size_key(job.size)} per class, seed "
+                                f"{job.seed}", fit, cfg, job.cell_dir, resume=True, progress=progress,
+                                data=data_by_size[job.size], source=sources[job.arm.name], modality=modality))
     curves: dict[str, dict[str, dict[int, Curve]]] = {size_key(s): {a.name: {} for a in p.arms} for s in p.sizes}
     results: dict[str, dict[str, dict[int, RunResult]]] = {k: {a.name: {} for a in p.arms} for k in curves}
     cells = []
@@ -375,10 +376,7 @@ def arm_accuracy(curves: dict[int, Curve], runs: dict[int, Any]) -> dict[str, An
 def against_logreg(curves: dict[int, Curve], logreg: float) -> dict[str, Any]:
     """An arm's converged accuracy minus the logistic regression's, paired by seed (the regression is one number:
     the split is every seed's), with its interval and verdict: yes, it beats it; no, it loses to it."""
-    diffs = [asymptote(c) - logreg for c in curves.values()]
-    iv = interval(diffs, bounds=(-1.0, 1.0))
-    return {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "verdict": verdict(iv),
-            "interval_method": iv.method, "logreg": logreg}
+    return {**paired([asymptote(c) - logreg for c in curves.values()]), "logreg": logreg}
 
 
 def _fixed(value: float) -> dict[str, Any]:
