@@ -12,6 +12,7 @@ from rich.console import Console
 from tests.conftest import make_folder
 from transferlab.api import layers
 from transferlab.errors import UserError
+from transferlab.report.html import write_layers_report
 from transferlab.report.tables import layers_tables
 
 
@@ -36,16 +37,40 @@ def test_sweep_on_tiny_tasks(image_folder: Path, tmp_path: Path) -> None:
     assert -1 <= vs["ci_low"] <= vs["mean"] <= vs["ci_high"] <= 1
     shown = copy.deepcopy(results)
     shown["series"]["AnB"]["3"]["vs_scratch"]["verdict"] = "no"  # as 3 seeds all below scratch would say
-    console = Console(record=True, width=240)
-    for part in layers_tables(shown, out)[0]:
-        console.print(part)
-    text = console.export_text()
+    text = _shown(layers_tables(shown, out))
     assert text.count("▼") == 2 and text.count("▲") == 1 and "paired by seed" in text  # the cell and the legend
+    assert "2 seeds mark no cell" in text and "from scratch base B" in text
+    for per_n in shown["series"].values():  # results written before vs_scratch still render
+        for c in per_n.values():
+            del c["vs_scratch"]
+    assert "▼" not in _shown(layers_tables(shown, out)).replace("▲ / ▼", "")
+    (tmp_path / "old").mkdir()
+    write_layers_report(tmp_path / "old" / "report.html", shown)
+    assert "<td>n/a</td>" in (tmp_path / "old" / "report.html").read_text()
     assert (out / "report.html").is_file() and (out / "layers.png").is_file()
     assert json.loads((out / "results.json").read_text())["series"] == results["series"]
     again = layers(str(target), out=out, source_data=str(image_folder), arch="cnn_tiny", seeds=2, epochs=1,
                    lr=3e-3, progress=False, resume=True)  # every cell reused: the same numbers
     assert again["series"] == results["series"]
+
+
+def test_cells_on_fewer_rows_than_base_b_get_their_own_scratch_arm(image_folder: Path, tmp_path: Path) -> None:
+    target = make_folder(tmp_path / "b", n_per_class=12, seed=5)
+    out = tmp_path / "sweep"
+    results = layers(str(target), out=out, source_data=str(image_folder), arch="cnn_tiny", seeds=2, epochs=1,
+                     lr=3e-3, per_class=4, progress=False)
+    refs = results["references"]
+    assert refs["per_class"] == 4 and refs["rows"] == 3 * 4  # three classes; base B trained on every row
+    assert sorted(p.name for p in (out / "cells" / "scratch" / "all").iterdir()) == ["seed0", "seed1"]
+    assert len(refs["scratch"]["values"]) == 2
+
+
+def _shown(parts: tuple[list, list]) -> str:
+    """What the terminal shows of a command's output (standard output, then standard error)."""
+    console = Console(record=True, width=240)
+    for part in [*parts[0], *parts[1]]:
+        console.print(part)
+    return console.export_text()
 
 
 def test_bad_input(image_folder: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from transferlab import modality as modalities
 from transferlab import preflight
 from transferlab.config import DEFAULT_ARCH, FitConfig
 from transferlab.errors import UserError
-from transferlab.evaluate.curves import accuracy_interval, interval, verdict
+from transferlab.evaluate.curves import accuracy_interval, paired
 from transferlab.evaluate.logreg import fit_logreg
 from transferlab.experiments.common import clean_json, experiment_folder, finish_experiment, recorded_base, run_cell
 from transferlab.report.html import write_layers_report
@@ -87,8 +87,10 @@ def sweep(
         n_blocks = sources["A"].default_reuse
 
         # the reference at the cells' size: the architecture from random weights, on the same rows; base B is that
-        # reference when the cells train on every target row as it did (the same seeds, the same numbers)
-        scratch = list(base_b) if base_b and base.per_class is None else []
+        # reference when the cells train on every target row as it did (the same seeds, the same numbers), unless a
+        # sweep from before this reuse trained scratch cells of its own (on a GPU they need not be base B bit for bit)
+        own = (out / "cells" / "scratch").exists()
+        scratch = list(base_b) if base_b and base.per_class is None and not own else []
         for seed in seed_range[len(scratch):]:
             cfg = base.replace(strategy="scratch", reuse=None, seed=seed, split_seed=base.seed,
                                source=str(sources["A"].name))
@@ -118,9 +120,7 @@ def sweep(
 
         def cell(values: list[float]) -> dict[str, Any]:
             """With the paired difference from scratch: seed by seed, the same split and rows."""
-            iv = interval([v - r for v, r in zip(values, scratch, strict=True)], bounds=(-1.0, 1.0))
-            return {**summary(values), "vs_scratch": {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high,
-                                                      "interval_method": iv.method, "verdict": verdict(iv)}}
+            return {**summary(values), "vs_scratch": paired([v - r for v, r in zip(values, scratch, strict=True)])}
 
         results = clean_json({
             "schema": SCHEMA,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from transferlab.config import METRIC_NAMES
-from transferlab.evaluate.curves import interval
+from transferlab.evaluate.curves import MIN_VERDICT_SEEDS, interval
 from transferlab.files import atomic_write
 
 MEASURE_LABELS = {
@@ -312,9 +312,10 @@ def write_layers_report(path: Any, results: dict[str, Any]) -> None:
         rows.append(f"<tr><td class=l>base B</td><td colspan={len(ns)}>{fmt_interval(results['base'])}</td></tr>")
     diffs = [f"<table><tr><th class=l>minus scratch, paired by seed</th>{head}</tr>"]
     for name, per_n in results["series"].items():
+        vs = [per_n[n].get("vs_scratch") for n in ns]  # absent from results written before it
         diffs.append(f"<tr><td class=l>{name}</td>" + "".join(
-            f"<td>{fmt_interval(per_n[n]['vs_scratch'])}{VS_SCRATCH.get(per_n[n]['vs_scratch']['verdict'], '')}</td>"
-            for n in ns) + "</tr>")
+            f"<td>{fmt_interval(v)}{VS_SCRATCH.get(v['verdict'], '')}</td>" if v else "<td>n/a</td>" for v in vs)
+            + "</tr>")
     ref = results.get("references")
     if ref:
         rows.append(f"<tr><td class=l>scratch (cells' rows)</td><td colspan={len(ns)}>"
@@ -334,7 +335,8 @@ def write_layers_report(path: Any, results: dict[str, Any]) -> None:
         f"{(results.get('references') or {}).get('rows', '?')} training rows.</p>",
         figure, "\n".join(rows) + "</table>",
         "<h2>Each cell against the architecture from scratch</h2>", "\n".join(diffs) + "</table>",
-        f"<p>{VS_SCRATCH_LEGEND}; no mark: no difference shown.</p>",
+        f"<p>{VS_SCRATCH_LEGEND}; no mark: no difference shown"
+        + (f" ({cfg['seeds']} seeds give no verdict).</p>" if cfg["seeds"] < MIN_VERDICT_SEEDS else ".</p>"),
         "<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(cfg, indent=1))}</pre>", "</body></html>",
     ]
     atomic_write(path, "\n".join(parts))

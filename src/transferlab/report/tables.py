@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from transferlab.config import METRIC_NAMES
+from transferlab.evaluate.curves import MIN_VERDICT_SEEDS
 from transferlab.report.html import (
     MEASURE_LABELS,
     SCORE_LABELS,
@@ -62,7 +63,7 @@ def compare_tables(results: dict[str, Any], out: Path) -> Out:
             table.add_row(arm, *[Text(f"{fmt_interval(measures[m])} {measures[m]['verdict']}",
                                       style=COLOURS[measures[m]["verdict"]]) for m in MEASURE_LABELS])
         stdout.append(table)
-    if seeds < 3:
+    if seeds < MIN_VERDICT_SEEDS:
         stderr.append(Text(f"{seeds} seeds give no verdict: rerun with --seeds 3 or more", style="magenta"))
     for note in results.get("notes", []):
         stderr.append(Text(f"note: {note}", style="yellow"))
@@ -161,10 +162,13 @@ def layers_tables(results: dict[str, Any], out: Path) -> Out:
     for n, name in zip(ns, results["blocks"], strict=True):
         table.add_column(f"n={n} ({name})")
     for name, per_n in results["series"].items():
-        table.add_row(name, *[fmt_interval(per_n[n]) + VS_SCRATCH.get(per_n[n]["vs_scratch"]["verdict"], "")
-                              for n in ns])
+        table.add_row(name, *[fmt_interval(per_n[n]) + VS_SCRATCH.get((per_n[n].get("vs_scratch") or {}).get(
+            "verdict"), "") for n in ns])
     stdout: list[Any] = [table, VS_SCRATCH_LEGEND, *layers_references(results), f"report: {out / 'report.html'}"]
-    return stdout, []
+    seeds = results["config"]["seeds"]
+    stderr = ([Text(f"{seeds} seeds mark no cell: rerun with --seeds {MIN_VERDICT_SEEDS} or more", style="magenta")]
+              if seeds < MIN_VERDICT_SEEDS else [])
+    return stdout, stderr
 
 
 def layers_references(results: dict[str, Any]) -> list[str]:
@@ -176,7 +180,8 @@ def layers_references(results: dict[str, Any]) -> list[str]:
     ref = results.get("references")
     if ref:
         rows = f"{ref['rows']} training rows" + (f", {ref['per_class']} per class" if ref.get("per_class") else "")
-        lines.append(f"on the cells' {rows}: the architecture from scratch {fmt_interval(ref['scratch'])}, a "
+        scratch = "base B" if ref["scratch"] == results.get("base") else fmt_interval(ref["scratch"])
+        lines.append(f"on the cells' {rows}: the architecture from scratch {scratch}, a "
                      f"logistic regression on the raw inputs {fmt_number(ref['logreg'])}")
     return lines
 
