@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import stopped_at_epoch_end
 from transferlab.api import fit, predict
+from transferlab.config import FitConfig
 from transferlab.errors import UserError
 from transferlab.sources import load_source
 from transferlab.train import features
@@ -133,10 +135,28 @@ def test_resume_with_other_options_is_refused(base_run: Path, tmp_path: Path) ->
     path.write_text(json.dumps(record))
     again = dict(source=str(base_run), strategy="frozen", epochs=1, resume=True, progress=False)
     assert fit(_data(base_run), out=tmp_path / "r", **again).test_accuracy >= 0
+    del record["config"]["logger"]  # where and how fast a run trains is no difference, absent or not
+    path.write_text(json.dumps(record))
+    assert fit(_data(base_run), out=tmp_path / "r", **again).test_accuracy >= 0
     del record["config"]["max_steps"]
     path.write_text(json.dumps(record))
     with pytest.raises(UserError, match=r"different --max-steps \(not set, now None\); it was trained by an earlier"):
         fit(_data(base_run), out=tmp_path / "r", **again)
+
+
+def test_a_new_option_is_a_decision_for_resume() -> None:
+    """Records written before an option existed lack it, and resuming them is refused unless ``ADDED_OPTIONS``
+    gives the value its absence meant (or it is a runtime option). Adding an option is therefore a decision; this
+    list makes it one. The options below are today's; each was weighed when the check became strict, and none but
+    fold needed an entry (no run directory in the README's evidence lacks any of them)."""
+    known = set("data source strategy reuse epochs max_steps max_time min_steps patience batch_size lr "
+                "backbone_lr_mult freeze_bn weight_decay image_size seed split_seed fold per_class eval_per_class "
+                "val_fraction test_fraction weights strict cache num_workers pin_memory channels_last compile "
+                "deterministic accelerator devices num_nodes distributed precision curve text_model max_vectors "
+                "text_column label_column encoding_errors metric class_weight sampler logger impute".split())
+    new = {f.name for f in dataclasses.fields(FitConfig)} - known
+    assert not new, (f"new options {sorted(new)}: list each in config.ADDED_OPTIONS with the value that means what "
+                     "older records did (or in RUNTIME_OPTIONS), then here")
 
 
 def test_reuse_beyond_blocks_and_unknown_options_are_user_errors(base_run: Path, tmp_path: Path) -> None:
