@@ -49,9 +49,12 @@ def test_sweep_on_tiny_tasks(image_folder: Path, tmp_path: Path) -> None:
     assert "<td>n/a</td>" in (tmp_path / "old" / "report.html").read_text()
     assert (out / "report.html").is_file() and (out / "layers.png").is_file()
     assert json.loads((out / "results.json").read_text())["series"] == results["series"]
+    (out / "cells" / "scratch").mkdir(parents=True)  # as a sweep from before base B's reuse left it
     again = layers(str(target), out=out, source_data=str(image_folder), arch="cnn_tiny", seeds=2, epochs=1,
                    lr=3e-3, progress=False, resume=True)  # every cell reused: the same numbers
     assert again["series"] == results["series"]
+    assert (out / "cells" / "scratch" / "all" / "seed1" / "model.json").is_file()  # such a sweep keeps its own arm
+    assert again["references"]["scratch"]["values"] == results["base"]["values"]  # on a CPU, base B bit for bit
 
 
 def test_cells_on_fewer_rows_than_base_b_get_their_own_scratch_arm(image_folder: Path, tmp_path: Path) -> None:
