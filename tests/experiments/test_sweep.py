@@ -40,6 +40,7 @@ def test_sweep_on_tiny_tasks(image_folder: Path, tmp_path: Path) -> None:
     text = _shown(layers_tables(shown, out))
     assert text.count("▼") == 2 and text.count("▲") == 1 and "paired by seed" in text  # the cell and the legend
     assert "2 seeds mark no cell" in text and "from scratch base B" in text
+    assert "learned from every target row" not in text  # base B and the cells trained on the same rows
     for per_n in shown["series"].values():  # results written before vs_scratch still render
         for c in per_n.values():
             del c["vs_scratch"]
@@ -66,6 +67,8 @@ def test_cells_on_fewer_rows_than_base_b_get_their_own_scratch_arm(image_folder:
     assert refs["per_class"] == 4 and refs["rows"] == 3 * 4  # three classes; base B trained on every row
     assert sorted(p.name for p in (out / "cells" / "scratch" / "all").iterdir()) == ["seed0", "seed1"]
     assert len(refs["scratch"]["values"]) == 2
+    caveat = "BnB and BnB+ start from base B, which learned from every target row"  # and the cells from 4 per class
+    assert caveat in _shown(layers_tables(results, out)) and caveat in (out / "report.html").read_text()
 
 
 def _shown(parts: tuple[list, list]) -> str:

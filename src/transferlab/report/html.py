@@ -299,6 +299,11 @@ def layers_figure(results: dict[str, Any]) -> Any:
     return fig
 
 
+def selffer_caveat(results: dict[str, Any]) -> bool:
+    """Whether base B saw more target rows than the cells (``--per-class`` with a source task)."""
+    return bool(results.get("base") and (results.get("references") or {}).get("per_class"))
+
+
 def write_layers_report(path: Any, results: dict[str, Any]) -> None:
     """One self-contained ``report.html`` for a layer sweep; the plot is also saved beside it."""
     cfg = results["config"]
@@ -335,6 +340,7 @@ def write_layers_report(path: Any, results: dict[str, Any]) -> None:
         f"{(results.get('references') or {}).get('rows', '?')} training rows.</p>",
         figure, "\n".join(rows) + "</table>",
         "<h2>Each cell against the architecture from scratch</h2>", "\n".join(diffs) + "</table>",
+        f"<p>{SELFFER_CAVEAT}.</p>" if selffer_caveat(results) else "",
         f"<p>{VS_SCRATCH_LEGEND}; no mark: no difference shown"
         + (f" ({cfg['seeds']} seeds give no verdict).</p>" if cfg["seeds"] < MIN_VERDICT_SEEDS else ".</p>"),
         "<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(cfg, indent=1))}</pre>", "</body></html>",
@@ -352,6 +358,8 @@ SCORE_LABELS = {
 
 YES_NO = {True: "yes", False: "no", None: "n/a"}  # a yes/no question that may not apply (rank's top pick)
 VS_SCRATCH = {"yes": " ▲", "no": " ▼"}  # a layer cell's paired difference from scratch, when its interval decides
+SELFFER_CAVEAT = ("BnB and BnB+ start from base B, which learned from every target row, the cells from fewer: their "
+                  "lead over AnB is partly those rows, so read each series against scratch (the marks)")
 VS_SCRATCH_LEGEND = ("▲ / ▼: above / below the architecture from scratch on the cells' rows, paired by seed (the 95% "
                      "interval of the difference excludes 0)")
 

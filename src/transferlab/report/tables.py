@@ -14,6 +14,7 @@ from transferlab.evaluate.curves import MIN_VERDICT_SEEDS
 from transferlab.report.html import (
     MEASURE_LABELS,
     SCORE_LABELS,
+    SELFFER_CAVEAT,
     SHORT_SCORE_LABELS,
     VS_SCRATCH,
     VS_SCRATCH_LEGEND,
@@ -22,6 +23,7 @@ from transferlab.report.html import (
     fmt_number,
     measure_labels,
     metric_name,
+    selffer_caveat,
 )
 
 Out = tuple[list[Any], list[Any]]
@@ -183,6 +185,8 @@ def layers_references(results: dict[str, Any]) -> list[str]:
         scratch = "base B" if ref["scratch"] == results.get("base") else fmt_interval(ref["scratch"])
         lines.append(f"on the cells' {rows}: the architecture from scratch {scratch}, a "
                      f"logistic regression on the raw inputs {fmt_number(ref['logreg'])}")
+    if selffer_caveat(results):
+        lines.append(SELFFER_CAVEAT)
     return lines
 
 
