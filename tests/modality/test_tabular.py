@@ -82,6 +82,20 @@ def test_scratch_fits_its_standardisation_on_the_training_split(tables: tuple[Pa
     assert abs(pre["mean"][0] - x[:, 0].mean()) < 0.5 and pre["std"][0] > 0  # fitted on ~70% of the rows
 
 
+def test_a_developed_architecture_from_random_weights_scales_on_the_target(developed: Path, tmp_path: Path) -> None:
+    """Random weights know nothing of the source's data, its scale included: scratch standardises as the target's
+    training split is, while a reused source keeps its own standardisation."""
+    centers = np.array([[6.0, -6.0], [14.0, -6.0], [10.0, -1.0]])  # problem 1's centres moved by (10, -6)
+    target = write_blobs(tmp_path / "moved.csv", 3, centers=centers)
+    source = json.loads((developed / "model.json").read_text())["preprocessing"]
+    run = api.fit(str(target), source=str(developed), strategy="scratch", out=tmp_path / "s", **OPTS)
+    pre = json.loads((run.out / "model.json").read_text())["preprocessing"]
+    x = np.loadtxt(target, delimiter=",", skiprows=1, usecols=(0, 1))
+    assert abs(pre["mean"][0] - x[:, 0].mean()) < 0.5 and abs(pre["mean"][1] - x[:, 1].mean()) < 0.5
+    assert abs(source["mean"][0] - x[:, 0].mean()) > 5  # what the source would have shifted the columns by
+    assert pre["columns"] == source["columns"]
+
+
 def test_compare_layers_rank_and_predict_work_unchanged(developed: Path, tables: tuple[Path, Path],
                                                         tmp_path: Path) -> None:
     results = api.compare(str(tables[1]), out=tmp_path / "cmp", source=str(developed),

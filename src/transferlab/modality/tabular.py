@@ -1,6 +1,8 @@
 """Tables: CSV/TSV files of numeric feature columns and a label column (the develop model approach in its simplest
 form). Built-in MLPs are bound to the table's feature count with a standardisation fitted on its training split; a
-developed source keeps the standardisation it was trained with, so its features mean what they meant."""
+developed source keeps the standardisation it was trained with, so its features mean what they meant; its
+architecture from random weights (``scratch``) knows nothing of the source's data, its scale included, and is
+standardised as the target's training split is."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from transferlab import catalogue
 from transferlab.cardcheck import card_error, show
+from transferlab.config import parse_strategy
 from transferlab.data.folders import DELIMITERS
 from transferlab.data.tabular import TableSplit, column_scale, load_table, looks_tabular, read_rows, standardized
 from transferlab.errors import Unusable, UserError
@@ -53,7 +57,8 @@ class TabularModality(Modality):
     def bind(self, source: Source, data: Data, cfg: FitConfig) -> Source:
         """A built-in MLP is built for the table's columns, standardised as its training split is; a developed
         source takes its columns by name, in its own order (a missing or renamed column is refused), and keeps its
-        standardisation. Either way the run records its own ``--impute``."""
+        standardisation, unless the strategy trains it from random weights. Either way the run records its own
+        ``--impute``."""
         columns = list(data.train.columns)
         if source.adapt is not None:
             from transferlab.sources.mlp import fit_standardize
@@ -69,6 +74,12 @@ class TabularModality(Modality):
             order = np.array([columns.index(c) for c in takes])
             for name, split in data.splits().items():
                 setattr(data, name, TableSplit(split.features[:, order], split.labels, tuple(takes)))
+        if not catalogue.strategy(parse_strategy(cfg.strategy)[0]).pretrained:
+            # the source's scale would shift and squeeze the target's columns: problem 1's on problem 2 of the
+            # README's blobs put the layers sweep's scratch arm 0.04 below compare's, which scales on its own rows
+            from transferlab.sources.mlp import fit_standardize
+
+            return dataclasses.replace(source, preprocessing=fit_standardize(data.train.features, takes, cfg.impute))
         return dataclasses.replace(source, preprocessing=dataclasses.replace(source.preprocessing,
                                                                              impute=cfg.impute))
 
