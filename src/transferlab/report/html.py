@@ -359,7 +359,7 @@ SCORE_LABELS = {
 YES_NO = {True: "yes", False: "no", None: "n/a"}  # a yes/no question that may not apply (rank's top pick)
 VS_SCRATCH = {"yes": " ▲", "no": " ▼"}  # a layer cell's paired difference from scratch, when its interval decides
 SELFFER_CAVEAT = ("BnB and BnB+ start from base B, which learned from every target row, the cells from fewer: their "
-                  "lead over AnB is partly those rows, so read each series against scratch (the marks)")
+                  "lead over AnB may be partly those rows, so read each series against scratch (the marks)")
 VS_SCRATCH_LEGEND = ("▲ / ▼: above / below the architecture from scratch on the cells' rows, paired by seed (the 95% "
                      "interval of the difference excludes 0)")
 
