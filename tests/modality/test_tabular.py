@@ -11,6 +11,8 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from transferlab import api, preflight
+from transferlab import modality as modalities
+from transferlab.config import FitConfig
 from transferlab.errors import UserError
 from transferlab.sources import load_source
 
@@ -94,6 +96,10 @@ def test_a_developed_architecture_from_random_weights_scales_on_the_target(devel
     assert abs(pre["mean"][0] - x[:, 0].mean()) < 0.5 and abs(pre["mean"][1] - x[:, 1].mean()) < 0.5
     assert abs(source["mean"][0] - x[:, 0].mean()) > 5  # what the source would have shifted the columns by
     assert pre["columns"] == source["columns"]
+    cfg = FitConfig(data=str(target), source=f"scratch:{developed}")  # what rank scores as a scratch candidate
+    data = modalities.get("tabular").load(cfg)
+    bound = modalities.get("tabular").bind(load_source(f"scratch:{developed}"), data, cfg)
+    assert list(bound.preprocessing.mean) == pytest.approx(pre["mean"], abs=0.5)
 
 
 def test_compare_layers_rank_and_predict_work_unchanged(developed: Path, tables: tuple[Path, Path],
