@@ -96,6 +96,13 @@ def test_a_developed_architecture_from_random_weights_scales_on_the_target(devel
     assert abs(pre["mean"][0] - x[:, 0].mean()) < 0.5 and abs(pre["mean"][1] - x[:, 1].mean()) < 0.5
     assert abs(source["mean"][0] - x[:, 0].mean()) > 5  # what the source would have shifted the columns by
     assert pre["columns"] == source["columns"]
+    assert api.fit(str(target), source=str(developed), strategy="scratch", out=tmp_path / "s", resume=True,
+                   **OPTS).test_accuracy == run.test_accuracy  # reused
+    record = json.loads((run.out / "config.json").read_text())
+    record["resolved"]["preprocessing"] = {**record["resolved"]["preprocessing"], **source}  # as before the fix
+    (run.out / "config.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match="earlier transferlab that scaled the table's columns as its source"):
+        api.fit(str(target), source=str(developed), strategy="scratch", out=tmp_path / "s", resume=True, **OPTS)
     cfg = FitConfig(data=str(target), source=f"scratch:{developed}")  # what rank scores as a scratch candidate
     data = modalities.get("tabular").load(cfg)
     bound = modalities.get("tabular").bind(load_source(f"scratch:{developed}"), data, cfg)

@@ -47,7 +47,7 @@ from transferlab.train.datamodule import RunData, extracted, feature_key
 from transferlab.train.module import LitClassifier
 from transferlab.train.trainer import make_trainer, quiet_lightning, read_checkpoint, runs_on_cpu
 from transferlab.transfer.model import build_model, run_inference
-from transferlab.transfer.rundir import card_metrics, read_card, write_card, write_model
+from transferlab.transfer.rundir import CARD, card_metrics, read_card, write_card, write_model
 from transferlab.transfer.strategies import make_strategy
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool, config: dict[str, An
                             + ("; it was trained by an earlier transferlab without that option, --overwrite trains "
                                "it again" if was is ABSENT else ""))
         check_strategy_record(out, recorded["resolved"].get("strategy"), config["strategy"])
+        check_scaling_record(out, recorded["resolved"], config)
         mark(out, "run")  # a run directory written before markers existed
         return not (out / "INCOMPLETE").exists()
     if not overwrite:
@@ -143,6 +144,23 @@ def check_strategy_record(out: Path, recorded: Any, spec: str) -> None:
         if missing:
             raise UserError(f"--resume: {out} was trained by an earlier transferlab whose {name} had no {missing[0]} "
                             "option and trained otherwise; --overwrite trains it again")
+
+
+def check_scaling_record(out: Path, resolved: dict[str, Any], config: dict[str, Any]) -> None:
+    """A table run from random weights on a developed source scales on its own training split; one trained before
+    that (its recorded scaling the source's) is refused like any run of an earlier behaviour. Scratch on the very
+    table and split the source was developed on is refused too (the two scalings are then one): --overwrite."""
+    spec = str(config["source"])
+    random = spec.startswith("scratch:") or not catalogue.strategy(parse_strategy(config["strategy"])[0]).pretrained
+    card = Path(spec.removeprefix("scratch:")) / CARD
+    if resolved.get("modality") != "tabular" or not random or not card.is_file():  # built-in MLPs always did
+        return
+    found = read_json(card, "source card")
+    ran, source = resolved.get("preprocessing"), found.get("preprocessing") if isinstance(found, dict) else None
+    if isinstance(ran, dict) and isinstance(source, dict) and all(ran.get(k) == source.get(k) for k in ("mean", "std")):
+        raise UserError(f"--resume: {out} was trained by an earlier transferlab that scaled the table's columns as its "
+                        f"source {spec.removeprefix('scratch:')} did, although its weights were random; --overwrite "
+                        "trains it again, scaled on its own training split")
 
 
 def resolve_reuse(cfg: FitConfig, source: Source) -> int:
