@@ -262,6 +262,11 @@ def strategy(name: str) -> StrategyKind:
     return _STRATEGIES[name]
 
 
+def starts_pretrained(spec: str) -> bool:
+    """Whether the strategy a spec names starts from the source's weights (every one but ``scratch``)."""
+    return strategy(parse_strategy(spec)[0]).pretrained
+
+
 @cache
 def parse_strategy(spec: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
     """``name[:key=value,...]`` -> (name, the options the spec sets, checked), parsed once per spec."""

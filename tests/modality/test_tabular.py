@@ -117,6 +117,10 @@ def test_compare_layers_rank_and_predict_work_unchanged(developed: Path, tables:
     assert "image_size" not in json.dumps(results["resolved"])
     sweep = api.layers(str(tables[1]), out=tmp_path / "layers", source=str(developed), seeds=2, **OPTS)
     assert set(sweep["series"]) == {"AnB", "AnB+"} and set(sweep["series"]["AnB"]) == {"1", "2"}
+    card = json.loads((developed / "model.json").read_text())["preprocessing"]
+    scratch = json.loads((tmp_path / "layers" / "cells" / "scratch" / "all" / "seed0" / "model.json").read_text())
+    frozen = json.loads((tmp_path / "layers" / "cells" / "AnB" / "n1" / "seed0" / "model.json").read_text())
+    assert frozen["preprocessing"]["mean"] == card["mean"] != scratch["preprocessing"]["mean"]  # its own rows' scale
     ranked = api.rank(str(tables[1]), sources=f"{developed},scratch:{developed}", out=tmp_path / "rank",
                       scores="logme,knn", progress=False)
     assert set(ranked["ranking"]["knn"]) == {str(developed), f"scratch:{developed}"}

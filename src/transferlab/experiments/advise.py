@@ -47,7 +47,7 @@ import lightning as L
 import numpy as np
 
 from transferlab import catalogue, preflight
-from transferlab.config import LOGREG, RUNTIME_OPTIONS, FitConfig, parse_strategy
+from transferlab.config import LOGREG, RUNTIME_OPTIONS, FitConfig
 from transferlab.data.splits import Data, fold_data
 from transferlab.errors import UserError
 from transferlab.evaluate.curves import paired_difference
@@ -341,7 +341,7 @@ def run_trial(ctx: Context, trial: Any, short: list[str], progress: bool) -> flo
     trial.set_user_attr("chosen", chosen)
     trial.set_user_attr("pid", os.getpid())
     tick = ctx.clock()
-    source = ctx.sources[cfg.source] if catalogue.strategy(parse_strategy(cfg.strategy)[0]).pretrained else None
+    source = ctx.sources[cfg.source] if catalogue.starts_pretrained(cfg.strategy) else None
     import optuna
 
     try:

@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transferlab import catalogue
 from transferlab.cardcheck import card_error, show
-from transferlab.config import parse_strategy
 from transferlab.data.folders import DELIMITERS
 from transferlab.data.tabular import TableSplit, column_scale, load_table, looks_tabular, read_rows, standardized
 from transferlab.errors import Unusable, UserError
@@ -57,8 +55,8 @@ class TabularModality(Modality):
     def bind(self, source: Source, data: Data, cfg: FitConfig) -> Source:
         """A built-in MLP is built for the table's columns, standardised as its training split is; a developed
         source takes its columns by name, in its own order (a missing or renamed column is refused), and keeps its
-        standardisation, unless its weights are random (``scratch:<source>``, or a strategy that trains from random
-        weights). Either way the run records its own ``--impute``."""
+        standardisation, unless its weights are random (``scratch:<source>``, the ``scratch`` strategy). Either way
+        the run records its own ``--impute``."""
         columns = list(data.train.columns)
         if source.adapt is not None:
             from transferlab.sources.mlp import fit_standardize
@@ -74,7 +72,7 @@ class TabularModality(Modality):
             order = np.array([columns.index(c) for c in takes])
             for name, split in data.splits().items():
                 setattr(data, name, TableSplit(split.features[:, order], split.labels, tuple(takes)))
-        if not (source.pretrained and catalogue.strategy(parse_strategy(cfg.strategy)[0]).pretrained):
+        if not source.pretrained:
             # the source's scale would shift and squeeze the target's columns: problem 1's on problem 2 of the
             # README's blobs held the layers sweep's scratch arm at 0.771, against 0.810 scaled on its own rows
             from transferlab.sources.mlp import fit_standardize

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from transferlab import catalogue, files, preflight
 from transferlab import modality as modalities
 from transferlab._version import __version__
-from transferlab.config import ABSENT, RUNTIME_OPTIONS, FitConfig, first_difference, parse_strategy
+from transferlab.config import ABSENT, RUNTIME_OPTIONS, FitConfig, first_difference
 from transferlab.data.splits import Data, SplitDataset, fold_data
 from transferlab.errors import UserError
 from transferlab.evaluate import METRICS, classification_report, score
@@ -151,7 +151,7 @@ def check_scaling_record(out: Path, resolved: dict[str, Any], config: dict[str, 
     that (its recorded scaling the source's) is refused like any run of an earlier behaviour. Scratch on the very
     table and split the source was developed on is refused too (the two scalings are then one): --overwrite."""
     spec = str(config["source"])
-    random = spec.startswith("scratch:") or not catalogue.strategy(parse_strategy(config["strategy"])[0]).pretrained
+    random = spec.startswith("scratch:") or not catalogue.starts_pretrained(config["strategy"])
     card = Path(spec.removeprefix("scratch:")) / CARD
     if resolved.get("modality") != "tabular" or not random or not card.is_file():  # built-in MLPs always did
         return
@@ -275,7 +275,9 @@ def prepare(cfg: FitConfig, out: Path, resume: bool, data: Data | None, source: 
             modality: Modality | None) -> Prepared:
     """Data, source, strategy, preprocessing and budget of a run: every error a run can meet before it trains."""
     world = make_trainer(out, None, False, [], cfg).world_size  # an unusable accelerator, device count...: now
-    pretrained = catalogue.strategy(parse_strategy(cfg.strategy)[0]).pretrained
+    pretrained = catalogue.starts_pretrained(cfg.strategy)
+    if source is not None and source.pretrained and not pretrained:
+        source = source.fresh()  # random weights, and a source that says so (a table then scales on its own rows)
     modality = modality or preflight.decide_modality(cfg.data, [cfg.source])
     if modality is None:  # neither the data nor the source's name tell: the loaded source does
         source = source or open_source(cfg, pretrained)
