@@ -277,18 +277,15 @@ def layers_figure(results: dict[str, Any]) -> Any:
         ax.plot([int(n) for n in ns], m, color=color, marker=marker, ls=ls, label=name)
         ax.fill_between([int(n) for n in ns], [per_n[n]["ci_low"] for n in ns], [per_n[n]["ci_high"] for n in ns],
                         color=color, alpha=0.12)
-    ref = results.get("references")
+    ref, same = results.get("references") or {}, scratch_is_base(results)
     if results.get("base"):
         b = results["base"]
-        same = ref is not None and ref["scratch"] == b  # the cells train on every target row: base B is scratch
         ax.axhline(b["mean"], color="black", lw=1, label="base B = scratch" if same else "base B (every target row)")
         ax.axhspan(b["ci_low"], b["ci_high"], color="black", alpha=0.08)
-        ref = {**ref, "scratch": None} if same and ref is not None else ref
-    if ref:
-        if ref["scratch"] is not None:
-            ax.axhline(ref["scratch"]["mean"], color="C2", lw=1, ls=":", label="scratch (cells' rows)")
-        if ref.get("logreg") is not None:
-            ax.axhline(ref["logreg"], color="C4", lw=1, ls="-.", label="logreg (cells' rows)")
+    if ref.get("scratch") and not same:
+        ax.axhline(ref["scratch"]["mean"], color="C2", lw=1, ls=":", label="scratch (cells' rows)")
+    if ref.get("logreg") is not None:
+        ax.axhline(ref["logreg"], color="C4", lw=1, ls="-.", label="logreg (cells' rows)")
     ax.set_xticks(range(1, len(results["blocks"]) + 1),
                   [f"{i}\n{name}" for i, name in enumerate(results["blocks"], 1)])
     ax.set_xlabel("blocks reused from the source (n)")
@@ -297,6 +294,17 @@ def layers_figure(results: dict[str, Any]) -> Any:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside the curves, not over them
     return fig
+
+
+def scratch_is_base(results: dict[str, Any]) -> bool:
+    """Whether a sweep's scratch reference is base B itself (the cells trained on every target row)."""
+    return bool(results.get("base")) and (results.get("references") or {}).get("scratch") == results["base"]
+
+
+def vs_mark(cell: dict[str, Any]) -> str:
+    """``" ▲"`` / ``" ▼"`` after a layer cell whose paired difference from scratch is decided; nothing otherwise
+    (undecided, or results written before ``vs_scratch``)."""
+    return VS_SCRATCH.get((cell.get("vs_scratch") or {}).get("verdict"), "")
 
 
 def selffer_caveat(results: dict[str, Any]) -> bool:
@@ -317,10 +325,10 @@ def write_layers_report(path: Any, results: dict[str, Any]) -> None:
         rows.append(f"<tr><td class=l>base B</td><td colspan={len(ns)}>{fmt_interval(results['base'])}</td></tr>")
     diffs = [f"<table><tr><th class=l>minus scratch, paired by seed</th>{head}</tr>"]
     for name, per_n in results["series"].items():
-        vs = [per_n[n].get("vs_scratch") for n in ns]  # absent from results written before it
+        cells = [per_n[n] for n in ns]  # vs_scratch is absent from results written before it
         diffs.append(f"<tr><td class=l>{name}</td>" + "".join(
-            f"<td>{fmt_interval(v)}{VS_SCRATCH.get(v['verdict'], '')}</td>" if v else "<td>n/a</td>" for v in vs)
-            + "</tr>")
+            f"<td>{fmt_interval(c['vs_scratch'])}{vs_mark(c)}</td>" if c.get("vs_scratch") else "<td>n/a</td>"
+            for c in cells) + "</tr>")
     ref = results.get("references")
     if ref:
         rows.append(f"<tr><td class=l>scratch (cells' rows)</td><td colspan={len(ns)}>"

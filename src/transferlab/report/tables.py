@@ -16,14 +16,15 @@ from transferlab.report.html import (
     SCORE_LABELS,
     SELFFER_CAVEAT,
     SHORT_SCORE_LABELS,
-    VS_SCRATCH,
     VS_SCRATCH_LEGEND,
     YES_NO,
     fmt_interval,
     fmt_number,
     measure_labels,
     metric_name,
+    scratch_is_base,
     selffer_caveat,
+    vs_mark,
 )
 
 Out = tuple[list[Any], list[Any]]
@@ -164,8 +165,7 @@ def layers_tables(results: dict[str, Any], out: Path) -> Out:
     for n, name in zip(ns, results["blocks"], strict=True):
         table.add_column(f"n={n} ({name})")
     for name, per_n in results["series"].items():
-        table.add_row(name, *[fmt_interval(per_n[n]) + VS_SCRATCH.get((per_n[n].get("vs_scratch") or {}).get(
-            "verdict"), "") for n in ns])
+        table.add_row(name, *[fmt_interval(per_n[n]) + vs_mark(per_n[n]) for n in ns])
     stdout: list[Any] = [table, VS_SCRATCH_LEGEND, *layers_references(results), f"report: {out / 'report.html'}"]
     seeds = results["config"]["seeds"]
     stderr = ([Text(f"{seeds} seeds mark no cell: rerun with --seeds {MIN_VERDICT_SEEDS} or more", style="magenta")]
@@ -182,7 +182,7 @@ def layers_references(results: dict[str, Any]) -> list[str]:
     ref = results.get("references")
     if ref:
         rows = f"{ref['rows']} training rows" + (f", {ref['per_class']} per class" if ref.get("per_class") else "")
-        scratch = "base B" if ref["scratch"] == results.get("base") else fmt_interval(ref["scratch"])
+        scratch = "base B" if scratch_is_base(results) else fmt_interval(ref["scratch"])
         lines.append(f"on the cells' {rows}: the architecture from scratch {scratch}, a "
                      f"logistic regression on the raw inputs {fmt_number(ref['logreg'])}")
     if selffer_caveat(results):
